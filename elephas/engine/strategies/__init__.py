@@ -1,0 +1,1 @@
+"""Update rules (strategies); :func:`get` resolves a mode name to a strategy instance."""

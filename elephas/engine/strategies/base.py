@@ -1,0 +1,71 @@
+"""The strategy interface: where an update rule lives, worker side and server side.
+
+A strategy says what a worker sends after each communication window and how the server (the
+parameter server in the driver, or the driver itself for synchronous rounds) folds it into the
+center weights. Strategies hold only plain values (their knobs), so they pickle to executors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+Weights = list[np.ndarray]
+
+
+class Strategy:
+    """Base class of every update rule.
+
+    Class attributes:
+        name: The ``mode`` string that selects the strategy.
+        synchronous: ``True`` when rounds are Spark jobs merged on the driver (no parameter server).
+        locked: Server lock policy: ``True`` applies each update under a lock, ``False`` lock-free.
+        default_frequency: Communication window used when the user does not set one.
+    """
+
+    name: ClassVar[str] = "base"
+    synchronous: ClassVar[bool] = False
+    locked: ClassVar[bool] = True
+    default_frequency: ClassVar[str | int] = "epoch"
+
+    def get_config(self) -> dict[str, Any]:
+        """The strategy's knobs (what ``__init__`` takes)."""
+        return {}
+
+    # ----- worker side -------------------------------------------------------------------------
+    def worker_update(self, weights: Weights, start_weights: Weights, center: Weights | None,
+                      window_batches: int) -> tuple[Weights, Weights]:
+        """What the worker sends after a window, and the weights it continues from.
+
+        Args:
+            weights: The worker's weights after training the window (``W``).
+            start_weights: The weights at the worker's last sync (``W0``).
+            center: Freshly pulled center weights (only for strategies with ``needs_center_pull``).
+            window_batches: How many batches the window had (``τ`` or fewer for the tail).
+
+        Returns:
+            ``(update, continue_from)``: the arrays to send and the worker's weights afterwards
+            (before it pulls again, for strategies that pull after a push).
+        """
+        delta = [w - w0 for w, w0 in zip(weights, start_weights)]
+        return delta, weights
+
+    needs_center_pull: ClassVar[bool] = False
+    """Whether :meth:`worker_update` needs the current center weights pulled before it runs."""
+
+    pull_after_push: ClassVar[bool] = True
+    """Whether the worker replaces its weights with the center's after pushing."""
+
+    # ----- server side -------------------------------------------------------------------------
+    def server_apply(self, center: Weights, update: Weights, staleness: int = 0) -> None:
+        """Fold ``update`` into ``center`` in place.
+
+        Args:
+            center: The center weights, modified in place.
+            update: What a worker sent.
+            staleness: How many updates the server applied since that worker last pulled
+                (``n - u``), read atomically with the apply under the lock policy.
+        """
+        for c, u in zip(center, update):
+            np.add(c, u, out=c, casting="unsafe")
