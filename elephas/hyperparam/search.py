@@ -1,0 +1,494 @@
+"""Distributed hyper-parameter search: hyperopt suggests, Spark runs the trials.
+
+The search runs in synchronous batches. Each round asks the algorithm (TPE, random search or any
+hyperopt ``suggest`` function) for ``num_workers`` new points, runs them as one Spark job with one
+task per trial, and writes the outcomes into an ordinary ``hyperopt.Trials`` before the next round.
+That keeps a run with a ``seed`` reproducible (the suggestions never depend on which trial happened
+to finish first) and needs only a SparkContext.
+
+Why not ``hyperopt.SparkTrials``: it works with PySpark 4 and can carry numpy weights back in the
+result dict, but it launches each trial from a dispatcher thread that polls once a second, asks for
+new points whenever a slot frees up (so a seeded run is not reproducible), needs a SparkSession and
+records failures only in ``misc['error']``. The batch loop here is the ``FMinIter`` loop of
+hyperopt with the evaluation step replaced by one Spark job.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from hyperopt import STATUS_OK, Trials, rand, space_eval, tpe
+from hyperopt.base import (
+    JOB_STATE_DONE,
+    JOB_STATE_ERROR,
+    JOB_STATE_RUNNING,
+    Domain,
+    spec_from_misc,
+)
+from hyperopt.exceptions import AllTrialsFailed
+from hyperopt.utils import coarse_utcnow
+
+from elephas.hyperparam.templates import TemplatedModel, has_templates, parse_model
+from elephas.hyperparam.trial import TrialOutcome, make_trial_fn
+
+logger = logging.getLogger(__name__)
+
+_ALGOS: dict[str, Callable[..., Any]] = {"tpe": tpe.suggest, "random": rand.suggest,
+                                         "rand": rand.suggest}
+
+
+class TrialsFailedError(RuntimeError, AllTrialsFailed):
+    """Every trial of a search failed.
+
+    Attributes:
+        trials: The ``hyperopt.Trials`` of the search (failures are in state ``JOB_STATE_ERROR``
+            with ``misc['error'] == (type, traceback)``).
+    """
+
+    def __init__(self, message: str, trials: Trials):
+        super().__init__(message)
+        self.trials = trials
+
+
+class BatchRunner(Protocol):
+    """Runs one batch of trials and returns their outcomes in order."""
+
+    def __call__(self, fn: Callable[[tuple[int, dict[str, Any]]], TrialOutcome],
+                 items: list[tuple[int, dict[str, Any]]]) -> list[TrialOutcome]: ...
+
+
+def get_algo(algo: str | Callable[..., Any]) -> Callable[..., Any]:
+    """Resolve ``'tpe'``, ``'random'`` (or a hyperopt ``suggest`` function) to a suggest function.
+
+    Raises:
+        ValueError: Unknown name.
+    """
+    if callable(algo):
+        return algo
+    if isinstance(algo, str) and algo.lower() in _ALGOS:
+        return _ALGOS[algo.lower()]
+    raise ValueError(
+        f"Could not interpret algo: {algo!r}. Expected one of ['tpe', 'random'] or a hyperopt "
+        "suggest function such as hyperopt.anneal.suggest."
+    )
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Expected {name} to be an integer >= 1. Received: {name}={value!r}.")
+    return int(value)
+
+
+class SparkBatchRunner:
+    """Runs a batch of trials as one Spark job, one task per trial."""
+
+    def __init__(self, sc: Any):
+        self.sc = sc
+
+    def __call__(self, fn: Callable[[tuple[int, dict[str, Any]]], TrialOutcome],
+                 items: list[tuple[int, dict[str, Any]]]) -> list[TrialOutcome]:
+        tids = [tid for tid, _ in items]
+        self.sc.setJobDescription(f"elephas hyper-parameter trials {tids}")
+        try:
+            outcomes = self.sc.parallelize(items, len(items)).map(fn).collect()
+        except Exception as exc:  # a task died outside the trial's own try (worker crash, ...)
+            from elephas.engine.errors import task_failure
+
+            failure = task_failure(exc, "trial")
+            text = str(failure or exc)
+            logger.error("Spark job for trials %s failed: %s", tids, text.splitlines()[0] if text else exc)
+            return [TrialOutcome(tid, False, error=(type(exc).__name__, text.splitlines()[0] if text else "",
+                                                     text)) for tid in tids]
+        finally:
+            self.sc.setJobDescription(None)
+        by_tid = {o.tid: o for o in outcomes}
+        return [by_tid[tid] for tid in tids]
+
+
+class LocalBatchRunner:
+    """Runs the trials one after the other in this process (for tests and debugging)."""
+
+    def __call__(self, fn: Callable[[tuple[int, dict[str, Any]]], TrialOutcome],
+                 items: list[tuple[int, dict[str, Any]]]) -> list[TrialOutcome]:
+        return [fn(item) for item in items]
+
+
+class _LocalValue:
+    """Stands in for a broadcast when trials run in-process."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+class HyperParamModel:
+    """Distributed hyper-parameter optimisation of hyperas-style Keras models on Spark.
+
+    Args:
+        sc: The SparkContext (``None`` runs the trials in this process, one after the other).
+        num_workers: Trials run at once (one Spark task each); also the batch size of suggestions.
+        custom_objects: Objects needed to rebuild the trained models on the driver.
+
+    Attributes:
+        trials: The ``hyperopt.Trials`` of the last search.
+        best_params: The best trial's hyper-parameters, by template name, with choices resolved to
+            the chosen values (``hyperopt.space_eval``).
+        best_loss: The best trial's loss.
+
+    Example:
+        >>> hyperparam_model = HyperParamModel(sc, num_workers=2)  # doctest: +SKIP
+        >>> best = hyperparam_model.minimize(model=model, data=data, max_evals=8)  # doctest: +SKIP
+        >>> hyperparam_model.best_params  # doctest: +SKIP
+        {'Dense_units': 64, 'Dropout_rate': 0.21, 'batch_size': 32}
+    """
+
+    def __init__(self, sc: Any, num_workers: int = 4, custom_objects: dict[str, Any] | None = None):
+        self.sc = sc
+        self.num_workers = _check_positive_int(num_workers, "num_workers")
+        self.custom_objects = dict(custom_objects or {})
+        self.trials: Trials | None = None
+        self.space: Any = None
+        self.best_params: dict[str, Any] | None = None
+        self.best_loss: float | None = None
+        self.templated: TemplatedModel | None = None
+        self._runner: BatchRunner = SparkBatchRunner(sc) if sc is not None else LocalBatchRunner()
+
+    # ------------------------------------------------------------------ public API
+
+    def compute_trials(
+        self,
+        model: Callable[..., Any],
+        data: Callable[[], Any] | None = None,
+        max_evals: int = 10,
+        notebook_name: str | None = None,
+        *,
+        space: Any = None,
+        functions: Sequence[Callable[..., Any]] = (),
+        algo: str | Callable[..., Any] = "tpe",
+        seed: int | None = None,
+    ) -> Trials:
+        """Run the search and return its trials.
+
+        Args:
+            model: A hyperas-style model function ``model(x_train, y_train, x_test, y_test)`` with
+                ``{{...}}`` templates returning ``{'loss': ..., 'status': STATUS_OK, 'model': model}``;
+                or, with ``space``, an objective ``model(params, *data)`` returning the same dict.
+            data: ``data()`` returning the arrays passed to ``model`` (called once on the driver and
+                broadcast). Optional with ``space``.
+            max_evals: Total number of trials.
+            notebook_name: Ignored (elephas reads notebook cells itself); kept for old code.
+            space: A hyperopt search space, for an objective without templates.
+            functions: Helper functions ``model`` calls (their source is compiled with it and may
+                hold templates).
+            algo: ``'tpe'`` (default), ``'random'``, or a hyperopt ``suggest`` function.
+            seed: Makes the suggestions (and each trial's Keras seed, ``seed + tid``) reproducible.
+
+        Returns:
+            A ``hyperopt.Trials``. Successful trials carry ``result['loss']``, ``result['status']``,
+            ``result['model_spec']`` and ``result['model_weights']``; failed ones are in state
+            ``JOB_STATE_ERROR`` with ``misc['error'] == (type, traceback)``.
+
+        Raises:
+            ValueError: Invalid arguments (before any Spark job runs).
+            TrialsFailedError: Every trial failed; names the first failure.
+        """
+        if notebook_name is not None:
+            warnings.warn("notebook_name is not needed any more: elephas reads notebook cells from "
+                          "IPython itself. It is ignored.", DeprecationWarning, stacklevel=2)
+        max_evals = _check_positive_int(max_evals, "max_evals")
+        suggest = get_algo(algo)
+        build, objective, space_, source, data_values = self._prepare(model, data, space, functions)
+        self.space = space_
+        fn_data = self._share(data_values)
+        try:
+            trials = self._search(build, objective, space_, source, fn_data, max_evals, suggest, seed)
+        finally:
+            if fn_data is not None and hasattr(fn_data, "unpersist"):
+                fn_data.unpersist()
+        self.trials = trials
+        self._summarise(trials)
+        return trials
+
+    def minimize(self, model: Callable[..., Any], data: Callable[[], Any] | None = None,
+                 max_evals: int = 10, notebook_name: str | None = None, **kwargs: Any) -> Any:
+        """Search and return the best Keras model, with its trained weights.
+
+        Args:
+            model: See :meth:`compute_trials`.
+            data: See :meth:`compute_trials`.
+            max_evals: Total number of trials.
+            notebook_name: Ignored, kept for old code.
+            **kwargs: ``space``, ``functions``, ``algo``, ``seed`` (see :meth:`compute_trials`).
+
+        Returns:
+            The lowest-loss trial's model (a compiled Keras model when it was compiled in the trial).
+        """
+        return self.best_models(1, model, data, max_evals, notebook_name, **kwargs)[0]
+
+    def best_models(self, nb_models: int, model: Callable[..., Any],
+                    data: Callable[[], Any] | None = None, max_evals: int = 10,
+                    notebook_name: str | None = None, **kwargs: Any) -> list[Any]:
+        """Search and return the ``nb_models`` lowest-loss models, lowest first.
+
+        Args:
+            nb_models: How many models (fewer come back if fewer trials produced one).
+            model: See :meth:`compute_trials`.
+            data: See :meth:`compute_trials`.
+            max_evals: Total number of trials.
+            notebook_name: Ignored, kept for old code.
+            **kwargs: ``space``, ``functions``, ``algo``, ``seed``.
+
+        Returns:
+            Keras models with their trained weights.
+        """
+        nb_models = _check_positive_int(nb_models, "nb_models")
+        trials = self.compute_trials(model, data, max_evals, notebook_name, **kwargs)
+        return self.models_from_trials(trials, nb_models)
+
+    def best_ensemble(self, nb_ensemble_models: int, model: Callable[..., Any],
+                      data: Callable[[], Any] | None = None, max_evals: int = 10,
+                      voting: str = "hard", weights: Sequence[float] | None = None,
+                      notebook_name: str | None = None, **kwargs: Any) -> Any:
+        """Search and return a :class:`~elephas.hyperparam.VotingModel` of the best models.
+
+        Args:
+            nb_ensemble_models: Members of the ensemble (the lowest-loss trials).
+            model: See :meth:`compute_trials`.
+            data: See :meth:`compute_trials`.
+            max_evals: Total number of trials.
+            voting: ``'hard'`` or ``'soft'``.
+            weights: One weight per member, or ``None`` for equal weights.
+            notebook_name: Ignored, kept for old code.
+            **kwargs: ``space``, ``functions``, ``algo``, ``seed``.
+
+        Returns:
+            The voting ensemble.
+        """
+        from elephas.hyperparam.voting import VotingModel, check_voting
+
+        check_voting(voting, weights, nb_ensemble_models)
+        models = self.best_models(nb_ensemble_models, model, data, max_evals, notebook_name, **kwargs)
+        if weights is not None and len(models) != len(weights):
+            raise ValueError(
+                f"Only {len(models)} trials produced a model, but {len(weights)} weights were given."
+            )
+        return VotingModel(models, voting=voting, weights=weights)
+
+    def models_from_trials(self, trials: Trials, nb_models: int | None = None) -> list[Any]:
+        """Rebuild the Keras models of the best successful trials, lowest loss first.
+
+        Args:
+            trials: Trials of a search.
+            nb_models: How many (``None``: all).
+
+        Returns:
+            Keras models with their trained weights.
+
+        Raises:
+            ValueError: No successful trial returned a model.
+        """
+        from elephas.engine.shipping import ModelSpec
+
+        ranked = [t for t in ranked_trials(trials) if "model_spec" in t["result"]]
+        if not ranked:
+            raise ValueError(
+                "No successful trial returned a model. The model function must return "
+                "{'loss': ..., 'status': STATUS_OK, 'model': model} with a Keras model."
+            )
+        models = []
+        for trial in ranked[:nb_models]:
+            spec = ModelSpec.from_dict(trial["result"]["model_spec"], self.custom_objects)
+            keras_model = spec.build(compile=True)
+            weights = trial["result"].get("model_weights")
+            if weights is not None:
+                keras_model.set_weights(weights)
+            models.append(keras_model)
+        return models
+
+    @property
+    def failed_trials(self) -> list[dict[str, Any]]:
+        """Failed trials of the last search: ``{'tid', 'params', 'error', 'traceback'}`` each."""
+        if self.trials is None:
+            return []
+        out = []
+        for trial in self.trials._dynamic_trials:
+            if trial["state"] == JOB_STATE_ERROR:
+                err_type, tb = trial["misc"].get("error", ("", ""))
+                out.append({"tid": trial["tid"], "params": self._readable(trial), "error": err_type,
+                            "traceback": tb})
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _prepare(self, model: Callable[..., Any], data: Callable[[], Any] | None, space: Any,
+                 functions: Sequence[Callable[..., Any]]) -> tuple[Any, Any, Any, Any, tuple | None]:
+        """Validate everything on the driver, before any Spark job."""
+        if not callable(model):
+            raise TypeError(f"Expected model to be a function. Received: model={model!r}.")
+        if data is not None and not callable(data):
+            raise TypeError(
+                f"Expected data to be a function returning arrays (data() -> x_train, y_train, "
+                f"x_test, y_test). Received: data={type(data).__name__}."
+            )
+        if space is None:
+            templated = parse_model(model, functions)
+            if not templated.space:
+                raise ValueError(
+                    f"No hyper-parameters to search: {model.__name__}() contains no {{{{...}}}} "
+                    "templates and no space= was given. Add templates such as "
+                    "Dense({{choice([32, 64])}}) or pass a hyperopt space, e.g. "
+                    "space={'units': hp.choice('units', [32, 64])}."
+                )
+            if data is None:
+                raise ValueError("A templated model needs data: pass data=<function returning arrays>.")
+            values = self._call_data(data, templated)
+            self.templated = templated
+            return templated.factory, None, templated.space, (templated.filename, templated.source), values
+        if has_templates(model):
+            raise ValueError(
+                f"{model.__name__}() contains {{{{...}}}} templates and space= was given too. "
+                "Use one of the two: templates, or a plain objective with space=."
+            )
+        self.templated = None
+        values = self._call_data(data, None) if data is not None else None
+        return None, model, space, None, values
+
+    @staticmethod
+    def _call_data(data: Callable[[], Any], templated: TemplatedModel | None) -> tuple:
+        """Call ``data()`` once on the driver and check it matches the model's arguments."""
+        if has_templates(data):
+            raise ValueError(
+                f"{data.__name__}() contains {{{{...}}}} templates; templates belong in the model "
+                "function (or in helper functions passed with functions=)."
+            )
+        values = data()
+        values = tuple(values) if isinstance(values, (tuple, list)) else (values,)
+        if templated is not None:
+            required, maximum = templated.n_args
+            if len(values) < required or (maximum is not None and len(values) > maximum):
+                args = ", ".join(templated.arg_names)
+                kinds = ", ".join(type(v).__name__ for v in values)
+                raise ValueError(
+                    f"Expected data() to return {required} arrays to match "
+                    f"{templated.model_name}({args}). Received: {len(values)} values ({kinds})."
+                )
+        return values
+
+    def _share(self, values: tuple | None) -> Any:
+        if values is None:
+            return None
+        if self.sc is None:
+            return _LocalValue(values)
+        return self.sc.broadcast(values)
+
+    def _search(self, build: Any, objective: Any, space: Any, source: Any, data: Any,
+                max_evals: int, suggest: Callable[..., Any], seed: int | None) -> Trials:
+        run = make_trial_fn(build, objective, data, seed, source)
+        _check_picklable(run, build or objective)
+        trials = Trials()
+        domain = Domain(_not_called, space)
+        rstate = np.random.default_rng(seed)
+        n_queued = 0
+        while n_queued < max_evals:
+            n = min(self.num_workers, max_evals - n_queued)
+            new_ids = trials.new_trial_ids(n)
+            trials.refresh()
+            docs = suggest(new_ids, domain, trials, rstate.integers(2**31 - 1))
+            if not docs:
+                logger.info("the search algorithm stopped suggesting after %d trials", n_queued)
+                break
+            trials.insert_trial_docs(docs)
+            trials.refresh()
+            n_queued += len(docs)
+            batch = [t for t in trials._dynamic_trials if t["tid"] in set(new_ids)]
+            items = []
+            for trial in batch:
+                trial["state"] = JOB_STATE_RUNNING
+                trial["book_time"] = trial["refresh_time"] = coarse_utcnow()
+                items.append((trial["tid"], space_eval(space, _flat_vals(trial))))
+            outcomes = self._runner(run, items)
+            for trial, outcome in zip(batch, outcomes, strict=True):
+                _write_back(trial, outcome)
+            trials.refresh()
+            done = [o for o in outcomes if o.ok and o.result and o.result.get("status") == STATUS_OK]
+            logger.info("trials %d/%d done, batch losses %s", n_queued, max_evals,
+                        [round(o.result["loss"], 5) for o in done if o.result])
+        _raise_if_all_failed(trials)
+        return trials
+
+    def _readable(self, trial: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return space_eval(self.space, _flat_vals(trial))
+        except Exception:
+            return _flat_vals(trial)
+
+    def _summarise(self, trials: Trials) -> None:
+        ranked = ranked_trials(trials)
+        if ranked:
+            self.best_loss = ranked[0]["result"]["loss"]
+            self.best_params = self._readable(ranked[0])
+            logger.info("best loss %s with %s", self.best_loss, self.best_params)
+
+
+def ranked_trials(trials: Trials) -> list[dict[str, Any]]:
+    """Successful trials (status ok, finite loss), lowest loss first (ties: lower tid first)."""
+    ok = [t for t in trials.trials
+          if t["state"] == JOB_STATE_DONE and t["result"].get("status") == STATUS_OK
+          and t["result"].get("loss") is not None and np.isfinite(t["result"]["loss"])]
+    return sorted(ok, key=lambda t: (t["result"]["loss"], t["tid"]))
+
+
+def _flat_vals(trial: dict[str, Any]) -> dict[str, Any]:
+    """``{label: value}`` of a trial (hyperopt stores each as a 0- or 1-element list)."""
+    return spec_from_misc(trial["misc"])
+
+
+def _write_back(trial: dict[str, Any], outcome: TrialOutcome) -> None:
+    trial["refresh_time"] = coarse_utcnow()
+    if outcome.ok:
+        trial["state"] = JOB_STATE_DONE
+        trial["result"] = dict(outcome.result or {}, duration=outcome.duration)
+    else:
+        err_type, message, tb = outcome.error or ("Exception", "", "")
+        trial["state"] = JOB_STATE_ERROR
+        trial["misc"]["error"] = (err_type, tb)
+        logger.warning("trial %d failed: %s: %s", outcome.tid, err_type, message)
+
+
+def _raise_if_all_failed(trials: Trials) -> None:
+    dynamic = trials._dynamic_trials
+    if not dynamic or ranked_trials(trials):
+        return
+    errors = [t for t in dynamic if t["state"] == JOB_STATE_ERROR]
+    if errors:
+        first = errors[0]
+        err_type, tb = first["misc"]["error"]
+        tail = "\n".join(str(tb).strip().splitlines()[-15:])
+        raise TrialsFailedError(
+            f"All {len(dynamic)} trials failed. First failure (trial {first['tid']}, "
+            f"params {_flat_vals(first)}): {err_type}\n{tail}", trials)
+    statuses = sorted({str(t["result"].get("status")) for t in dynamic})
+    raise TrialsFailedError(
+        f"None of the {len(dynamic)} trials returned status 'ok' with a finite loss "
+        f"(statuses: {statuses}).", trials)
+
+
+def _check_picklable(run: Callable[..., Any], user_fn: Any) -> None:
+    """Fail on the driver, before any job, if the trial function cannot be shipped."""
+    from pyspark.serializers import CloudPickleSerializer
+
+    try:
+        CloudPickleSerializer().dumps(user_fn)
+    except Exception as exc:
+        raise TypeError(
+            f"The model function (or something it refers to) cannot be sent to the executors: "
+            f"{type(exc).__name__}: {exc}. Create unpicklable objects (sessions, open files, "
+            "locks) inside the function instead of referring to them from outside."
+        ) from exc
+
+
+def _not_called(*_: Any) -> Any:
+    raise RuntimeError("trials are evaluated on Spark executors, not through the hyperopt Domain")
