@@ -1,0 +1,281 @@
+"""Worker-side client of the parameter server (HTTP or raw socket).
+
+Built from plain values only (host, port, mode, secret, compression, time-out), so the function
+shipped to executors can construct it there. Every call has a socket time-out and bounded
+retries with exponential backoff; a retried push resends the same signed request, which the
+server recognises and answers with its first response instead of applying it twice.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from elephas.parameter import codec, netio
+from elephas.parameter.auth import Signer
+
+logger = logging.getLogger(__name__)
+
+MODES = ("http", "socket")
+_RETRYABLE = (OSError, ConnectionError, http.client.HTTPException)
+
+
+class ParameterServerError(RuntimeError):
+    """The parameter server refused a request.
+
+    Attributes:
+        status: The HTTP (or socket frame) status code.
+        address: ``host:port`` of the server.
+    """
+
+    def __init__(self, message: str, status: int, address: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.address = address
+
+
+def check_mode(mode: str) -> str:
+    """Validate a ``parameter_server_mode`` value.
+
+    Raises:
+        ValueError: For an unknown mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"Could not interpret parameter_server_mode: {mode!r}. "
+                         f"Expected one of {list(MODES)}.")
+    return mode
+
+
+class _HttpChannel:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, headers: dict[str, str],
+                body: bytes | bytearray | memoryview) -> tuple[int, dict, np.ndarray | None]:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = self._conn
+        if conn.sock is None:  # first call, or the server closed the previous connection
+            conn.connect()
+            netio.tune(conn.sock)
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(memoryview(body) if len(body) else None)
+        response = conn.getresponse()
+        if response.getheader("Content-Type", "").startswith("application/octet-stream"):
+            payload = np.empty(response.length or 0, dtype=np.uint8)
+            view = memoryview(payload)
+            got = 0
+            while got < len(view):
+                n = response.readinto(view[got:])
+                if not n:
+                    raise ConnectionError(f"Connection closed after {got} of {len(view)} bytes.")
+                got += n
+            response.read()  # lets http.client finish the response and keep the connection
+            info = {"version": int(response.getheader("X-Elephas-Version", "-1"))}
+            return response.status, info, payload
+        raw = response.read()
+        try:
+            info = json.loads(raw) if raw else {}
+        except ValueError:
+            info = {"error": raw[:200].decode("utf-8", "replace")}
+        return response.status, info, None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _SocketChannel:
+    """One persistent TCP connection speaking the frames of :mod:`netio`."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._sock: socket.socket | None = None
+        self._prefix = bytearray(netio.RESPONSE.size)
+
+    def request(self, method: str, path: str, headers: dict[str, str],
+                body: bytes | bytearray | memoryview) -> tuple[int, dict, np.ndarray | None]:
+        if self._sock is None:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            netio.tune(sock)
+            self._sock = sock
+        sock = self._sock
+        auth = json.dumps({"method": method, "path": path, **headers}).encode()
+        netio.send_segments(sock, [netio.REQUEST.pack(netio.REQUEST_MAGIC,
+                                                      netio.PROTOCOL_VERSION, len(auth),
+                                                      len(body)), auth, body])
+        if not netio.recv_exactly(sock, memoryview(self._prefix)):
+            raise ConnectionError("Connection closed by the server before a response.")
+        magic, version, status, info_len, body_len = netio.RESPONSE.unpack(self._prefix)
+        if magic != netio.RESPONSE_MAGIC or info_len > netio.MAX_INFO_BYTES:
+            raise ConnectionError(f"Expected a response frame {netio.RESPONSE_MAGIC!r}, "
+                                  f"received {bytes(magic)!r} (info length {info_len}).")
+        raw = bytearray(info_len)
+        if info_len and not netio.recv_exactly(sock, memoryview(raw)):
+            raise ConnectionError("Connection closed before the response info.")
+        payload = None
+        if body_len:
+            payload = np.empty(body_len, dtype=np.uint8)
+            if not netio.recv_exactly(sock, memoryview(payload)):
+                raise ConnectionError("Connection closed before the response body.")
+        info = json.loads(raw) if info_len else {}
+        return status, info, payload
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class ParameterClient:
+    """Pulls weights from and pushes updates to a :class:`~elephas.parameter.ParameterServer`.
+
+    Args:
+        host: Server host (the address the server advertises).
+        port: Server port.
+        mode: ``'http'`` or ``'socket'``.
+        secret: The fit's secret, as bytes or hex string.
+        compression: Wire compression for pulls and pushes: ``'none'``, ``'fp16'``, ``'zlib'``.
+        timeout: Socket time-out of each attempt, in seconds.
+        retries: Extra attempts after a connection error, time-out or 503.
+        backoff_s: First wait between attempts (doubled each time, at most ``max_backoff_s``).
+        max_backoff_s: Longest wait between attempts.
+        hash_threads: Threads hashing big bodies for the signature (``None``: up to 4).
+
+    Example:
+        >>> client = ParameterClient("127.0.0.1", port, mode="socket", secret=secret_hex)
+        >>> weights, version = client.pull()
+        >>> version = client.push(delta, worker_id="0", attempt_id="0.0", version_seen=version,
+        ...                       samples=32, metrics={"loss": 0.5}, epoch=0)
+        >>> client.close()
+    """
+
+    def __init__(self, host: str, port: int, mode: str = "http", secret: bytes | str = b"",
+                 compression: str = "none", timeout: float = 60.0, retries: int = 5,
+                 backoff_s: float = 0.05, max_backoff_s: float = 2.0,
+                 hash_threads: int | None = None) -> None:
+        self.host = str(host)
+        self.port = int(port)
+        self.mode = check_mode(mode)
+        self.compression = codec.check_compression(compression)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self._signer = Signer(secret, hash_threads=hash_threads)
+        channel = _HttpChannel if mode == "http" else _SocketChannel
+        self._channel = channel(self.host, self.port, self.timeout)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the server."""
+        return f"{self.host}:{self.port}"
+
+    def pull(self) -> tuple[list[np.ndarray], int]:
+        """The current center weights and the server version they correspond to."""
+        path = f"/parameters?compression={self.compression}"
+        info, payload = self._call("GET", path, b"", resign=True)
+        if payload is None:
+            raise ParameterServerError(f"Expected weights from {self.address}, received an "
+                                       "empty response.", 502, self.address)
+        decoded = codec.decode(payload)
+        if decoded.kind != codec.KIND_PARAMETERS:
+            raise ParameterServerError(f"Expected a parameters payload from {self.address}, "
+                                       f"received kind {decoded.kind}.", 502, self.address)
+        return decoded.arrays, int(decoded.meta.get("version", info.get("version", -1)))
+
+    def push(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
+             version_seen: int, samples: int = 0, metrics: dict[str, float] | None = None,
+             epoch: int = 0) -> int:
+        """Send an update and the window's record.
+
+        Args:
+            update: Arrays shaped and typed like the model's weights.
+            worker_id: Who pushes (e.g. the partition index).
+            attempt_id: The Spark task attempt (so a failed attempt's updates can be identified).
+            version_seen: The version returned by this worker's last :meth:`pull`.
+            samples: Samples trained in the window.
+            metrics: Loss and metrics of the window.
+            epoch: Epoch of the window.
+
+        Returns:
+            The server version after the update.
+
+        Raises:
+            ParameterServerError: If the server refused the update (shape, dtype, NaN, auth).
+            ConnectionError: If the server could not be reached; the message names the address.
+        """
+        meta = {"worker_id": str(worker_id), "attempt_id": str(attempt_id),
+                "version_seen": int(version_seen), "samples": int(samples), "epoch": int(epoch),
+                "metrics": {k: float(v) for k, v in (metrics or {}).items()}}
+        body = codec.encode(update, codec.KIND_UPDATE, self.compression, meta)
+        info, _ = self._call("POST", "/update", body, resign=False)
+        return int(info["version"])
+
+    def stats(self) -> dict[str, Any]:
+        """The server's statistics and window records (``GET /stats``)."""
+        info, _ = self._call("GET", "/stats", b"", resign=True)
+        return info
+
+    def health(self) -> bool:
+        """Whether the server answers ``GET /health``."""
+        info, _ = self._call("GET", "/health", b"", resign=True)
+        return info.get("status") == "ok"
+
+    def _call(self, method: str, path: str, body: bytes | bytearray | memoryview,
+              resign: bool) -> tuple[dict, np.ndarray | None]:
+        headers = self._signer.sign(method, path, body)
+        delay = self.backoff_s
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+                if resign:
+                    headers = self._signer.sign(method, path, body)
+            try:
+                status, info, payload = self._channel.request(method, path, headers, body)
+            except _RETRYABLE as exc:
+                self._channel.close()
+                last = exc
+                logger.debug("Parameter client: %s %s to %s failed (attempt %d): %s", method,
+                             path, self.address, attempt + 1, exc)
+                continue
+            if status == 503:
+                last = ParameterServerError(str(info.get("error")), status, self.address)
+                continue
+            if status >= 400:
+                raise ParameterServerError(
+                    f"The parameter server at {self.address} refused {method} "
+                    f"{path.split('?')[0]} with status {status}: {info.get('error')}",
+                    status, self.address)
+            return info, payload
+        raise ConnectionError(
+            f"Could not reach the parameter server at {self.address} ({self.mode}) after "
+            f"{self.retries + 1} attempts: {type(last).__name__}: {last}. Check that the "
+            "driver address is reachable from the executors (ELEPHAS_PARAMETER_SERVER_HOST).")
+
+    def close(self) -> None:
+        """Close the connection and the hashing threads."""
+        self._channel.close()
+        self._signer.close()
+
+    def __enter__(self) -> ParameterClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,241 @@
+"""Wire format for weights and updates: a small typed header followed by raw array buffers.
+
+A payload is::
+
+    prefix   struct "<4sHBBI": magic b"ELPH", format version, kind, compression, header length
+    header   UTF-8 JSON: {"arrays": [[shape, dtype, wire_dtype], ...], "meta": {...}}
+    data     the arrays' bytes, little-endian, C order, back to back (zlib: one compressed stream)
+
+Decoding validates every field and raises :class:`WireFormatError` on anything malformed.
+Nothing is unpickled or evaluated: the header is parsed with :func:`json.loads`, dtypes come
+from a fixed allow-list and arrays are views made with :func:`numpy.frombuffer`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"ELPH"
+FORMAT_VERSION = 1
+PREFIX = struct.Struct("<4sHBBI")
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_ARRAYS = 100_000
+MAX_NDIM = 32
+
+KIND_PARAMETERS = 1
+KIND_UPDATE = 2
+KINDS = {KIND_PARAMETERS: "parameters", KIND_UPDATE: "update"}
+
+COMPRESSIONS = ("none", "fp16", "zlib")
+_COMPRESSION_CODES = {name: code for code, name in enumerate(COMPRESSIONS)}
+
+ALLOWED_DTYPES = frozenset({
+    "<f2", "<f4", "<f8", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "|b1",
+})
+_FLOAT_CASTS = frozenset({"<f4", "<f8"})
+
+
+class WireFormatError(ValueError):
+    """A payload that does not follow the wire format (bad magic, header, sizes or dtypes)."""
+
+
+@dataclass
+class Decoded:
+    """A decoded payload.
+
+    Attributes:
+        kind: ``KIND_PARAMETERS`` or ``KIND_UPDATE``.
+        compression: The compression the sender used.
+        arrays: The arrays, in the model's dtypes (views into the received buffer when possible).
+        meta: The JSON metadata the sender attached.
+    """
+
+    kind: int
+    compression: str
+    arrays: list[np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def check_compression(compression: str) -> str:
+    """Validate a compression name.
+
+    Args:
+        compression: ``'none'``, ``'fp16'`` or ``'zlib'``.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    if compression not in _COMPRESSION_CODES:
+        raise ValueError(
+            f"Could not interpret compression: {compression!r}. Expected one of {list(COMPRESSIONS)}."
+        )
+    return compression
+
+
+def wire_dtype(dtype: np.dtype) -> str:
+    """The little-endian dtype string used on the wire for ``dtype``.
+
+    Raises:
+        ValueError: For dtypes outside the allow-list (object, strings, complex, ...).
+    """
+    dt = np.dtype(dtype)
+    name = dt.str if dt.byteorder == "|" else dt.newbyteorder("<").str
+    if name not in ALLOWED_DTYPES:
+        raise ValueError(
+            f"Expected arrays of a numeric dtype in {sorted(ALLOWED_DTYPES)}, received dtype={dtype}."
+        )
+    return name
+
+
+def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
+           meta: dict[str, Any] | None = None) -> bytearray:
+    """Encode arrays into one contiguous payload.
+
+    The arrays are copied exactly once, straight into the payload buffer (this copy is the
+    snapshot the server serves, so it is also what makes a pull consistent).
+
+    Args:
+        arrays: The arrays to send.
+        kind: ``KIND_PARAMETERS`` or ``KIND_UPDATE``.
+        compression: ``'none'``, ``'fp16'`` (float32/float64 arrays travel as float16) or
+            ``'zlib'`` (the data section is deflated).
+        meta: JSON-serialisable metadata (worker id, version, ...).
+
+    Returns:
+        The payload.
+    """
+    check_compression(compression)
+    entries = []
+    sizes = []
+    for a in arrays:
+        dtype = wire_dtype(a.dtype)
+        wire = "<f2" if compression == "fp16" and dtype in _FLOAT_CASTS else dtype
+        entries.append([list(a.shape), dtype, wire])
+        sizes.append(int(a.size) * np.dtype(wire).itemsize)
+    header = json.dumps({"arrays": entries, "meta": meta or {}}, separators=(",", ":"),
+                        allow_nan=False).encode()
+    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES[compression], len(header))
+    data_bytes = sum(sizes)
+    head = len(prefix) + len(header)
+    out = bytearray(head + data_bytes)
+    out[:len(prefix)] = prefix
+    out[len(prefix):head] = header
+    offset = head
+    for a, (_, _, wire), size in zip(arrays, entries, sizes):
+        if size:
+            dest = np.frombuffer(out, dtype=wire, count=a.size, offset=offset)
+            np.copyto(dest, a.reshape(-1), casting="unsafe")
+        offset += size
+    if compression == "zlib":
+        compressed = zlib.compress(memoryview(out)[head:], 1)
+        del out[head:]
+        out += compressed
+    return out
+
+
+def _parse_header(raw: memoryview) -> tuple[list[tuple[tuple[int, ...], str, str]], dict]:
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireFormatError(f"Expected a UTF-8 JSON header, received undecodable bytes ({exc}).")
+    if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
+        raise WireFormatError("Expected a header object with an 'arrays' list.")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise WireFormatError(f"Expected 'meta' to be an object, received {type(meta).__name__}.")
+    if len(header["arrays"]) > MAX_ARRAYS:
+        raise WireFormatError(f"Expected at most {MAX_ARRAYS} arrays, received "
+                              f"{len(header['arrays'])}.")
+    specs = []
+    for i, entry in enumerate(header["arrays"]):
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], list)):
+            raise WireFormatError(f"Expected array entry {i} as [shape, dtype, wire_dtype], "
+                                  f"received {entry!r:.200}.")
+        shape, dtype, wire = entry
+        if len(shape) > MAX_NDIM or not all(
+                type(d) is int and 0 <= d < 2**40 for d in shape):
+            raise WireFormatError(f"Expected array {i} to have a shape of non-negative ints, "
+                                  f"received {shape!r:.200}.")
+        if dtype not in ALLOWED_DTYPES or wire not in ALLOWED_DTYPES:
+            raise WireFormatError(f"Expected array {i} dtypes in {sorted(ALLOWED_DTYPES)}, "
+                                  f"received dtype={dtype!r:.40}, wire_dtype={wire!r:.40}.")
+        if wire != dtype and not (wire == "<f2" and dtype in _FLOAT_CASTS):
+            raise WireFormatError(f"Expected array {i} wire dtype {dtype!r} (or '<f2' for fp16), "
+                                  f"received {wire!r}.")
+        specs.append((tuple(shape), dtype, wire))
+    return specs, meta
+
+
+def decode(payload: bytes | bytearray | memoryview, *, max_data_bytes: int | None = None) -> Decoded:
+    """Decode a payload made by :func:`encode`.
+
+    Args:
+        payload: The received bytes. Arrays of uncompressed payloads are views into it, so keep
+            it alive (and unmodified) while they are used.
+        max_data_bytes: Upper bound on the decoded data section (bounds zlib inflation).
+
+    Returns:
+        The decoded payload.
+
+    Raises:
+        WireFormatError: If anything is malformed.
+    """
+    view = memoryview(payload).cast("B")
+    if len(view) < PREFIX.size:
+        raise WireFormatError(f"Expected at least {PREFIX.size} bytes, received {len(view)}.")
+    magic, version, kind, comp_code, header_len = PREFIX.unpack_from(view)
+    if magic != MAGIC:
+        raise WireFormatError(f"Expected magic {MAGIC!r}, received {bytes(magic)!r}.")
+    if version != FORMAT_VERSION:
+        raise WireFormatError(f"Expected wire format version {FORMAT_VERSION}, received {version}.")
+    if kind not in KINDS:
+        raise WireFormatError(f"Expected payload kind in {sorted(KINDS)}, received {kind}.")
+    if comp_code >= len(COMPRESSIONS):
+        raise WireFormatError(f"Expected compression code < {len(COMPRESSIONS)}, "
+                              f"received {comp_code}.")
+    compression = COMPRESSIONS[comp_code]
+    head = PREFIX.size + header_len
+    if header_len > MAX_HEADER_BYTES or head > len(view):
+        raise WireFormatError(f"Expected a header of at most {min(MAX_HEADER_BYTES, len(view))} "
+                              f"bytes, received a header length of {header_len}.")
+    specs, meta = _parse_header(view[PREFIX.size:head])
+    sizes = [int(np.prod(shape, dtype=np.int64)) * np.dtype(wire).itemsize
+             for shape, _, wire in specs]
+    expected = sum(sizes)
+    if max_data_bytes is not None and expected > max_data_bytes:
+        raise WireFormatError(f"Expected at most {max_data_bytes} data bytes, the header "
+                              f"declares {expected}.")
+    data = view[head:]
+    if compression == "zlib":
+        inflater = zlib.decompressobj()
+        try:
+            raw = inflater.decompress(data, expected + 1)
+        except zlib.error as exc:
+            raise WireFormatError(f"Expected a zlib stream, received corrupt data ({exc}).")
+        if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+            raise WireFormatError("Expected one complete zlib stream of the declared size, "
+                                  "received a truncated, oversized or padded stream.")
+        data = memoryview(raw)
+    if len(data) != expected:
+        raise WireFormatError(f"Expected {expected} data bytes for the declared arrays, "
+                              f"received {len(data)}.")
+    arrays = []
+    offset = 0
+    for (shape, dtype, wire), size in zip(specs, sizes):
+        count = size // np.dtype(wire).itemsize
+        a = np.frombuffer(data, dtype=wire, count=count, offset=offset).reshape(shape)
+        if wire != dtype:
+            a = a.astype(dtype)
+        arrays.append(a)
+        offset += size
+    return Decoded(kind=kind, compression=compression, arrays=arrays, meta=meta)

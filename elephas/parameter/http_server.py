@@ -1,0 +1,233 @@
+"""HTTP transport: a Flask app served by werkzeug's threaded server with HTTP/1.1 keep-alive.
+
+Routes: ``GET /parameters[?compression=...]``, ``POST /update``, ``GET /stats`` (all signed)
+and ``GET /health`` (open, reports nothing but liveness). Werkzeug's development handler closes
+every connection after one response; :class:`KeepAliveRequestHandler` replaces its response
+writer so a worker keeps one connection for the whole fit, and sends headers and payload with
+one scatter-gather ``sendmsg`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from elephas.parameter import netio
+from elephas.parameter.auth import CHUNK_BYTES, BodyDigest
+from elephas.parameter.service import ParameterService, Reply
+
+logger = logging.getLogger(__name__)
+
+_BODY_READ = "elephas.body_read"
+_local = threading.local()
+
+
+def create_app(service: ParameterService) -> Flask:
+    """The Flask app answering parameter server requests.
+
+    Args:
+        service: The transport-independent request handler.
+
+    Returns:
+        A Flask app (debug off).
+    """
+    app = Flask("elephas.parameter")
+    app.debug = False
+
+    def serve() -> Response:
+        environ = request.environ
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return _response(Reply(411, {"error": "Expected a Content-Length, received a "
+                                                  "chunked body."}))
+        length = request.content_length or 0
+        too_large = service.check_length(length)
+        if too_large is not None:
+            return _response(too_large)
+        digest = service.digest(length)
+        try:
+            body = _read_body(environ["wsgi.input"], length, digest)
+        except (OSError, ConnectionError) as exc:
+            service.state.count_refused("malformed")
+            return _response(Reply(400, {"error": f"Expected {length} body bytes: {exc}"}))
+        environ[_BODY_READ] = True
+        path = environ.get("RAW_URI") or request.full_path
+        reply = service.handle(request.method, path, request.headers, body, digest)
+        response = _response(reply)
+        service.state.count_bytes(length, response.content_length or 0)
+        return response
+
+    app.add_url_rule("/parameters", "parameters", serve, methods=["GET"])
+    app.add_url_rule("/update", "update", serve, methods=["POST"])
+    app.add_url_rule("/stats", "stats", serve, methods=["GET"])
+    app.add_url_rule("/health", "health", serve, methods=["GET"])
+    return app
+
+
+def _response(reply: Reply) -> Response:
+    if reply.payload is not None:
+        response = Response([reply.payload], status=reply.status,
+                            mimetype="application/octet-stream")
+        response.headers["Content-Length"] = str(len(reply.payload))
+        response.headers["X-Elephas-Version"] = str(reply.info.get("version", ""))
+        return response
+    return Response(reply.json_body(), status=reply.status, mimetype="application/json")
+
+
+def _read_body(stream: Any, length: int, digest: BodyDigest) -> memoryview:
+    """Read exactly ``length`` bytes into this thread's reusable buffer, hashing as they come."""
+    buffer = getattr(_local, "buffer", None)
+    if buffer is None or len(buffer) < length:
+        buffer = _local.buffer = bytearray(length)
+    view = memoryview(buffer)[:length]
+    got = 0
+    while got < length:
+        n = stream.readinto(view[got:got + CHUNK_BYTES])
+        if not n:
+            raise ConnectionError(f"connection closed after {got} bytes")
+        got += n
+        digest.update(view, got)
+    return view
+
+
+class KeepAliveRequestHandler(WSGIRequestHandler):
+    """Werkzeug's request handler with persistent connections and zero-copy responses."""
+
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        netio.tune(self.connection)
+        self.server.register(self)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.unregister(self)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.debug("Parameter server: %s %s", self.requestline, code)
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        logger.debug("Parameter server: " + format, *args)
+
+    def run_wsgi(self) -> None:
+        environ = self.make_environ()
+        self.environ = environ
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+            started[:] = [status, headers]
+            return _no_write
+
+        try:
+            result = self.server.app(environ, start_response)
+            try:
+                chunks = list(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        except Exception:
+            logger.exception("Parameter server: unhandled error in the WSGI app")
+            started[:] = ["500 INTERNAL SERVER ERROR", [("Content-Type", "application/json")]]
+            chunks = [b'{"error":"internal server error"}']
+        status, headers = started
+        body_done = environ.get(_BODY_READ) or not int(environ.get("CONTENT_LENGTH") or 0)
+        keep_alive = bool(body_done) and not self.close_connection
+        lines = [f"{self.protocol_version} {status}\r\n"]
+        for key, value in headers:
+            if key.lower() not in ("content-length", "connection"):
+                lines.append(f"{key}: {value}\r\n")
+        lines.append(f"Content-Length: {sum(len(c) for c in chunks)}\r\n")
+        lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
+        self.close_connection = not keep_alive
+        netio.send_segments(self.connection, ["".join(lines).encode("latin-1"), *chunks])
+        self.log_request(status.split(" ", 1)[0])
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("Expected the app to return its body, received a write() call.")
+
+
+class _Server(BaseWSGIServer):
+    """Type of the werkzeug server with the connection registry attached."""
+
+    register: Any
+    unregister: Any
+
+
+class HttpTransport:
+    """Serves a :class:`ParameterService` over HTTP/1.1.
+
+    Args:
+        service: Answers the requests.
+        host: Interface to bind.
+        port: Port to bind (0: OS-assigned).
+        idle_timeout_s: An idle keep-alive connection is closed after this long.
+    """
+
+    def __init__(self, service: ParameterService, host: str, port: int = 0,
+                 idle_timeout_s: float = 600.0) -> None:
+        self.service = service
+        listener = netio.bind_listener(host, port)
+        try:
+            handler = type("Handler", (KeepAliveRequestHandler,), {"timeout": idle_timeout_s})
+            self._server = make_server(host, listener.getsockname()[1], create_app(service),
+                                       threaded=True, request_handler=handler,
+                                       fd=listener.fileno())
+        finally:
+            listener.close()  # werkzeug serves a duplicate of the descriptor
+        self.port: int = self._server.server_address[1]
+        self._handlers: dict[KeepAliveRequestHandler, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._server.register = self._register
+        self._server.unregister = self._unregister
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.2}, daemon=True,
+                                        name=f"elephas-ps-http-{self.port}")
+
+    def _register(self, handler: KeepAliveRequestHandler) -> None:
+        with self._lock:
+            if self._stopping:
+                _shutdown(handler)
+            self._handlers[handler] = threading.current_thread()
+
+    def _unregister(self, handler: KeepAliveRequestHandler) -> None:
+        with self._lock:
+            self._handlers.pop(handler, None)
+
+    def start(self) -> None:
+        """Start serving in a background thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving, close keep-alive connections and join all threads.
+
+        Handler threads are joined by werkzeug's ``server_close`` (run by the serving thread
+        when its loop ends) once their connections are shut down here.
+        """
+        with self._lock:
+            self._stopping = True
+            handlers = list(self._handlers)
+        if not self._thread.is_alive():
+            self._server.server_close()
+            return
+        for handler in handlers:
+            _shutdown(handler)
+        self._server.shutdown()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("Parameter server: HTTP threads still running after %.0f s.", timeout)
+
+
+def _shutdown(handler: KeepAliveRequestHandler) -> None:
+    try:
+        handler.connection.shutdown(2)
+    except OSError:
+        pass
