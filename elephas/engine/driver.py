@@ -1,0 +1,164 @@
+"""Driver side of training: validate, plan, run rounds, merge, history and callbacks.
+
+Synchronous rounds are Spark jobs: broadcast the weights, every partition trains one
+communication window, the driver sums ``samples·Δ`` and applies the sample-weighted mean (through
+the optional server optimizer). A retried task is harmless because the driver only merges what
+the job returned. Asynchronous strategies run through :mod:`elephas.engine.async_driver`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .data import Block, block_size
+from .errors import guard, run_job
+from .history import MetricSum, run_epochs
+from .inference import evaluate_blocks
+from .runtime import WorkerRuntime
+from .server_optimizer import ServerOptimizer
+from .shipping import ModelSpec
+from .strategies.averaging import SynchronousAveraging
+from .strategies.base import Strategy
+from .worker import WindowPlan, make_round_fn, merge_round, unwrap
+
+logger = logging.getLogger(__name__)
+
+_COLLECT_LIMIT = 16
+
+
+@dataclass
+class TrainingSettings:
+    """Plain settings of one ``fit`` call, shared by every strategy."""
+
+    strategy: Strategy
+    frequency: str | int
+    batch_size: int
+    epochs: int
+    verbose: int = 0
+    shuffle: bool = True
+    seed: int = 0
+    runtime: WorkerRuntime = field(default_factory=WorkerRuntime)
+    server_optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)
+    server: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Validation:
+    """Where validation metrics come from: held-out blocks (distributed) or driver-side arrays."""
+
+    blocks: Any = None
+    arrays: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+    batch_size: int = 32
+
+
+def split_validation(blocks: Any, fraction: float) -> tuple[Any, Any]:
+    """Hold out the last ``fraction`` of every block's rows for validation."""
+
+    def head(block: Block) -> Block:
+        pid, xs, ys = block
+        n = block_size(block)
+        cut = n - int(n * fraction)
+        return pid, [x[:cut] for x in xs], [y[:cut] for y in ys]
+
+    def tail(block: Block) -> Block:
+        pid, xs, ys = block
+        n = block_size(block)
+        cut = n - int(n * fraction)
+        return pid, [x[cut:] for x in xs], [y[cut:] for y in ys]
+
+    return blocks.map(head, preservesPartitioning=True), blocks.map(tail, preservesPartitioning=True)
+
+
+def partition_sizes(blocks: Any) -> list[int]:
+    """Rows of every block, in partition order (also materialises a cached block RDD)."""
+    sizes = run_job(lambda: blocks.map(lambda b: (b[0], block_size(b))).collect(), "Data loading")
+    return [n for _, n in sorted(sizes)]
+
+
+def reduce_rounds(rdd: Any, partitions: int) -> tuple | None:
+    """Sum the round results of all partitions (``None`` if no partition had rows)."""
+    if partitions <= _COLLECT_LIMIT:
+        items = run_job(rdd.collect, "Training round")
+        return functools.reduce(merge_round, items) if items else None
+
+    def seq(acc: tuple | None, item: tuple) -> tuple:
+        return item if acc is None else merge_round(acc, item)
+
+    def comb(a: tuple | None, b: tuple | None) -> tuple | None:
+        if a is None or b is None:
+            return a if b is None else b
+        return merge_round(a, b)
+
+    return run_job(lambda: rdd.treeAggregate(None, seq, comb, depth=2), "Training round")
+
+
+def make_validate(sc: Any, model: Any, spec: ModelSpec, settings: TrainingSettings,
+                  validation: Validation | None, sample: Any) -> Callable[[], dict[str, float]] | None:
+    """The per-epoch validation function on the driver's current weights, if any."""
+    if validation is None:
+        return None
+    if validation.arrays is not None:
+        xv, yv = validation.arrays
+
+        def on_driver() -> dict[str, float]:
+            logs = model.evaluate(unwrap(xv), unwrap(yv), batch_size=validation.batch_size,
+                                  verbose=0, return_dict=True)
+            return {k: float(v) for k, v in logs.items()}
+
+        return on_driver
+
+    def distributed() -> dict[str, float]:
+        return evaluate_blocks(sc, validation.blocks, spec, model.get_weights(), settings.runtime,
+                               validation.batch_size, model, sample)
+
+    return distributed
+
+
+def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
+                    callbacks: list[Any] | None = None, validation: Validation | None = None,
+                    sample: Any = None) -> Any:
+    """Train ``model`` (the driver's master copy) with synchronous rounds over ``blocks``.
+
+    Returns:
+        A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples.
+    """
+    strategy = settings.strategy
+    if not isinstance(strategy, SynchronousAveraging):
+        raise TypeError(f"fit_synchronous runs the synchronous strategy. Received: {strategy.name!r}.")
+    sizes = partition_sizes(blocks)
+    if sum(sizes) == 0:
+        raise ValueError("The training data is empty: every partition has 0 rows.")
+    plan = WindowPlan(settings.batch_size, settings.frequency, settings.shuffle, settings.seed)
+    rounds = max(plan.windows(n) for n in sizes)
+    logger.info("synchronous training: %d partitions (%d rows), %d round(s) per epoch",
+                len(sizes), sum(sizes), rounds)
+    server_opt = settings.server_optimizer
+    runtime = settings.runtime
+
+    def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
+        metrics = MetricSum()
+        for window in range(rounds):
+            start = model.get_weights()
+            bc = sc.broadcast(start)
+            try:
+                fn = guard(make_round_fn(spec, runtime, bc, plan, epoch, window))
+                result = reduce_rounds(blocks.mapPartitionsWithIndex(fn), len(sizes))
+            finally:
+                bc.unpersist()
+            if result is None:
+                continue
+            samples, weighted_delta, weighted_metrics = result
+            delta = strategy.average(weighted_delta, samples)
+            model.set_weights(server_opt.apply(start, delta))
+            metrics.add_weighted(samples, weighted_metrics)
+            progress(window + 1, metrics.means())
+        return metrics.means()
+
+    validate = make_validate(sc, model, spec, settings, validation, sample)
+    return run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, rounds, validate)

@@ -1,0 +1,75 @@
+"""Make a failure inside a Spark task reach the user as an error naming the partition.
+
+Executor code runs under :func:`guard`, which re-raises any exception with a marker line carrying
+the partition id and the executor's traceback. On the driver, :func:`task_failure` finds that
+marker inside whatever exception Spark raised and turns it into a :class:`TaskFailedError`.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_MARK = "[elephas task failure: partition "
+_PATTERN = re.compile(r"\[elephas task failure: partition (\d+)\] (.*?)\[/elephas\]", re.S)
+
+
+class TaskFailedError(RuntimeError):
+    """A Spark task of an elephas job raised.
+
+    Attributes:
+        partition: The partition the failing task worked on (``None`` if unknown).
+        remote_traceback: The executor's traceback text.
+    """
+
+    def __init__(self, message: str, partition: int | None, remote_traceback: str):
+        super().__init__(message)
+        self.partition = partition
+        self.remote_traceback = remote_traceback
+
+
+class RemoteTaskError(RuntimeError):
+    """Raised on the executor; its message carries the marker the driver looks for."""
+
+
+def guard(fn: Callable[[int, Iterable[Any]], Iterator[T]]) -> Callable[[int, Iterable[Any]], Iterator[T]]:
+    """Wrap a ``mapPartitionsWithIndex`` function so its exceptions name the partition."""
+
+    def wrapped(pid: int, it: Iterable[Any]) -> Iterator[T]:
+        try:
+            yield from fn(pid, it)
+        except Exception as exc:  # re-raised with evidence for the driver
+            tb = traceback.format_exc()
+            raise RemoteTaskError(f"{_MARK}{pid}] {type(exc).__name__}: {exc}\n{tb}[/elephas]") from exc
+
+    return wrapped
+
+
+def task_failure(exc: BaseException, what: str) -> TaskFailedError | None:
+    """The :class:`TaskFailedError` hidden in a Spark exception, or ``None`` if there is none."""
+    text = str(exc)
+    match = _PATTERN.search(text)
+    if not match:
+        return None
+    pid = int(match.group(1))
+    body = match.group(2).strip()
+    first = body.splitlines()[0] if body else "unknown error"
+    tail = "\n".join(body.splitlines()[-25:])
+    return TaskFailedError(f"{what} failed in the task for partition {pid}: {first}\n"
+                           f"Executor traceback (tail):\n{tail}", pid, body)
+
+
+def run_job(action: Callable[[], T], what: str) -> T:
+    """Run a Spark action; a task failure comes back as :class:`TaskFailedError`."""
+    try:
+        return action()
+    except TaskFailedError:
+        raise
+    except Exception as exc:
+        failure = task_failure(exc, what)
+        if failure is None:
+            raise
+        raise failure from None

@@ -1,0 +1,103 @@
+"""Merge per-window metrics into per-epoch values, weighted by samples; run the epoch loop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class MetricSum:
+    """Accumulates ``samples·value`` per metric name and yields sample-weighted means."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.sums: dict[str, float] = {}
+
+    def add_weighted(self, samples: int, weighted: dict[str, float]) -> None:
+        """Add metric values already multiplied by ``samples``."""
+        self.samples += int(samples)
+        for name, value in weighted.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+
+    def add(self, samples: int, values: dict[str, float]) -> None:
+        """Add plain per-window means observed over ``samples`` rows."""
+        self.add_weighted(samples, {k: samples * float(v) for k, v in values.items()})
+
+    def means(self) -> dict[str, float]:
+        """Sample-weighted mean of every metric (empty when nothing was added)."""
+        if self.samples <= 0:
+            return {}
+        return {name: total / self.samples for name, total in self.sums.items()}
+
+
+def ordered(logs: dict[str, float], names: Iterable[str]) -> dict[str, float]:
+    """``logs`` with ``names`` first (in that order), then the rest."""
+    out = {n: logs[n] for n in names if n in logs}
+    out.update({k: v for k, v in logs.items() if k not in out})
+    return out
+
+
+def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: int,
+               run_epoch: Callable[[int, Callable[[int, dict[str, float]], None]], dict[str, float]],
+               steps_per_epoch: int | None, validate: Callable[[], dict[str, float]] | None = None,
+               initial_epoch: int = 0) -> Any:
+    """Drive epochs on the driver with Keras callbacks, a History and a progress bar.
+
+    Args:
+        model: The driver's (master) Keras model; it must hold the current weights at epoch ends.
+        epochs: Number of epochs.
+        callbacks: Keras callbacks (EarlyStopping, ModelCheckpoint, TerminateOnNaN, custom ones).
+        verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        run_epoch: ``run_epoch(epoch, progress)`` trains one epoch and returns its merged logs;
+            it calls ``progress(step, partial_logs)`` as work completes.
+        steps_per_epoch: Progress bar target (rounds or samples), if known.
+        validate: Returns validation logs (without the ``val_`` prefix) for the current weights.
+        initial_epoch: Epoch to start from.
+
+    Returns:
+        The ``keras.callbacks.History``.
+    """
+    import keras
+
+    history = keras.callbacks.History()
+    cbs = keras.callbacks.CallbackList(list(callbacks or []) + [history], add_history=False,
+                                       add_progbar=False, model=model, verbose=verbose,
+                                       epochs=epochs, steps=steps_per_epoch)
+    model.stop_training = False
+    cbs.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        cbs.on_epoch_begin(epoch)
+        bar = keras.utils.Progbar(steps_per_epoch, verbose=1) if verbose == 1 else None
+        if verbose:
+            logger.info("Epoch %d/%d", epoch + 1, epochs)
+
+        seen = [0]
+
+        def progress(step: int, logs: dict[str, float], _bar=bar, _seen=seen) -> None:
+            _seen[0] = step
+            cbs.on_train_batch_end(step, logs)
+            if _bar is not None:
+                _bar.stateful_metrics.update(logs)
+                _bar.update(step, values=list(logs.items()))
+
+        started = time.perf_counter()
+        logs = dict(run_epoch(epoch, progress))
+        if validate is not None:
+            logs.update({f"val_{k}": v for k, v in validate().items()})
+        elapsed = time.perf_counter() - started
+        if bar is not None:
+            bar.stateful_metrics.update(logs)
+            bar.update(steps_per_epoch or seen[0], values=list(logs.items()), finalize=True)
+        logger.log(logging.INFO if verbose else logging.DEBUG, "epoch %d/%d done in %.2fs: %s",
+                   epoch + 1, epochs, elapsed,
+                   " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        cbs.on_epoch_end(epoch, logs)
+        if getattr(model, "stop_training", False):
+            logger.info("training stopped by a callback after epoch %d", epoch + 1)
+            break
+    cbs.on_train_end(history.history and {k: v[-1] for k, v in history.history.items()})
+    return history

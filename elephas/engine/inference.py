@@ -1,0 +1,318 @@
+"""Distributed inference and evaluation with the model cached per Python worker.
+
+* :func:`distributed_predict` returns one numpy array in input order for numpy, RDD and
+  DataFrame input, on any partitioning (empty partitions included).
+* :func:`predict_column` is the DataFrame column operation (each prediction stays on its row),
+  shaped after ``pyspark.ml.functions.predict_batch_udf``: Arrow batches in, one cached model.
+* :func:`distributed_evaluate` returns exactly what ``keras.Model.evaluate`` returns, computed
+  over all rows by summing the metrics' state variables across partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .data import (
+    Block,
+    ModelIO,
+    as_list,
+    block_size,
+    blocks_from_dataframe,
+    blocks_from_numpy,
+    blocks_from_rdd,
+    conform,
+)
+from .errors import guard, run_job
+from .runtime import WorkerRuntime, prepare_worker
+from .shipping import ModelSpec, cached_model
+from .worker import unwrap
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 1024
+
+
+def is_rdd(data: Any) -> bool:
+    """Whether ``data`` is a PySpark RDD."""
+    from pyspark import RDD
+
+    return isinstance(data, RDD)
+
+
+def is_dataframe(data: Any) -> bool:
+    """Whether ``data`` is a PySpark SQL DataFrame (classic or Connect)."""
+    try:
+        from pyspark.sql import DataFrame
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(data, DataFrame)
+
+
+def _predict_arrays(model: Any, xs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    n = int(xs[0].shape[0])
+    outs: list[list[np.ndarray]] = []
+    for a in range(0, n, batch_size):
+        out = model.predict_on_batch(unwrap([x[a:a + batch_size] for x in xs]))
+        out = out if isinstance(out, (list, tuple)) else [out]
+        outs.append([np.asarray(o) for o in out])
+    return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
+
+
+def make_predict_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, batch_size: int):
+    """The per-block predict function: ``(pid, outputs or None)`` for every block."""
+
+    def run(pid: int, blocks: Iterable[Block]) -> Iterator[tuple[int, list[np.ndarray] | None]]:
+        for part, xs, _ in blocks:
+            if not block_size((part, xs, None)):
+                yield part, None
+                continue
+            prepare_worker(runtime)
+            model = cached_model(spec, broadcast.value)
+            yield part, _predict_arrays(model, xs, batch_size)
+
+    return run
+
+
+def feature_blocks(sc: Any, data: Any, io: ModelIO, num_slices: int, features_col: str | Sequence[str]
+                   = "features", labels: Any = None, label_col: str | Sequence[str] | None = None) -> Any:
+    """Blocks of features (and labels when given) from numpy, an RDD or a DataFrame."""
+    if is_dataframe(data):
+        fcols = [features_col] if isinstance(features_col, str) else list(features_col)
+        lcols = None if label_col is None else ([label_col] if isinstance(label_col, str) else list(label_col))
+        return blocks_from_dataframe(data, fcols, lcols, io)
+    if is_rdd(data):
+        return blocks_from_rdd(data, io, labels=label_col is not None)
+    xs = as_list(data, len(io.input_shapes), "input")
+    ys = None if labels is None else as_list(labels, len(io.output_shapes), "output")
+    return blocks_from_numpy(sc, xs, ys, io, num_slices)
+
+
+def predict_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndarray],
+                   runtime: WorkerRuntime, batch_size: int | None = None) -> np.ndarray | list[np.ndarray]:
+    """Predict every block and concatenate the outputs in partition order."""
+    bc = sc.broadcast(weights)
+    try:
+        fn = guard(make_predict_fn(spec, runtime, bc, batch_size or DEFAULT_BATCH_SIZE))
+        results = run_job(lambda: blocks.mapPartitionsWithIndex(fn).collect(), "Prediction")
+    finally:
+        bc.unpersist()
+    results.sort(key=lambda r: r[0])
+    filled = [r[1] for r in results if r[1] is not None]
+    if not filled:
+        model = spec.build(compile=False)
+        outs = [np.zeros((0,) + tuple(int(d or 0) for d in t.shape[1:]), dtype=np.float32)
+                for t in model.outputs]
+    else:
+        outs = [np.concatenate([f[j] for f in filled]) for j in range(len(filled[0]))]
+    return outs[0] if len(outs) == 1 else outs
+
+
+def distributed_predict(spec: ModelSpec, weights: list[np.ndarray], data: Any,
+                        batch_size: int | None = None, features_col: str | Sequence[str] = "features",
+                        num_slices: int | None = None, runtime: WorkerRuntime | None = None) -> Any:
+    """Predict ``data`` on the executors, in input order.
+
+    Args:
+        spec: The model to use (built once per worker).
+        weights: Its weights.
+        data: Numpy array(s), an RDD of feature rows (arrays, lists or Vectors), or a DataFrame.
+        batch_size: Rows per forward pass (default 1024).
+        features_col: Feature column(s) of a DataFrame.
+        num_slices: Partitions for numpy input (default: Spark's default parallelism).
+        runtime: Worker settings (default: derived from the active SparkContext).
+
+    Returns:
+        One array (a list for multi-output models) with one row per input row, in input order.
+    """
+    from pyspark import SparkContext
+
+    sc = SparkContext.getOrCreate()
+    model = spec.build(compile=False)
+    io = ModelIO.of(model)
+    runtime = runtime or default_runtime(sc)
+    blocks = feature_blocks(sc, data, io, num_slices or sc.defaultParallelism, features_col)
+    return predict_blocks(sc, blocks, spec, weights, runtime, batch_size)
+
+
+def default_runtime(sc: Any) -> WorkerRuntime:
+    """Worker settings for the current Keras backend and Spark configuration."""
+    import keras
+
+    from .runtime import default_threads
+
+    return WorkerRuntime(keras.backend.backend(), default_threads(sc.getConf(), sc.defaultParallelism))
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def make_evaluate_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, batch_size: int):
+    """Per-block evaluation: ``(rows, logs, metric state arrays)`` for non-empty blocks."""
+
+    def run(pid: int, blocks: Iterable[Block]) -> Iterator[tuple[int, dict[str, float], list[np.ndarray]]]:
+        for part, xs, ys in blocks:
+            rows = block_size((part, xs, ys))
+            if not rows:
+                continue
+            prepare_worker(runtime)
+            model = cached_model(spec, broadcast.value)
+            logs = model.evaluate(unwrap(xs), unwrap(ys), batch_size=batch_size, verbose=0,
+                                  return_dict=True)
+            state = [np.asarray(v) for v in model.metrics_variables]
+            yield rows, {k: float(v) for k, v in logs.items()}, state
+
+    return run
+
+
+def evaluate_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndarray],
+                    runtime: WorkerRuntime, batch_size: int, model: Any,
+                    sample: tuple[list[np.ndarray], list[np.ndarray]] | None) -> dict[str, float]:
+    """Evaluate every block and merge into one ``{name: value}`` over all rows.
+
+    Metric states (totals, counts, confusion counts, ...) are summed across partitions and read
+    through ``model`` on the driver, so ratio metrics are exact too; when the state layout cannot
+    be matched, the per-partition results are averaged weighted by rows.
+    """
+    bc = sc.broadcast(weights)
+    try:
+        fn = guard(make_evaluate_fn(spec, runtime, bc, batch_size))
+        results = run_job(lambda: blocks.mapPartitionsWithIndex(fn).collect(), "Evaluation")
+    finally:
+        bc.unpersist()
+    if not results:
+        raise ValueError("Cannot evaluate on empty data: no partition had rows.")
+    total = sum(r[0] for r in results)
+    fallback = {k: sum(r[0] * r[1][k] for r in results) / total for k in results[0][1]}
+    state = [np.sum([r[2][i] for r in results], axis=0) for i in range(len(results[0][2]))]
+    try:
+        if len(model.metrics_variables) != len(state) and sample is not None:
+            model.evaluate(unwrap(sample[0]), unwrap(sample[1]), verbose=0)
+        variables = model.metrics_variables
+        if len(variables) != len(state) or any(tuple(v.shape) != s.shape for v, s in zip(variables, state)):
+            return fallback
+        for v, s in zip(variables, state):
+            v.assign(s)
+        merged = {k: float(v) for k, v in model.get_metrics_result().items()}
+        return merged if set(merged) == set(fallback) else fallback
+    except Exception:  # a metric that cannot be rebuilt on the driver: use the row-weighted mean
+        logger.debug("metric state merge failed; using row-weighted means", exc_info=True)
+        return fallback
+
+
+def format_like_keras(logs: dict[str, float]) -> float | list[float]:
+    """``model.evaluate``'s return shape: the loss alone, or ``[loss, *metrics]``."""
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
+
+
+# ------------------------------------------------------------------------------------------------
+# DataFrame column inference
+
+
+def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features_col: str | Sequence[str],
+                   output_col: str, batch_size: int | None = None, output: str = "raw",
+                   probability_col: str | None = None, runtime: WorkerRuntime | None = None) -> Any:
+    """Add ``output_col`` with the model's prediction for each row (a column operation).
+
+    Args:
+        df: Input DataFrame.
+        spec: The model (built once per Python worker).
+        weights: Its weights (broadcast once).
+        features_col: Feature column(s): ml Vector, array, or numeric.
+        output_col: Name of the new column.
+        batch_size: Rows per forward pass.
+        output: ``'raw'`` (a double for one output unit, else an array of floats), ``'class'``
+            (argmax as a double; 0/1 by a 0.5 threshold for one sigmoid unit), or ``'vector'``
+            (an ml DenseVector).
+        probability_col: Also add the raw outputs as an ml DenseVector column.
+        runtime: Worker settings.
+
+    Returns:
+        ``df`` with the new column(s); every other column is kept as it was.
+
+    Example:
+        >>> spec = ModelSpec.from_model(model, require_compiled=False)  # doctest: +SKIP
+        >>> predict_column(df, spec, model.get_weights(), "features", "prediction")  # doctest: +SKIP
+    """
+    import pandas as pd
+    from pyspark import SparkContext
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
+
+    if output not in ("raw", "class", "vector"):
+        raise ValueError(f"output must be 'raw', 'class' or 'vector'. Received: output={output!r}.")
+    fcols = [features_col] if isinstance(features_col, str) else list(features_col)
+    missing = [c for c in fcols if c not in df.columns]
+    if missing:
+        raise ValueError(f"Feature column(s) {missing} not found. Available columns: {df.columns}.")
+    sc = SparkContext.getOrCreate()
+    io = ModelIO.of(spec.build(compile=False))
+    out_width = int(np.prod([d or 1 for d in io.output_shapes[0]])) if io.output_shapes[0] else 1
+    runtime = runtime or default_runtime(sc)
+    bc = sc.broadcast(weights)
+    bs = batch_size or DEFAULT_BATCH_SIZE
+    scalar_out = output == "class" or (output == "raw" and out_width == 1)
+    fields = [StructField("pred", DoubleType() if scalar_out else ArrayType(FloatType()))]
+    if probability_col:
+        fields.append(StructField("prob", ArrayType(FloatType())))
+    n_feat = len(fcols)
+
+    @pandas_udf(StructType(fields))
+    def infer(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+        prepare_worker(runtime)
+        model = cached_model(spec, bc.value)
+        for cols in batches:
+            cols = cols if isinstance(cols, tuple) else (cols,)
+            xs = [conform(_series_to_numpy(cols[i]), io.input_shapes[i]) for i in range(n_feat)]
+            out = _predict_arrays(model, xs, bs)[0]
+            flat = out.reshape(out.shape[0], -1).astype(np.float32)
+            frame = {}
+            if output == "class":
+                frame["pred"] = (np.argmax(flat, axis=1) if flat.shape[1] > 1
+                                 else (flat[:, 0] > 0.5)).astype(np.float64)
+            elif scalar_out:
+                frame["pred"] = flat[:, 0].astype(np.float64)
+            else:
+                frame["pred"] = list(flat)
+            if probability_col:
+                frame["prob"] = list(flat)
+            yield pd.DataFrame(frame)
+
+    tmp = "__elephas_out"
+    result = df.withColumn(tmp, infer(*[_feature_expr(df, c) for c in fcols]))
+    pred = F.col(f"{tmp}.pred")
+    if output == "vector":
+        pred = array_to_vector(pred)
+    result = result.withColumn(output_col, pred)
+    if probability_col:
+        result = result.withColumn(probability_col, array_to_vector(F.col(f"{tmp}.prob")))
+    return result.drop(tmp)
+
+
+def _series_to_numpy(series: Any) -> np.ndarray:
+    values = series.to_numpy()
+    if values.dtype == object:
+        if not len(values):
+            return np.zeros((0,), dtype=np.float32)
+        return np.stack([np.stack(v) if getattr(v, "dtype", None) == object else np.asarray(v)
+                         for v in values])
+    return values
+
+
+def _feature_expr(df: Any, column: str) -> Any:
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.mllib.linalg import VectorUDT as MLlibVectorUDT
+    from pyspark.sql import functions as F
+
+    dtype = df.schema[column].dataType
+    if isinstance(dtype, (VectorUDT, MLlibVectorUDT)):
+        return vector_to_array(F.col(column), "float32")
+    return F.col(column)

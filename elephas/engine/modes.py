@@ -1,0 +1,94 @@
+"""Resolve ``mode`` and ``frequency`` values: ``get_strategy`` and ``get_frequency``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from .strategies.asynchronous import Asynchronous, Hogwild
+from .strategies.averaging import SynchronousAveraging
+from .strategies.base import Strategy
+
+_STRATEGIES: dict[str, type[Strategy]] = {
+    SynchronousAveraging.name: SynchronousAveraging,
+    Asynchronous.name: Asynchronous,
+    Hogwild.name: Hogwild,
+}
+
+FREQUENCIES = ("epoch", "batch")
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Make a strategy class selectable as ``mode=cls.name`` (usable as a decorator)."""
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def valid_modes() -> list[str]:
+    """The names accepted as ``mode``."""
+    return list(_STRATEGIES)
+
+
+def strategy_knobs(mode: str) -> list[str]:
+    """Keyword arguments the strategy behind ``mode`` accepts."""
+    cls = _STRATEGIES[mode]
+    params = inspect.signature(cls.__init__).parameters
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [name for name, p in params.items() if name != "self" and p.kind in kinds]
+
+
+def get_strategy(mode: str | Strategy, **knobs: Any) -> Strategy:
+    """Return the strategy for ``mode``.
+
+    Args:
+        mode: A mode name ('synchronous', 'asynchronous', 'hogwild', ...) or a Strategy instance.
+        **knobs: The strategy's own settings (e.g. ``rho``, ``learning_rate``, ``momentum``).
+
+    Raises:
+        ValueError: For an unknown mode, listing the valid ones, or for a knob the strategy
+            does not take.
+    """
+    if isinstance(mode, Strategy):
+        if knobs:
+            raise ValueError(f"Strategy knobs {sorted(knobs)} cannot be combined with a Strategy "
+                             "instance; set them on the instance.")
+        return mode
+    modes = valid_modes()
+    if not isinstance(mode, str) or mode.lower() not in _STRATEGIES:
+        raise ValueError(f"Could not interpret mode: {mode!r}. Expected one of {modes}.")
+    cls = _STRATEGIES[mode.lower()]
+    accepted = strategy_knobs(mode.lower())
+    unknown = sorted(set(knobs) - set(accepted))
+    if unknown:
+        raise ValueError(f"Mode {mode!r} does not take {unknown}. It accepts: {accepted or 'no settings'}.")
+    return cls(**knobs)
+
+
+def get_frequency(frequency: str | int | None, strategy: Strategy) -> str | int:
+    """Validate a communication window: 'epoch', 'batch' or a positive number of batches.
+
+    ``None`` gives the strategy's default.
+    """
+    if frequency is None:
+        return strategy.default_frequency
+    if isinstance(frequency, bool):
+        raise ValueError(f"Could not interpret frequency: {frequency!r}. Expected one of "
+                         f"{list(FREQUENCIES)} or a positive int number of batches.")
+    if hasattr(frequency, "__index__") and not isinstance(frequency, str):
+        n = int(frequency)
+        if n < 1:
+            raise ValueError(f"frequency must be a positive number of batches. Received: frequency={n}.")
+        return n
+    if isinstance(frequency, str) and frequency.lower() in FREQUENCIES:
+        return frequency.lower()
+    raise ValueError(f"Could not interpret frequency: {frequency!r}. Expected one of "
+                     f"{list(FREQUENCIES)} or a positive int number of batches.")
+
+
+def window_batches(frequency: str | int, partition_batches: int) -> int:
+    """Number of batches in one communication window for a partition of ``partition_batches``."""
+    if frequency == "epoch":
+        return max(1, partition_batches)
+    if frequency == "batch":
+        return 1
+    return int(frequency)

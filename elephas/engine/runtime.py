@@ -1,0 +1,113 @@
+"""Executor-side process set-up: framework threads and GPU pinning, done before TensorFlow starts.
+
+Spark runs several Python workers per machine; left alone, each TensorFlow process would start one
+thread per core and they would fight over the cores. The driver computes a thread count per task
+and :func:`prepare_worker` applies it (and the task's GPU, if Spark assigned one) before Keras is
+imported in the worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerRuntime:
+    """Plain settings shipped to every task.
+
+    Attributes:
+        backend: The Keras backend name used on the driver ('tensorflow', 'jax', 'torch').
+        threads: Intra-op threads per task (0 leaves the framework's default).
+    """
+
+    backend: str = "tensorflow"
+    threads: int = 1
+
+
+def gpu_environment(resources: Mapping[str, Any]) -> dict[str, str]:
+    """Environment variables that make only the task's assigned GPUs visible.
+
+    Args:
+        resources: ``TaskContext.resources()``: a mapping of resource name to an object with an
+            ``addresses`` list (or the list itself).
+
+    Returns:
+        ``{}`` when no GPU was assigned, else ``CUDA_VISIBLE_DEVICES`` with the addresses in order
+        plus TensorFlow's memory-growth switch.
+
+    Example:
+        >>> gpu_environment({"gpu": ["1"]})["CUDA_VISIBLE_DEVICES"]
+        '1'
+    """
+    gpu = resources.get("gpu") if resources else None
+    if gpu is None:
+        return {}
+    addresses: Sequence[str] = getattr(gpu, "addresses", gpu)
+    addresses = [str(a).strip() for a in addresses if str(a).strip()]
+    if not addresses:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(addresses), "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """Environment variables that cap the framework's CPU threads at ``threads`` (0: no cap)."""
+    if threads <= 0:
+        return {}
+    n = str(int(threads))
+    return {"OMP_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1",
+            "MKL_NUM_THREADS": n}
+
+
+_PREPARED = False
+
+
+def prepare_worker(runtime: WorkerRuntime) -> None:
+    """Apply thread and GPU settings in this Python worker, once, before the framework starts."""
+    global _PREPARED
+    if _PREPARED:
+        return
+    env = dict(thread_environment(runtime.threads))
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is not None:
+            env.update(gpu_environment(ctx.resources()))
+    except Exception:  # resources() is unavailable outside a task
+        logger.debug("no task resources", exc_info=True)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["KERAS_BACKEND"] = runtime.backend
+    already = "tensorflow" in __import__("sys").modules
+    for key, value in env.items():
+        if key == "TF_CPP_MIN_LOG_LEVEL" and key in os.environ:
+            continue
+        os.environ[key] = value
+    if already and runtime.backend == "tensorflow" and runtime.threads > 0:
+        try:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(runtime.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialised: the environment caps apply to new processes
+            logger.debug("TensorFlow threads already fixed in this worker")
+    _PREPARED = True
+
+
+def default_threads(conf: Any, default_parallelism: int, cpu_count: int | None = None) -> int:
+    """Threads per task so that concurrent tasks on one machine share its cores.
+
+    Uses ``spark.task.cpus`` on a cluster; in local mode, the machine's cores divided by the
+    number of concurrent tasks.
+    """
+    master = conf.get("spark.master", "") or ""
+    task_cpus = int(conf.get("spark.task.cpus", "1") or 1)
+    if master.startswith("local"):
+        cores = cpu_count or os.cpu_count() or 1
+        return max(1, cores // max(1, default_parallelism)) * task_cpus
+    return task_cpus

@@ -1,0 +1,1 @@
+"""Spark ML integration: estimator/transformer, DataFrame adapters and transformers."""

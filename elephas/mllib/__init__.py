@@ -1,0 +1,1 @@
+"""Spark MLlib (``pyspark.mllib``) adapters."""

@@ -1,0 +1,444 @@
+"""``SparkModel``: train, predict and evaluate a compiled Keras model on Spark data.
+
+This face translates Keras-style arguments into one training request for the engine; it has no
+training loop of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from .engine import data as data_mod
+from .engine.driver import TrainingSettings, Validation, fit_synchronous, split_validation
+from .engine.inference import (
+    default_runtime,
+    evaluate_blocks,
+    feature_blocks,
+    format_like_keras,
+    is_dataframe,
+    is_rdd,
+    predict_blocks,
+)
+from .engine.modes import get_frequency, get_strategy
+from .engine.runtime import WorkerRuntime
+from .engine.server_optimizer import ServerOptimizer
+from .engine.shipping import ModelSpec, check_keras_model
+from .engine.validation import (
+    check_dataframe,
+    check_features,
+    check_fraction,
+    check_labels,
+    check_positive_int,
+    numpy_sample,
+    sample_from_pair,
+)
+from .utils import fs
+
+logger = logging.getLogger(__name__)
+
+PARAMETER_SERVER_MODES = ("http", "socket")
+_ENGINE_OPTIONS = ("server_optimizer", "server_learning_rate", "server_momentum", "seed",
+                   "worker_threads", "parameter_server_host", "compression", "timeout",
+                   "background_push")
+
+
+class SparkModel:
+    """Distributed training, inference and evaluation of a compiled Keras model on Spark.
+
+    Args:
+        model: A compiled Keras model. It becomes ``master_network`` and is trained in place.
+        mode: 'synchronous' (default), 'asynchronous', 'hogwild', or a dist-keras rule
+            ('downpour', 'adag', 'easgd', 'eamsgd', 'dynsgd').
+        frequency: Communication window: 'epoch', 'batch' or an int number of batches. ``None``
+            uses the mode's default ('epoch' for synchronous, asynchronous and hogwild).
+        parameter_server_mode: 'http' or 'socket' (asynchronous modes only).
+        num_workers: Partitions to train on (the data is repartitioned to this number);
+            ``None`` keeps the data's partitioning.
+        custom_objects: Custom layers, losses, ... not registered with Keras.
+        batch_size: Default batch size for ``fit``.
+        port: Parameter server port (0: any free port).
+        **kwargs: Strategy knobs (``rho``, ``learning_rate``, ``momentum``) and engine options:
+            ``server_optimizer`` ('sgd', 'momentum', 'nesterov'), ``server_learning_rate``,
+            ``server_momentum``, ``seed``, ``worker_threads``, ``parameter_server_host``,
+            ``compression`` ('none', 'fp16', 'zlib'), ``timeout``, ``background_push``.
+
+    Example:
+        >>> spark_model = SparkModel(model, frequency="epoch", mode="synchronous")  # doctest: +SKIP
+        >>> history = spark_model.fit(rdd, epochs=5, batch_size=32)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: Any, mode: str = "synchronous", frequency: str | int | None = "epoch",
+                 parameter_server_mode: str = "http", num_workers: int | None = None,
+                 custom_objects: dict[str, Any] | None = None, batch_size: int = 32, port: int = 0,
+                 **kwargs: Any):
+        check_keras_model(model, require_compiled=True)
+        if parameter_server_mode not in PARAMETER_SERVER_MODES:
+            raise ValueError(f"Could not interpret parameter_server_mode: {parameter_server_mode!r}. "
+                             f"Expected one of {list(PARAMETER_SERVER_MODES)}.")
+        if num_workers is not None:
+            check_positive_int("num_workers", num_workers)
+        check_positive_int("batch_size", batch_size)
+        if not isinstance(port, int) or not 0 <= port < 65536:
+            raise ValueError(f"port must be an int in [0, 65535]. Received: port={port!r}.")
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _ENGINE_OPTIONS}
+        self._strategy = get_strategy(mode, **kwargs)
+        self._frequency = get_frequency(frequency, self._strategy)
+        self._server_optimizer = ServerOptimizer.get(options.get("server_optimizer"),
+                                                     options.get("server_learning_rate"),
+                                                     options.get("server_momentum"))
+        self._master_network = model
+        self.mode = self._strategy.name
+        self.parameter_server_mode = parameter_server_mode
+        self.num_workers = num_workers
+        self.custom_objects = dict(custom_objects or {})
+        self.batch_size = batch_size
+        self.port = port
+        self.strategy_kwargs = dict(kwargs)
+        self.options = options
+        self.training_histories: list[Any] = []
+
+    # ----------------------------------------------------------------------------------- props
+    @property
+    def master_network(self) -> Any:
+        """The Keras model being trained (the driver's copy, holding the current weights)."""
+        return self._master_network
+
+    @master_network.setter
+    def master_network(self, model: Any) -> None:
+        check_keras_model(model, require_compiled=True)
+        self._master_network = model
+
+    @property
+    def frequency(self) -> str | int:
+        """The communication window."""
+        return self._frequency
+
+    def get_config(self) -> dict[str, Any]:
+        """The distributed configuration (everything but the model), JSON-serialisable."""
+        return {
+            "mode": self.mode,
+            "frequency": self._frequency,
+            "parameter_server_mode": self.parameter_server_mode,
+            "num_workers": self.num_workers,
+            "batch_size": self.batch_size,
+            "port": self.port,
+            **self.strategy_kwargs,
+            **{k: v for k, v in self.options.items() if k not in ("server_optimizer",
+                                                                  "server_learning_rate",
+                                                                  "server_momentum")},
+            **self._server_optimizer.get_config(),
+        }
+
+    # ------------------------------------------------------------------------------- plumbing
+    def _spec(self) -> ModelSpec:
+        model = self._master_network
+        config_json = model.to_json()
+        compile_config = model.get_compile_config()
+        digest = hashlib.sha1((config_json + json.dumps(compile_config, sort_keys=True, default=str)
+                               + ",".join(sorted(self.custom_objects))).encode()).hexdigest()
+        return ModelSpec(f"{model.name}-{digest[:16]}", config_json, compile_config, self.custom_objects)
+
+    def _runtime(self, sc: Any) -> WorkerRuntime:
+        base = default_runtime(sc)
+        threads = self.options.get("worker_threads")
+        return WorkerRuntime(base.backend, int(threads) if threads is not None else base.threads)
+
+    @staticmethod
+    def _sc() -> Any:
+        from pyspark import SparkContext
+
+        sc = SparkContext._active_spark_context
+        if sc is None:
+            raise RuntimeError("No active SparkContext. Create a SparkSession (or SparkContext) first, "
+                               "e.g. SparkSession.builder.master('local[*]').getOrCreate().")
+        return sc
+
+    def _repartition(self, data: Any) -> Any:
+        if self.num_workers and data.getNumPartitions() != self.num_workers:
+            return data.repartition(self.num_workers)
+        return data
+
+    def _training_blocks(self, sc: Any, data: Any, labels: Any, io: data_mod.ModelIO,
+                         features_col: Any, label_col: Any) -> tuple[Any, Any]:
+        """Check the data on the driver and return ``(blocks, sample)``."""
+        model = self._master_network
+        if is_dataframe(data):
+            fcols = [features_col] if isinstance(features_col, str) else list(features_col)
+            lcols = [label_col] if isinstance(label_col, str) else list(label_col)
+            check_dataframe(data, fcols + lcols, {**{c: "features" for c in fcols},
+                                                  **{c: "label" for c in lcols}})
+            first = data_mod.prepare_dataframe(data, fcols + lcols).first()
+            if first is None:
+                raise ValueError("The training DataFrame is empty.")
+            xs = [np.asarray(first[i]) for i in range(len(fcols))]
+            ys = [np.asarray(first[len(fcols) + j]) for j in range(len(lcols))]
+            sample = (xs, ys)
+            blocks = data_mod.blocks_from_dataframe(self._repartition(data), fcols, lcols, io)
+        elif is_rdd(data):
+            if labels is not None:
+                raise ValueError("With an RDD of (features, label) pairs, do not pass labels separately.")
+            try:
+                pair = data.first()
+            except ValueError:
+                raise ValueError("The training RDD is empty. Expected an RDD of (features, label) "
+                                 "pairs with at least one element.") from None
+            sample = sample_from_pair(pair, io)
+            blocks = data_mod.blocks_from_rdd(self._repartition(data), io)
+        else:
+            if labels is None:
+                raise ValueError("With numpy features, pass labels too: fit(x, y, ...).")
+            xs, ys = numpy_sample(data, labels, io)
+            sample = ([x[0] for x in xs], [y[0] for y in ys])
+            blocks = data_mod.blocks_from_numpy(sc, xs, ys, io, self.num_workers or sc.defaultParallelism)
+        check_features(io, sample[0])
+        check_labels(io, sample[1], model.loss)
+        batch_sample = ([np.asarray(x)[None] for x in sample[0]], [np.asarray(y)[None] for y in sample[1]])
+        return blocks, batch_sample
+
+    # ------------------------------------------------------------------------------------ fit
+    def fit(self, data: Any, y: Any = None, epochs: int = 1, batch_size: int | None = None,
+            verbose: int = 0, validation_split: float = 0.0, validation_data: Any = None,
+            callbacks: list[Any] | None = None, shuffle: bool = True,
+            features_col: str | list[str] = "features", label_col: str | list[str] = "label",
+            **kwargs: Any) -> Any:
+        """Train on an RDD of ``(features, label)`` pairs, a DataFrame, or numpy arrays.
+
+        Args:
+            data: RDD of pairs, DataFrame with ``features_col``/``label_col``, or numpy features.
+            y: Numpy labels when ``data`` is numpy features.
+            epochs: Number of epochs (``nb_epoch`` is accepted with a DeprecationWarning).
+            batch_size: Batch size (default: the one given to the constructor).
+            verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+            validation_split: Fraction of the training rows held out for validation (the last
+                rows of the arrays, or of every partition for RDDs and DataFrames).
+            validation_data: ``(x_val, y_val)`` numpy arrays, an RDD of pairs or a DataFrame.
+            callbacks: Keras callbacks run on the driver at epoch ends.
+            shuffle: Shuffle each partition's rows every epoch.
+            features_col: Feature column(s) of a DataFrame (a list for multi-input models).
+            label_col: Label column(s) of a DataFrame (a list for multi-output models).
+
+        Returns:
+            A ``keras.callbacks.History`` with per-epoch loss and metrics merged across workers
+            by sample count, plus ``val_*`` entries when validation is asked for.
+
+        Example:
+            >>> history = SparkModel(model).fit(rdd, epochs=3, batch_size=64)  # doctest: +SKIP
+            >>> history.history["loss"]  # doctest: +SKIP
+        """
+        if "nb_epoch" in kwargs:
+            warnings.warn("nb_epoch is deprecated; use epochs.", DeprecationWarning, stacklevel=2)
+            epochs = kwargs.pop("nb_epoch")
+        if kwargs:
+            raise TypeError(f"fit() got unexpected keyword arguments {sorted(kwargs)}.")
+        epochs = check_positive_int("epochs", epochs)
+        batch_size = check_positive_int("batch_size", batch_size if batch_size is not None else self.batch_size)
+        validation_split = check_fraction("validation_split", validation_split)
+        sc = self._sc()
+        model = self._master_network
+        io = data_mod.ModelIO.of(model)
+        validation = None
+        if validation_split and not (is_rdd(data) or is_dataframe(data)):
+            xs, ys = numpy_sample(data, y, io)
+            cut = int(xs[0].shape[0] * (1 - validation_split))
+            validation = Validation(arrays=([x[cut:] for x in xs], [t[cut:] for t in ys]),
+                                    batch_size=batch_size)
+            data, y = [x[:cut] for x in xs], [t[:cut] for t in ys]
+            data, y = (data[0] if len(data) == 1 else data), (y[0] if len(y) == 1 else y)
+        blocks, sample = self._training_blocks(sc, data, y, io, features_col, label_col)
+        blocks = blocks.persist()
+        val_blocks = None
+        try:
+            if validation_split and validation is None:
+                train_blocks, val_blocks = split_validation(blocks, validation_split)
+                validation = Validation(blocks=val_blocks, batch_size=batch_size)
+            else:
+                train_blocks = blocks
+            if validation_data is not None:
+                validation = self._validation_from(sc, validation_data, io, batch_size, features_col,
+                                                   label_col)
+            spec = self._spec()
+            settings = TrainingSettings(
+                strategy=self._strategy, frequency=self._frequency, batch_size=batch_size,
+                epochs=epochs, verbose=verbose, shuffle=shuffle,
+                seed=int(self.options.get("seed", 0) or 0), runtime=self._runtime(sc),
+                server_optimizer=self._server_optimizer,
+                server=self._server_settings(sc),
+            )
+            history = self._run(sc, model, spec, train_blocks, settings, callbacks, validation, sample)
+        finally:
+            blocks.unpersist()
+        self.training_histories.append(history)
+        return history
+
+    def _server_settings(self, sc: Any) -> dict[str, Any]:
+        return {
+            "transport": self.parameter_server_mode,
+            "port": self.port,
+            "host": self.options.get("parameter_server_host"),
+            "driver_host": sc.getConf().get("spark.driver.host", None),
+            "compression": self.options.get("compression", "none"),
+            "timeout": float(self.options.get("timeout", 60.0)),
+            "background_push": bool(self.options.get("background_push", False)),
+        }
+
+    def _run(self, sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
+             callbacks: Any, validation: Validation | None, sample: Any) -> Any:
+        if settings.strategy.synchronous:
+            return fit_synchronous(sc, model, spec, blocks, settings, callbacks, validation, sample)
+        from .engine.async_driver import fit_asynchronous
+
+        return fit_asynchronous(sc, model, spec, blocks, settings, callbacks, validation, sample)
+
+    def _validation_from(self, sc: Any, validation_data: Any, io: data_mod.ModelIO, batch_size: int,
+                         features_col: Any, label_col: Any) -> Validation:
+        if is_rdd(validation_data) or is_dataframe(validation_data):
+            blocks, _ = self._training_blocks(sc, validation_data, None, io, features_col, label_col)
+            return Validation(blocks=blocks, batch_size=batch_size)
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
+            raise ValueError("validation_data must be (x_val, y_val), an RDD of pairs or a DataFrame. "
+                             f"Received: {type(validation_data).__name__}.")
+        xs, ys = numpy_sample(validation_data[0], validation_data[1], io)
+        return Validation(arrays=(xs, ys), batch_size=batch_size)
+
+    # -------------------------------------------------------------------------------- predict
+    def predict(self, data: Any, batch_size: int | None = None,
+                features_col: str | list[str] = "features") -> np.ndarray | list[np.ndarray]:
+        """Predict on the executors; one array (a list for multi-output models) in input order.
+
+        Args:
+            data: Numpy features, an RDD of feature rows (arrays, lists, Vectors) or a DataFrame.
+            batch_size: Rows per forward pass.
+            features_col: Feature column(s) of a DataFrame.
+
+        Example:
+            >>> predictions = spark_model.predict(x_test)  # doctest: +SKIP
+        """
+        sc = self._sc()
+        model = self._master_network
+        io = data_mod.ModelIO.of(model)
+        if batch_size is not None:
+            check_positive_int("batch_size", batch_size)
+        if is_dataframe(data):
+            fcols = [features_col] if isinstance(features_col, str) else list(features_col)
+            check_dataframe(data, fcols, {c: "features" for c in fcols})
+        elif not is_rdd(data):
+            xs = data_mod.as_list(data, len(io.input_shapes), "input")
+            if xs[0].shape[0]:
+                check_features(io, [x[0] for x in xs])
+            data = xs[0] if len(xs) == 1 else xs
+        blocks = feature_blocks(sc, data, io, self.num_workers or sc.defaultParallelism, features_col)
+        return predict_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), batch_size)
+
+    # ------------------------------------------------------------------------------- evaluate
+    def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None, verbose: int = 0,
+                 features_col: str | list[str] = "features",
+                 label_col: str | list[str] = "label") -> float | list[float]:
+        """Evaluate on the executors; returns exactly what ``keras.Model.evaluate`` returns.
+
+        The loss and every compiled metric are computed over all rows (metric states are summed
+        across partitions), not as a mean of partition means.
+
+        Example:
+            >>> loss, acc = spark_model.evaluate(x_test, y_test)  # doctest: +SKIP
+        """
+        sc = self._sc()
+        model = self._master_network
+        io = data_mod.ModelIO.of(model)
+        bs = check_positive_int("batch_size", batch_size if batch_size is not None else self.batch_size)
+        blocks, sample = self._training_blocks(sc, x, y, io, features_col, label_col)
+        logs = evaluate_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), bs,
+                               model, sample)
+        if verbose:
+            logger.info("evaluation: %s", " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        return format_like_keras(logs)
+
+    # ------------------------------------------------------------------------------ save/load
+    def save(self, path: str, overwrite: bool = False) -> None:
+        """Save the model and the distributed configuration to ``.keras`` or ``.h5``.
+
+        ``path`` may be local or any Hadoop-compatible URI (hdfs://, s3a://, file://).
+
+        Raises:
+            FileExistsError: If ``path`` exists and ``overwrite`` is false.
+        """
+        save_model_with_config(self._master_network, self.get_config(), path, overwrite)
+
+
+_CONFIG_MEMBER = "elephas.json"
+_CONFIG_ATTR = "elephas_config"
+
+
+def _suffix(path: str) -> str:
+    lower = str(path).lower().rstrip("/")
+    for ext in (".keras", ".h5", ".hdf5"):
+        if lower.endswith(ext):
+            return ext
+    raise ValueError(f"The path must end in .keras or .h5. Received: {path!r}.")
+
+
+def save_model_with_config(model: Any, config: dict[str, Any], path: str, overwrite: bool = False) -> None:
+    """Write ``model`` to ``path`` (.keras or .h5) with ``config`` embedded in the same file."""
+    ext = _suffix(path)
+    payload = json.dumps(config)
+    with fs.local_target(path, overwrite) as local:
+        model.save(local)
+        if ext == ".keras":
+            with zipfile.ZipFile(local, "a") as zf:
+                zf.writestr(_CONFIG_MEMBER, payload)
+        else:
+            import h5py
+
+            with h5py.File(local, "a") as f:
+                f.attrs[_CONFIG_ATTR] = payload
+    logger.info("saved model to %s", path)
+
+
+def read_model_with_config(path: str, custom_objects: dict[str, Any] | None = None) -> tuple[Any, dict]:
+    """Load a model file written by :func:`save_model_with_config` (or a plain Keras file)."""
+    import keras
+
+    ext = _suffix(path)
+    with fs.local_copy(path) as local:
+        model = keras.models.load_model(local, custom_objects=custom_objects)
+        config: dict[str, Any] = {}
+        if ext == ".keras":
+            with zipfile.ZipFile(local) as zf:
+                if _CONFIG_MEMBER in zf.namelist():
+                    config = json.loads(zf.read(_CONFIG_MEMBER))
+        else:
+            import h5py
+
+            with h5py.File(local, "r") as f:
+                if _CONFIG_ATTR in f.attrs:
+                    config = json.loads(f.attrs[_CONFIG_ATTR])
+    return model, config
+
+
+def load_spark_model(path: str, custom_objects: dict[str, Any] | None = None) -> SparkModel:
+    """Load a :class:`SparkModel` saved with :meth:`SparkModel.save`.
+
+    Args:
+        path: Local path or Hadoop-compatible URI of a ``.keras`` or ``.h5`` file.
+        custom_objects: Objects needed to deserialize unregistered custom layers.
+
+    Returns:
+        A SparkModel with the saved weights and distributed configuration.
+    """
+    model, config = read_model_with_config(path, custom_objects)
+    return SparkModel(model, custom_objects=custom_objects, **config)
+
+
+class AsynchronousSparkModel(SparkModel):
+    """``SparkModel`` defaulting to asynchronous training through the parameter server."""
+
+    def __init__(self, model: Any, mode: str = "asynchronous", frequency: str | int | None = "epoch",
+                 parameter_server_mode: str = "http", port: int = 0, **kwargs: Any):
+        super().__init__(model, mode=mode, frequency=frequency,
+                         parameter_server_mode=parameter_server_mode, port=port, **kwargs)
