@@ -166,9 +166,18 @@ class SparkModel:
         return data
 
     def _training_blocks(self, sc: Any, data: Any, labels: Any, io: data_mod.ModelIO,
-                         features_col: Any, label_col: Any) -> tuple[Any, Any]:
-        """Check the data on the driver and return ``(blocks, sample)``."""
+                         features_col: Any, label_col: Any, nb_classes: int | None = None
+                         ) -> tuple[Any, Any]:
+        """Check the data on the driver and return ``(blocks, sample)``.
+
+        With ``nb_classes``, a single class-index label is one-hot encoded to that width.
+        """
         model = self._master_network
+        if nb_classes is not None:
+            check_positive_int("nb_classes", nb_classes)
+            if len(io.output_shapes) != 1:
+                raise ValueError("categorical labels need a single-output model. "
+                                 f"Received: a model with {len(io.output_shapes)} outputs.")
         if is_dataframe(data):
             fcols = [features_col] if isinstance(features_col, str) else list(features_col)
             lcols = [label_col] if isinstance(label_col, str) else list(label_col)
@@ -179,8 +188,19 @@ class SparkModel:
                 raise ValueError("The training DataFrame is empty.")
             xs = [np.asarray(first[i]) for i in range(len(fcols))]
             ys = [np.asarray(first[len(fcols) + j]) for j in range(len(lcols))]
+            if nb_classes is not None:
+                from pyspark.sql import functions as F
+
+                lo, hi = data.agg(F.min(lcols[0]), F.max(lcols[0])).first()
+                bad = data.filter((F.col(lcols[0]) < 0) | (F.col(lcols[0]) >= nb_classes)
+                                  | (F.col(lcols[0]) != F.floor(F.col(lcols[0])))).limit(1).count()
+                if bad:
+                    raise ValueError(f"Labels in column {lcols[0]!r} must be class indices in "
+                                     f"[0, {nb_classes}). Received values from {lo} to {hi}.")
+                ys = [data_mod.one_hot_encode(ys[0], nb_classes)[0]]
             sample = (xs, ys)
-            blocks = data_mod.blocks_from_dataframe(self._repartition(data), fcols, lcols, io)
+            blocks = data_mod.blocks_from_dataframe(self._repartition(data), fcols, lcols, io,
+                                                    one_hot=nb_classes)
         elif is_rdd(data):
             if labels is not None:
                 raise ValueError("With an RDD of (features, label) pairs, do not pass labels separately.")
@@ -190,11 +210,18 @@ class SparkModel:
                 raise ValueError("The training RDD is empty. Expected an RDD of (features, label) "
                                  "pairs with at least one element.") from None
             sample = sample_from_pair(pair, io)
-            blocks = data_mod.blocks_from_rdd(self._repartition(data), io)
+            rdd = self._repartition(data)
+            if nb_classes is not None:
+                nb = nb_classes
+                sample = (sample[0], [data_mod.one_hot_encode(sample[1][0], nb)[0]])
+                rdd = rdd.map(lambda p: (p[0], data_mod.one_hot_encode(np.asarray(p[1]), nb)[0]))
+            blocks = data_mod.blocks_from_rdd(rdd, io)
         else:
             if labels is None:
                 raise ValueError("With numpy features, pass labels too: fit(x, y, ...).")
             xs, ys = numpy_sample(data, labels, io)
+            if nb_classes is not None:
+                ys = [data_mod.one_hot_encode(ys[0], nb_classes)]
             sample = ([x[0] for x in xs], [y[0] for y in ys])
             blocks = data_mod.blocks_from_numpy(sc, xs, ys, io, self.num_workers or sc.defaultParallelism)
         check_features(io, sample[0])
@@ -207,7 +234,7 @@ class SparkModel:
             verbose: int = 0, validation_split: float = 0.0, validation_data: Any = None,
             callbacks: list[Any] | None = None, shuffle: bool = True,
             features_col: str | list[str] = "features", label_col: str | list[str] = "label",
-            **kwargs: Any) -> Any:
+            nb_classes: int | None = None, **kwargs: Any) -> Any:
         """Train on an RDD of ``(features, label)`` pairs, a DataFrame, or numpy arrays.
 
         Args:
@@ -223,6 +250,8 @@ class SparkModel:
             shuffle: Shuffle each partition's rows every epoch.
             features_col: Feature column(s) of a DataFrame (a list for multi-input models).
             label_col: Label column(s) of a DataFrame (a list for multi-output models).
+            nb_classes: When set, labels are class indices, one-hot encoded to this width on the
+                executors (checked to lie in ``[0, nb_classes)`` before training starts).
 
         Returns:
             A ``keras.callbacks.History`` with per-epoch loss and metrics merged across workers
@@ -251,7 +280,7 @@ class SparkModel:
                                     batch_size=batch_size)
             data, y = [x[:cut] for x in xs], [t[:cut] for t in ys]
             data, y = (data[0] if len(data) == 1 else data), (y[0] if len(y) == 1 else y)
-        blocks, sample = self._training_blocks(sc, data, y, io, features_col, label_col)
+        blocks, sample = self._training_blocks(sc, data, y, io, features_col, label_col, nb_classes)
         blocks = blocks.persist()
         val_blocks = None
         try:
@@ -262,7 +291,7 @@ class SparkModel:
                 train_blocks = blocks
             if validation_data is not None:
                 validation = self._validation_from(sc, validation_data, io, batch_size, features_col,
-                                                   label_col)
+                                                   label_col, nb_classes)
             spec = self._spec()
             settings = TrainingSettings(
                 strategy=self._strategy, frequency=self._frequency, batch_size=batch_size,
@@ -297,14 +326,17 @@ class SparkModel:
         return fit_asynchronous(sc, model, spec, blocks, settings, callbacks, validation, sample)
 
     def _validation_from(self, sc: Any, validation_data: Any, io: data_mod.ModelIO, batch_size: int,
-                         features_col: Any, label_col: Any) -> Validation:
+                         features_col: Any, label_col: Any, nb_classes: int | None) -> Validation:
         if is_rdd(validation_data) or is_dataframe(validation_data):
-            blocks, _ = self._training_blocks(sc, validation_data, None, io, features_col, label_col)
+            blocks, _ = self._training_blocks(sc, validation_data, None, io, features_col, label_col,
+                                              nb_classes)
             return Validation(blocks=blocks, batch_size=batch_size)
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
             raise ValueError("validation_data must be (x_val, y_val), an RDD of pairs or a DataFrame. "
                              f"Received: {type(validation_data).__name__}.")
         xs, ys = numpy_sample(validation_data[0], validation_data[1], io)
+        if nb_classes is not None:
+            ys = [data_mod.one_hot_encode(ys[0], nb_classes)]
         return Validation(arrays=(xs, ys), batch_size=batch_size)
 
     # -------------------------------------------------------------------------------- predict
