@@ -173,7 +173,8 @@ def _skip_comment(text: str, i: int) -> int:
 
 def _template_end(text: str, start: int, where: Callable[[int], str]) -> int:
     """Index just past the ``}}`` closing the template that opens at ``start``."""
-    depth = 0
+    stack: list[str] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
     j = start + 2
     n = len(text)
     while j < n:
@@ -185,17 +186,17 @@ def _template_end(text: str, start: int, where: Callable[[int], str]) -> int:
             j = _skip_comment(text, j)
             continue
         if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            if depth == 0:
-                if text.startswith("}}", j):
-                    return j + 2
+            stack.append(c)
+        elif c in pairs:
+            if not stack and text.startswith("}}", j):
+                return j + 2
+            if not stack or stack[-1] != pairs[c]:
                 snippet = text[start : j + 1]
                 raise TemplateError(
                     f"Invalid hyper-parameter template {snippet!r} at {where(start)}: unbalanced "
                     f"'{c}'. Expected a template like {{{{choice([32, 64])}}}}."
                 )
-            depth -= 1
+            stack.pop()
         j += 1
     snippet = text[start : start + 60]
     raise TemplateError(
@@ -370,10 +371,10 @@ def _base_name(node: ast.AST, parents: dict[ast.AST, ast.AST], resolver: _Resolv
             index = next(i for i, a in enumerate(parent.args) if a is cur)
             callee = _callee_name(parent.func)
             if callee:
-                pname = resolver.param(parent.func, callee, index) or f"arg{index}"
-                if callee[0].isupper():
-                    return f"{callee}_{pname}"
-                fallback = fallback or f"{callee}_{pname}"
+                pname = resolver.param(parent.func, callee, index)
+                if pname or callee[0].isupper():  # Dense_units, make_layer_width
+                    return f"{callee}_{pname or f'arg{index}'}"
+                fallback = fallback or f"{callee}_arg{index}"  # int(...), max(...): look further
             cur = parent
             continue
         if isinstance(parent, ast.Assign):
