@@ -138,8 +138,7 @@ def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
         offset += size
     if compression == "zlib":
         compressed = zlib.compress(memoryview(out)[head:], 1)
-        del out[head:]
-        out += compressed
+        out = out[:head] + compressed
     return out
 
 

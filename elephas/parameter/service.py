@@ -135,7 +135,9 @@ class ParameterService:
 
     def _push(self, body: bytes | bytearray | memoryview) -> Reply:
         try:
-            decoded = codec.decode(body, max_data_bytes=self.state.nbytes)
+            # bounds zlib inflation; loose enough that a float64 update reaches the dtype check
+            decoded = codec.decode(body, max_data_bytes=max(2 * self.state.nbytes,
+                                                            self.max_body_bytes))
         except codec.WireFormatError as exc:
             self.state.count_refused("malformed")
             return Reply(400, {"error": str(exc)})

@@ -37,6 +37,7 @@ class SocketTransport:
         self.port: int = self._listener.getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        self._threads: list[threading.Thread] = []  # every handler thread not yet joined
         self._lock = threading.Lock()
         self._stopping = False
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
@@ -50,19 +51,21 @@ class SocketTransport:
         """Stop accepting, close every connection and join all threads."""
         with self._lock:
             self._stopping = True
-            connections = list(self._connections.items())
+            connections = list(self._connections)
         try:
             self._wake_w.send(b"x")
         except OSError:
             pass
         if self._accept_thread.is_alive():
             self._accept_thread.join(timeout)
-        for conn, _ in connections:
+        for conn in connections:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for _, thread in connections:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout)
         self._listener.close()
         self._wake_r.close()
@@ -87,6 +90,8 @@ class SocketTransport:
                     thread = threading.Thread(target=self._serve, args=(conn, peer), daemon=True,
                                               name=f"elephas-ps-socket-conn-{peer[1]}")
                     self._connections[conn] = thread
+                    self._threads = [t for t in self._threads if t.is_alive()]
+                    self._threads.append(thread)
                 thread.start()
 
     def _serve(self, conn: socket.socket, peer: tuple) -> None:
