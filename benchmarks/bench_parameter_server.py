@@ -1,0 +1,234 @@
+"""Benchmark of the parameter server: pull+push round trips over HTTP and raw sockets.
+
+Measures, for a model of ``--params`` float32 parameters, the median latency of one pull
+followed by one push and the round trips per second with 1 and 4 concurrent clients, for each
+transport and compression, next to the raw loopback limit (plain sockets moving the same bytes
+with no framing, no signature and no state), and prints the ratios. It also times the keyed
+MACs considered for request signatures over a body of the model's size.
+
+Usage::
+
+    python benchmarks/bench_parameter_server.py                 # the full table
+    python benchmarks/bench_parameter_server.py --clients 1 --compressions none --seconds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import socket
+import statistics
+import struct
+import sys
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from elephas.engine.strategies.base import Strategy  # noqa: E402
+from elephas.parameter import ParameterClient, ParameterServer  # noqa: E402
+from elephas.parameter.auth import Signer, new_secret  # noqa: E402
+
+
+class AddStrategy(Strategy):
+    """C += Δ under the lock (the asynchronous rule)."""
+
+    name = "bench-add"
+    locked = True
+
+
+# ----- raw loopback limit ----------------------------------------------------------------------
+def _recv_into(sock: socket.socket, view: memoryview) -> None:
+    got = 0
+    while got < len(view):
+        n = sock.recv_into(view[got:])
+        if not n:
+            raise ConnectionError("closed")
+        got += n
+
+
+class RawLoopback:
+    """Plain sockets: 'P' -> nbytes back (pull), 'U' + nbytes -> 8-byte ack (push)."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.payload = np.random.default_rng(0).bytes(nbytes)
+        self.threads: list[threading.Thread] = []
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = memoryview(bytearray(self.nbytes))
+        op = bytearray(1)
+        try:
+            while True:
+                if not conn.recv_into(op):
+                    return
+                if op[0] == ord("P"):
+                    conn.sendall(self.payload)
+                else:
+                    _recv_into(conn, buf)
+                    conn.sendall(struct.pack("<Q", 1))
+        except OSError:
+            return
+
+    def client(self) -> callable:
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body = np.random.default_rng(1).bytes(self.nbytes)
+        ack = memoryview(bytearray(8))
+
+        def round_trip() -> None:
+            sock.sendall(b"P")
+            _recv_into(sock, memoryview(np.empty(self.nbytes, np.uint8)))
+            sock.sendmsg([b"U", body])
+            _recv_into(sock, ack)
+
+        round_trip.close = sock.close  # type: ignore[attr-defined]
+        return round_trip
+
+    def close(self) -> None:
+        self.listener.close()
+        for c in self.conns:
+            c.close()
+
+
+# ----- measurement -----------------------------------------------------------------------------
+def measure(make_round_trip, clients: int, seconds: float, max_iter: int) -> tuple[float, float]:
+    """Median latency (ms) of a round trip and round trips per second over all clients."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+    counts = []
+
+    def run() -> None:
+        round_trip = make_round_trip()
+        round_trip()  # warm-up: connection, buffers
+        mine = []
+        barrier.wait()
+        deadline = time.perf_counter() + seconds
+        while len(mine) < max_iter and (time.perf_counter() < deadline or len(mine) < 3):
+            t0 = time.perf_counter()
+            round_trip()
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+            counts.append(len(mine))
+        round_trip.close()
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return statistics.median(latencies) * 1e3, sum(counts) / wall
+
+
+def ps_round_trip_factory(server: ParameterServer, compression: str, params: int):
+    def make():
+        client = ParameterClient(**{**server.client_config(), "compression": compression})
+        delta = [np.random.default_rng(2).standard_normal(params).astype(np.float32) * 1e-3]
+        state = {"version": 0, "n": 0}
+
+        def round_trip() -> None:
+            _, state["version"] = client.pull()
+            client.push(delta, worker_id="bench", attempt_id="bench", version_seen=state["version"],
+                        samples=32, metrics={"loss": 0.1}, epoch=0)
+
+        round_trip.close = client.close  # type: ignore[attr-defined]
+        return round_trip
+
+    return make
+
+
+def mac_costs(nbytes: int, repeats: int = 20) -> dict[str, float]:
+    """Median ms of candidate keyed MACs over ``nbytes``."""
+    body = np.random.default_rng(3).bytes(nbytes)
+    key = new_secret()
+    signer1 = Signer(key, hash_threads=1)
+    signer4 = Signer(key, hash_threads=4)
+    candidates = {
+        "hmac-sha256 (one pass)": lambda: hmac.digest(key, body, "sha256"),
+        "keyed blake2b (one pass)": lambda: hashlib.blake2b(body, key=key).digest(),
+        "elephas tag, 1 thread": lambda: signer1.tag("POST", "/update", "0", "n", body),
+        "elephas tag, 4 threads": lambda: signer4.tag("POST", "/update", "0", "n", body),
+        "memcpy (reference)": lambda: np.frombuffer(body, np.uint8).copy(),
+    }
+    out = {}
+    for name, fn in candidates.items():
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times) * 1e3
+    signer4.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--modes", nargs="+", default=["http", "socket"])
+    parser.add_argument("--compressions", nargs="+", default=["none", "fp16", "zlib"])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per configuration")
+    parser.add_argument("--max-iterations", type=int, default=300)
+    args = parser.parse_args(argv)
+
+    nbytes = args.params * 4
+    print(f"# parameter server benchmark: {args.params:,} float32 parameters "
+          f"({nbytes / 1e6:.1f} MB), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print("\n## keyed MAC over one body")
+    for name, ms in mac_costs(nbytes).items():
+        print(f"{name:28s} {ms:8.2f} ms  ({nbytes / ms / 1e6:6.2f} GB/s)")
+
+    raw = RawLoopback(nbytes)
+    raw_results = {c: measure(raw.client, c, args.seconds, args.max_iterations)
+                   for c in args.clients}
+    raw.close()
+
+    print("\n## pull + push round trip")
+    header = (f"{'transport':9s} {'compress':8s} {'clients':>7s} {'median ms':>10s} "
+              f"{'trips/s':>9s} {'raw ms':>8s} {'ratio':>6s}")
+    print(header)
+    print("-" * len(header))
+    for c in args.clients:
+        ms, rate = raw_results[c]
+        print(f"{'raw':9s} {'-':8s} {c:7d} {ms:10.2f} {rate:9.1f} {ms:8.2f} {1.0:6.2f}")
+    weights = [np.zeros(args.params, np.float32)]
+    for mode in args.modes:
+        for compression in args.compressions:
+            for c in args.clients:
+                with ParameterServer(weights, AddStrategy(), mode=mode) as server:
+                    ms, rate = measure(ps_round_trip_factory(server, compression, args.params), c,
+                                       args.seconds, args.max_iterations)
+                raw_ms = raw_results[c][0]
+                print(f"{mode:9s} {compression:8s} {c:7d} {ms:10.2f} {rate:9.1f} {raw_ms:8.2f} "
+                      f"{ms / raw_ms:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
