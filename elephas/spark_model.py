@@ -45,8 +45,7 @@ logger = logging.getLogger(__name__)
 
 PARAMETER_SERVER_MODES = ("http", "socket")
 _ENGINE_OPTIONS = ("server_optimizer", "server_learning_rate", "server_momentum", "seed",
-                   "worker_threads", "parameter_server_host", "compression", "timeout",
-                   "background_push")
+                   "worker_threads", "parameter_server_host", "compression", "timeout")
 
 
 class SparkModel:
@@ -67,7 +66,7 @@ class SparkModel:
         **kwargs: Strategy knobs (``rho``, ``learning_rate``, ``momentum``) and engine options:
             ``server_optimizer`` ('sgd', 'momentum', 'nesterov'), ``server_learning_rate``,
             ``server_momentum``, ``seed``, ``worker_threads``, ``parameter_server_host``,
-            ``compression`` ('none', 'fp16', 'zlib'), ``timeout``, ``background_push``.
+            ``compression`` ('none', 'fp16', 'zlib'), ``timeout`` (seconds per server call).
 
     Example:
         >>> spark_model = SparkModel(model, frequency="epoch", mode="synchronous")  # doctest: +SKIP
@@ -314,7 +313,6 @@ class SparkModel:
             "driver_host": sc.getConf().get("spark.driver.host", None),
             "compression": self.options.get("compression", "none"),
             "timeout": float(self.options.get("timeout", 60.0)),
-            "background_push": bool(self.options.get("background_push", False)),
         }
 
     def _run(self, sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,

@@ -69,3 +69,13 @@ class Strategy:
         """
         for c, u in zip(center, update):
             np.add(c, u, out=c, casting="unsafe")
+
+    def train_window(self, model: Any, xs: list[np.ndarray], ys: list[np.ndarray],
+                     batch_size: int) -> dict[str, float]:
+        """Train one communication window locally; return its mean loss and metrics.
+
+        The default runs the model's own compiled optimizer over the window's batches.
+        """
+        from ..worker import train_window
+
+        return train_window(model, xs, ys, batch_size)

@@ -1,0 +1,104 @@
+"""Driver side of asynchronous training through the parameter server in the driver.
+
+The server is started before the first epoch and stopped in ``finally`` (also when training
+raises or is interrupted). Each epoch is one Spark stage whose tasks pull, train a window and
+push; between stages the driver copies the center weights into the master model, builds the
+epoch's history from the workers' window records (weighted by samples), validates and runs the
+Keras callbacks — so EarlyStopping and friends work as with plain Keras.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ..parameter.server import ParameterServer
+from .async_worker import make_async_epoch_fn
+from .driver import TrainingSettings, Validation, make_validate, partition_sizes
+from .errors import guard, run_job
+from .history import MetricSum, run_epochs
+from .shipping import ModelSpec
+from .worker import WindowPlan
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.5
+
+
+def epoch_metrics(records: list[Any], epoch: int) -> MetricSum:
+    """Sample-weighted metrics of one epoch from the server's window records."""
+    merged = MetricSum()
+    for r in records:
+        if r.epoch == epoch and r.samples > 0:
+            merged.add(r.samples, r.metrics)
+    return merged
+
+
+def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
+                     callbacks: list[Any] | None = None, validation: Validation | None = None,
+                     sample: Any = None) -> Any:
+    """Train ``model`` asynchronously with ``settings.strategy`` through a parameter server.
+
+    Returns:
+        A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples.
+    """
+    strategy = settings.strategy
+    sizes = partition_sizes(blocks)
+    total = sum(sizes)
+    if total == 0:
+        raise ValueError("The training data is empty: every partition has 0 rows.")
+    plan = WindowPlan(settings.batch_size, settings.frequency, settings.shuffle, settings.seed)
+    srv = settings.server
+    group = f"elephas-{uuid.uuid4().hex[:12]}"
+    server = ParameterServer(model.get_weights(), strategy, mode=srv.get("transport", "http"),
+                             host=srv.get("host"), port=int(srv.get("port", 0)),
+                             driver_host=srv.get("driver_host"),
+                             compression=srv.get("compression", "none"),
+                             client_timeout_s=float(srv.get("timeout", 60.0)))
+    with server:
+        client_config = server.client_config()
+        state = server.state
+        logger.info("%s training: %d partitions (%d rows), parameter server at %s (%s)",
+                    strategy.name, len(sizes), total, server.address, server.mode)
+
+        def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
+            fn = guard(make_async_epoch_fn(spec, settings.runtime, client_config, plan, strategy, epoch))
+            done = threading.Event()
+
+            def poll() -> None:
+                while not done.wait(_POLL_S):
+                    seen = epoch_metrics(state.records(), epoch)
+                    if seen.samples:
+                        progress(min(seen.samples, total), seen.means())
+
+            watcher = threading.Thread(target=poll, name="elephas-progress", daemon=True)
+            watcher.start()
+            sc.setJobGroup(group, f"elephas {strategy.name} epoch {epoch + 1}", True)
+            try:
+                finished = run_job(lambda: blocks.mapPartitionsWithIndex(fn).collect(), "Training")
+            except BaseException:
+                sc.cancelJobGroup(group)
+                raise
+            finally:
+                done.set()
+                watcher.join()
+                sc.setLocalProperty("spark.jobGroup.id", None)
+            ok = {a for _, _, a in finished}
+            for r in state.records(include_failed=True):
+                if r.epoch == epoch and r.attempt_id not in ok:
+                    state.mark_attempt_failed(r.attempt_id)
+            weights, _ = state.pull()
+            model.set_weights(weights)
+            merged = epoch_metrics(state.records(), epoch)
+            progress(total, merged.means())
+            return merged.means()
+
+        validate = make_validate(sc, model, spec, settings, validation, sample)
+        history = run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, total,
+                             validate)
+        logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items()
+                                                   if k != "workers"})
+    return history
