@@ -77,7 +77,8 @@ def check_compression(compression: str) -> str:
     """
     if compression not in _COMPRESSION_CODES:
         raise ValueError(
-            f"Could not interpret compression: {compression!r}. Expected one of {list(COMPRESSIONS)}."
+            f"Could not interpret compression: {compression!r}. "
+            f"Expected one of {list(COMPRESSIONS)}."
         )
     return compression
 
@@ -92,7 +93,8 @@ def wire_dtype(dtype: np.dtype) -> str:
     name = dt.str if dt.byteorder == "|" else dt.newbyteorder("<").str
     if name not in ALLOWED_DTYPES:
         raise ValueError(
-            f"Expected arrays of a numeric dtype in {sorted(ALLOWED_DTYPES)}, received dtype={dtype}."
+            f"Expected arrays of a numeric dtype in {sorted(ALLOWED_DTYPES)}, "
+            f"received dtype={dtype}."
         )
     return name
 
@@ -175,7 +177,8 @@ def _parse_header(raw: memoryview) -> tuple[list[tuple[tuple[int, ...], str, str
     return specs, meta
 
 
-def decode(payload: bytes | bytearray | memoryview, *, max_data_bytes: int | None = None) -> Decoded:
+def decode(payload: bytes | bytearray | memoryview, *,
+           max_data_bytes: int | None = None) -> Decoded:
     """Decode a payload made by :func:`encode`.
 
     Args:
