@@ -43,7 +43,8 @@ def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings
     """Train ``model`` asynchronously with ``settings.strategy`` through a parameter server.
 
     Returns:
-        A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples.
+        A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples; its
+        ``window_records`` attribute lists every window record as a dict.
     """
     strategy = settings.strategy
     sizes = partition_sizes(blocks)
@@ -99,6 +100,9 @@ def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings
         validate = make_validate(sc, model, spec, settings, validation, sample)
         history = run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, total,
                              validate)
+        # Per-window records (worker id, epoch, samples, metrics, timestamp, staleness) of the
+        # successful attempts, for per-worker views such as the trainers' get_history().
+        history.window_records = [r.to_dict() for r in state.records()]
         logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items()
                                                    if k != "workers"})
     return history

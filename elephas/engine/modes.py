@@ -5,14 +5,24 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from .strategies.adag import Adag
 from .strategies.asynchronous import Asynchronous, Hogwild
 from .strategies.averaging import SynchronousAveraging
 from .strategies.base import Strategy
+from .strategies.downpour import Downpour
+from .strategies.dynsgd import DynSGD
+from .strategies.eamsgd import EAMSGD
+from .strategies.easgd import EASGD
 
 _STRATEGIES: dict[str, type[Strategy]] = {
     SynchronousAveraging.name: SynchronousAveraging,
     Asynchronous.name: Asynchronous,
     Hogwild.name: Hogwild,
+    Downpour.name: Downpour,
+    Adag.name: Adag,
+    EASGD.name: EASGD,
+    EAMSGD.name: EAMSGD,
+    DynSGD.name: DynSGD,
 }
 
 FREQUENCIES = ("epoch", "batch")
