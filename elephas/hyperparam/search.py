@@ -33,7 +33,7 @@ from hyperopt.exceptions import AllTrialsFailed
 from hyperopt.utils import coarse_utcnow
 
 from elephas.hyperparam.templates import TemplatedModel, has_templates, parse_model
-from elephas.hyperparam.trial import TrialOutcome, make_trial_fn
+from elephas.hyperparam.trial import TrialOutcome, constant_build, make_trial_fn
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,9 @@ class SparkBatchRunner:
             failure = task_failure(exc, "trial")
             text = str(failure or exc)
             logger.error("Spark job for trials %s failed: %s", tids, text.splitlines()[0] if text else exc)
-            return [TrialOutcome(tid, False, error=(type(exc).__name__, text.splitlines()[0] if text else "",
-                                                     text)) for tid in tids]
+            first = text.splitlines()[0] if text else ""
+            return [TrialOutcome(tid, False, error=(type(exc).__name__, first, text), job_failed=True)
+                    for tid in tids]
         finally:
             self.sc.setJobDescription(None)
         by_tid = {o.tid: o for o in outcomes}
@@ -200,11 +201,11 @@ class HyperParamModel:
                           "IPython itself. It is ignored.", DeprecationWarning, stacklevel=2)
         max_evals = _check_positive_int(max_evals, "max_evals")
         suggest = get_algo(algo)
-        build, objective, space_, source, data_values = self._prepare(model, data, space, functions)
+        build, pass_values, space_, source, data_values = self._prepare(model, data, space, functions)
         self.space = space_
         fn_data = self._share(data_values)
         try:
-            trials = self._search(build, objective, space_, source, fn_data, max_evals, suggest, seed)
+            trials = self._search(build, pass_values, space_, source, fn_data, max_evals, suggest, seed)
         finally:
             if fn_data is not None and hasattr(fn_data, "unpersist"):
                 fn_data.unpersist()
@@ -324,7 +325,7 @@ class HyperParamModel:
     # ------------------------------------------------------------------ internals
 
     def _prepare(self, model: Callable[..., Any], data: Callable[[], Any] | None, space: Any,
-                 functions: Sequence[Callable[..., Any]]) -> tuple[Any, Any, Any, Any, tuple | None]:
+                 functions: Sequence[Callable[..., Any]]) -> tuple[Any, bool, Any, Any, tuple | None]:
         """Validate everything on the driver, before any Spark job."""
         if not callable(model):
             raise TypeError(f"Expected model to be a function. Received: model={model!r}.")
@@ -346,7 +347,7 @@ class HyperParamModel:
                 raise ValueError("A templated model needs data: pass data=<function returning arrays>.")
             values = self._call_data(data, templated)
             self.templated = templated
-            return templated.factory, None, templated.space, (templated.filename, templated.source), values
+            return templated.factory, False, templated.space, (templated.filename, templated.source), values
         if has_templates(model):
             raise ValueError(
                 f"{model.__name__}() contains {{{{...}}}} templates and space= was given too. "
@@ -354,7 +355,12 @@ class HyperParamModel:
             )
         self.templated = None
         values = self._call_data(data, None) if data is not None else None
-        return None, model, space, None, values
+        try:  # compile from source like a templated model: shipped by value, not by module name
+            compiled = parse_model(model, functions, check_returns=False)
+            return compiled.factory, True, space, (compiled.filename, compiled.source), values
+        except (TypeError, ValueError, SyntaxError):
+            logger.debug("shipping %r as is (no readable source)", model)
+            return constant_build(model), True, space, None, values
 
     @staticmethod
     def _call_data(data: Callable[[], Any], templated: TemplatedModel | None) -> tuple:
@@ -384,10 +390,10 @@ class HyperParamModel:
             return _LocalValue(values)
         return self.sc.broadcast(values)
 
-    def _search(self, build: Any, objective: Any, space: Any, source: Any, data: Any,
+    def _search(self, build: Any, pass_values: bool, space: Any, source: Any, data: Any,
                 max_evals: int, suggest: Callable[..., Any], seed: int | None) -> Trials:
-        run = make_trial_fn(build, objective, data, seed, source)
-        _check_picklable(run, build or objective)
+        run = make_trial_fn(build, pass_values, data, seed, source)
+        _check_picklable(build)
         trials = Trials()
         domain = Domain(_not_called, space)
         rstate = np.random.default_rng(seed)
@@ -410,6 +416,13 @@ class HyperParamModel:
                 trial["book_time"] = trial["refresh_time"] = coarse_utcnow()
                 items.append((trial["tid"], space_eval(space, _flat_vals(trial))))
             outcomes = self._runner(run, items)
+            if n_queued == len(docs) and all(o.job_failed for o in outcomes):
+                err_type, message, tb = outcomes[0].error or ("", "", "")
+                raise RuntimeError(
+                    "The trials could not run on the executors (the Spark job itself failed, so "
+                    "every trial would). If the executor cannot import a module the model refers "
+                    "to, install it there or ship it with sc.addPyFile. Executor error:\n"
+                    + "\n".join(str(tb).strip().splitlines()[-12:]))
             for trial, outcome in zip(batch, outcomes, strict=True):
                 _write_back(trial, outcome)
             trials.refresh()
@@ -476,7 +489,7 @@ def _raise_if_all_failed(trials: Trials) -> None:
         f"(statuses: {statuses}).", trials)
 
 
-def _check_picklable(run: Callable[..., Any], user_fn: Any) -> None:
+def _check_picklable(user_fn: Any) -> None:
     """Fail on the driver, before any job, if the trial function cannot be shipped."""
     from pyspark.serializers import CloudPickleSerializer
 

@@ -37,6 +37,7 @@ class TrialOutcome:
             and the user's other keys) when ``ok``.
         error: ``(exception type, message, traceback text)`` when not ``ok``.
         duration: Seconds the trial ran.
+        job_failed: The Spark job failed around the trial (worker crash, unpicklable closure).
     """
 
     tid: int
@@ -44,6 +45,7 @@ class TrialOutcome:
     result: dict[str, Any] | None = None
     error: tuple[str, str, str] | None = None
     duration: float = 0.0
+    job_failed: bool = False
 
 
 def normalize_result(raw: Any) -> dict[str, Any]:
@@ -128,8 +130,8 @@ def _plain(key: str, value: Any) -> Any:
 
 
 def make_trial_fn(
-    build: Callable[[dict[str, Any]], Callable[..., Any]] | None,
-    objective: Callable[..., Any] | None,
+    build: Callable[[dict[str, Any]], Callable[..., Any]],
+    pass_values: bool,
     data_broadcast: Any,
     seed: int | None,
     source: tuple[str, str] | None,
@@ -137,8 +139,10 @@ def make_trial_fn(
     """Build the function that runs one trial on an executor.
 
     Args:
-        build: Templated mode: ``build(values)`` returns the model function with the values in.
-        objective: Plain-space mode: ``objective(values, *data)`` (used when ``build`` is ``None``).
+        build: ``build(values)`` returns the function to call (the model function with the
+            template values in, or the plain objective).
+        pass_values: Call it as ``fn(values, *data)`` (plain-space objective) instead of
+            ``fn(*data)`` (templated model).
         data_broadcast: Broadcast of the tuple ``data()`` returned (``None``: no data).
         seed: Base seed; trial ``tid`` seeds Keras with ``seed + tid``.
         source: ``(filename, text)`` to register in ``linecache`` for readable tracebacks.
@@ -160,11 +164,8 @@ def make_trial_fn(
                 import keras
 
                 keras.utils.set_random_seed((seed + tid) % (2**31 - 1))
-            if build is not None:
-                raw = build(dict(values))(*data)
-            else:
-                assert objective is not None
-                raw = objective(dict(values), *data)
+            fn = build(dict(values))
+            raw = fn(dict(values), *data) if pass_values else fn(*data)
             result = normalize_result(raw)
             return TrialOutcome(tid, True, result=result, duration=time.time() - started)
         except Exception as exc:  # recorded as a failed trial; the search goes on
@@ -186,3 +187,13 @@ def _release_keras_state() -> None:
             sys.modules["keras"].backend.clear_session()
         except Exception:  # never let clean-up hide the trial's own outcome
             logger.debug("clear_session failed", exc_info=True)
+
+
+class constant_build:  # noqa: N801 - used like a function
+    """``build`` for an objective whose source cannot be read: always returns the objective."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+
+    def __call__(self, values: dict[str, Any]) -> Callable[..., Any]:
+        return self.fn

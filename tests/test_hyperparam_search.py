@@ -1,0 +1,122 @@
+"""Distributed hyper-parameter search on the test session's local[2] Spark (tiny nets, 1 epoch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hyperopt import STATUS_OK, Trials, hp
+from hyperopt.base import JOB_STATE_ERROR
+
+from elephas.hyperparam import HyperParamModel, TrialsFailedError, VotingModel
+from elephas.hyperparam.distributions import choice, uniform  # noqa: F401 - as users import them
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 4)).astype("float32")
+    labels = (x[:, 0] + x[:, 1] > 0).astype("int64")
+    y = np.eye(2, dtype="float32")[labels]
+    return x[:64], y[:64], x[64:], y[64:]
+
+
+def model(x_train, y_train, x_test, y_test):
+    from keras.layers import Dense, Dropout
+    from keras.models import Sequential
+    from keras.optimizers import Adam
+
+    model = Sequential()
+    model.add(Dense({{choice([2, 16])}}, activation="relu", input_shape=(4,)))
+    model.add(Dropout({{uniform(0, 0.5)}}))
+    model.add(Dense(2, activation="softmax"))
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
+                  optimizer=Adam(learning_rate={{choice([0.0001, 0.05])}}))
+    model.fit(x_train, y_train, batch_size=16, epochs=1, verbose=0)
+    score, acc = model.evaluate(x_test, y_test, verbose=0)
+    return {"loss": score, "status": STATUS_OK, "model": model}
+
+
+def test_seed_readme_shape_minimize_and_best_ensemble(sc):
+    """data() + templated model() + HyperParamModel(sc).minimize(...) + best_ensemble(...)."""
+    hyperparam_model = HyperParamModel(sc, num_workers=2)
+    best = hyperparam_model.minimize(model=model, data=data, max_evals=4, seed=3)
+    trials = hyperparam_model.trials
+    losses = sorted(t["result"]["loss"] for t in trials.trials)
+    assert len(trials.trials) == 4 and isinstance(trials, Trials)
+    assert losses[0] < losses[-1]  # the search found something better than its worst trial
+    assert hyperparam_model.best_loss == losses[0]
+    # the returned model carries the trained weights: it reproduces the best trial's loss
+    x_train, y_train, x_test, y_test = data()
+    assert best.evaluate(x_test, y_test, verbose=0)[0] == pytest.approx(losses[0], rel=1e-5)
+    params = hyperparam_model.best_params
+    assert set(params) == {"Dense_units", "Dropout_rate", "Adam_learning_rate"}
+    assert params["Dense_units"] in (2, 16) and params["Adam_learning_rate"] in (0.0001, 0.05)
+    assert best.layers[0].units == params["Dense_units"]
+
+    ensemble = hyperparam_model.best_ensemble(nb_ensemble_models=2, model=model, data=data,
+                                              max_evals=2, voting="soft")
+    assert isinstance(ensemble, VotingModel) and len(ensemble) == 2
+    predictions = ensemble.predict(x_test)
+    assert predictions.shape == (len(x_test),) and set(predictions) <= {0, 1}
+
+
+def objective(params, x_train, y_train, x_test, y_test):
+    if params["x"] > 0.6:
+        raise ValueError(f"x={params['x']:.3f} is too large")
+    return {"loss": (params["x"] - 0.3) ** 2 + float(x_test.sum()), "status": STATUS_OK}
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(sc):
+    hyperparam_model = HyperParamModel(sc, num_workers=2)
+    space = {"x": hp.uniform("x", 0, 1)}
+    trials = hyperparam_model.compute_trials(objective, data, max_evals=8, space=space,
+                                             algo="random")
+    states = [t["state"] for t in trials._dynamic_trials]
+    failed = hyperparam_model.failed_trials
+    assert len(states) == 8 and 0 < len(failed) < 8
+    assert states.count(JOB_STATE_ERROR) == len(failed)
+    assert all(f["params"]["x"] > 0.6 for f in failed)
+    assert "ValueError" in failed[0]["traceback"] and "is too large" in failed[0]["traceback"]
+    assert hyperparam_model.best_params["x"] <= 0.6
+
+
+def always_fails(params):
+    raise RuntimeError("no GPU here")
+
+
+def test_all_trials_failing_raises_naming_the_first_failure(sc):
+    with pytest.raises(TrialsFailedError, match=r"All 2 trials failed. First failure \(trial 0") as info:
+        HyperParamModel(sc, num_workers=2).compute_trials(
+            always_fails, max_evals=2, space={"x": hp.uniform("x", 0, 1)})
+    assert "RuntimeError" in str(info.value) and "no GPU here" in str(info.value)
+
+
+def quadratic(params):
+    return {"loss": (params["x"] - 0.25) ** 2, "status": STATUS_OK}
+
+
+@pytest.mark.parametrize("algo", ["tpe", "random"])
+def test_seed_makes_the_search_reproducible(algo):
+    space = {"x": hp.uniform("x", -1, 1)}
+    runs = []
+    for seed in (7, 7, 8):
+        hyperparam_model = HyperParamModel(None, num_workers=3)  # in-process runner
+        trials = hyperparam_model.compute_trials(quadratic, max_evals=7, space=space, algo=algo,
+                                                 seed=seed)
+        runs.append([t["misc"]["vals"]["x"][0] for t in trials.trials])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def ranked_model(x_train, y_train, x_test, y_test):
+    import keras
+
+    units = {{choice([1, 2, 3, 4])}}
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
+    return {"loss": 10.0 - units, "status": STATUS_OK, "model": net}
+
+
+def test_best_models_lowest_loss_first():
+    hyperparam_model = HyperParamModel(None, num_workers=2)
+    models = hyperparam_model.best_models(3, ranked_model, data, max_evals=6, algo="random", seed=1)
+    losses = sorted(t["result"]["loss"] for t in hyperparam_model.trials.trials)
+    assert [10.0 - m.layers[0].units for m in models] == losses[:3]
