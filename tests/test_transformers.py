@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from pyspark.errors import PySparkNotImplementedError
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import Evaluator
 from pyspark.ml.linalg import DenseVector, Vectors, VectorUDT
@@ -15,6 +17,7 @@ from elephas.ml.transformers import (
     DenseTransformer,
     LabelIndexTransformer,
     MinMaxTransformer,
+    ModelPredictor,
     OneHotTransformer,
     ReshapeTransformer,
     StandardTransformer,
@@ -397,3 +400,71 @@ def test_shuffle(spark):
     assert [tuple(r) for r in shuffle(df, seed=8).collect()] != rows
     with pytest.raises(TypeError, match="expected a DataFrame, received list"):
         shuffle([1, 2])
+
+
+# --- ModelPredictor --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_and_frame(spark):
+    from conftest import make_blobs, make_dense_model
+
+    model = make_dense_model(input_dim=4, hidden=8, classes=3)
+    x, y = make_blobs(n=24, input_dim=4, classes=3)
+    rows = [(i, Vectors.dense(x[i].tolist()), float(np.argmax(y[i]))) for i in range(len(x))]
+    df = spark.createDataFrame(rows, ["id", "features", "label_index"]).repartition(2)
+    return model, x, df
+
+
+# elephas.engine.inference.predict_column (not part of this module) imports pandas inside the
+# function while its module uses `from __future__ import annotations`, so pandas_udf cannot resolve
+# the `pd.Series` type hints and raises PySparkNotImplementedError. Both tests pass once that is
+# fixed (checked by injecting `pd` into the module); any other error still fails them.
+_predict_column_hints = pytest.mark.xfail(
+    raises=PySparkNotImplementedError,
+    reason="elephas.engine.inference.predict_column: unresolvable pandas_udf type hints",
+)
+
+
+@_predict_column_hints
+def test_model_predictor_matches_keras(model_and_frame):
+    model, x, df = model_and_frame
+    predictor = ModelPredictor(keras_model=model, batch_size=5)
+    out = predictor.predict(df)
+    assert set(out.columns) == {"id", "features", "label_index", "prediction"}
+    got = _column(out, "prediction")
+    assert all(isinstance(v, DenseVector) for v in got)
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.array(_vectors(got)), expected, rtol=1e-5, atol=1e-6)
+    # The dist-keras evaluation chain: predict -> argmax index -> accuracy.
+    indexed = LabelIndexTransformer(output_dim=3).transform(out)
+    accuracy = AccuracyEvaluator(prediction_col="prediction_index",
+                                 label_col="label_index").evaluate(indexed)
+    labels = np.array(_column(df, "label_index"))
+    assert accuracy == pytest.approx(float(np.mean(np.argmax(expected, axis=1) == labels)))
+
+
+@_predict_column_hints
+def test_model_predictor_persistence_and_errors(model_and_frame, tmp_path):
+    model, x, df = model_and_frame
+    predictor = ModelPredictor(keras_model=model, output_col="p", batch_size=7)
+    expected = _vectors(_column(predictor.transform(df), "p"))
+    predictor.save(str(tmp_path / "predictor"))
+    loaded = ModelPredictor.load(str(tmp_path / "predictor"))
+    assert loaded.getOutputCol() == "p" and loaded.getBatchSize() == 7
+    np.testing.assert_allclose(_vectors(_column(loaded.transform(df), "p")), expected, rtol=1e-6)
+    pipeline = PipelineModel(stages=[predictor, LabelIndexTransformer(output_dim=3, input_col="p")])
+    pipeline.save(str(tmp_path / "pipeline"))
+    reloaded = PipelineModel.load(str(tmp_path / "pipeline"))
+    assert isinstance(reloaded.stages[0], ModelPredictor)
+    assert _column(reloaded.transform(df), "prediction_index") == _column(
+        pipeline.transform(df), "prediction_index"
+    )
+    with pytest.raises(ValueError, match="expected keras_model to be set, received nothing"):
+        ModelPredictor().transform(df)
+    with pytest.raises(ValueError, match="expected a column named 'missing'"):
+        ModelPredictor(keras_model=model, features_col="missing").transform(df)
+    with pytest.raises(TypeError, match="vectors, arrays or numbers, received string"):
+        ModelPredictor(keras_model=model, features_col="id").transform(
+            df.withColumn("id", F.col("id").cast("string"))
+        )

@@ -25,14 +25,25 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
 from typing import Any
 
 from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.ml.param.shared import HasFeaturesCol, HasInputCol, HasOutputCol
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+    MLWriter,
+)
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType
@@ -48,6 +59,7 @@ __all__ = [
     "DenseTransformer",
     "LabelIndexTransformer",
     "MinMaxTransformer",
+    "ModelPredictor",
     "OneHotTransformer",
     "ReshapeTransformer",
     "StandardTransformer",
@@ -667,6 +679,182 @@ class ReshapeTransformer(_ColumnTransformer):
             .otherwise(nest(F.lit(0), list(dims)))
         )
         return dataset.withColumn(output, nested)
+
+
+class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWritable):
+    """Add the predictions of a Keras model as a vector column, in Arrow batches.
+
+    A thin transformer over :func:`elephas.engine.inference.predict_column`: the model is shipped
+    once as a spec plus broadcast weights, built once per Python worker and fed Arrow batches of
+    ``batch_size`` rows (never one row at a time). Each prediction stays on its row and every other
+    column is kept. The output is a :class:`~pyspark.ml.linalg.DenseVector` per row (the flattened
+    model output), ready for :class:`LabelIndexTransformer`.
+
+    Saving writes the Spark metadata plus the model in the native ``.keras`` format (stored as one
+    binary row, so any Hadoop file system path works); loading rebuilds both.
+
+    Args:
+        keras_model: A Keras model (need not be compiled). Its current weights are used at every
+            ``transform``.
+        features_col: Column with the features (vector, array or numeric).
+        output_col: Column to write the predictions to.
+        batch_size: Rows per forward pass.
+
+    Example:
+        >>> predictor = ModelPredictor(keras_model=trained_model,
+        ...                            features_col="features_normalized")
+        >>> test_set = predictor.predict(test_set)  # same as predictor.transform(test_set)
+    """
+
+    batchSize: Param[int] = Param(
+        Params._dummy(), "batchSize", "rows per forward pass, > 0",
+        typeConverter=U.positive_int("batch_size"),
+    )
+
+    _ARGUMENTS = {"features_col": "featuresCol", "output_col": "outputCol",
+                  "batch_size": "batchSize"}
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        keras_model: Any = None,
+        features_col: str = "features",
+        output_col: str = "prediction",
+        batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self._keras_model: Any = None
+        self._spec: Any = None
+        self._setDefault(featuresCol="features", outputCol="prediction", batchSize=1024)
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        keras_model: Any = None,
+        features_col: str = "features",
+        output_col: str = "prediction",
+        batch_size: int = 1024,
+    ) -> ModelPredictor:
+        """Set the model and params by their dist-keras names."""
+        kwargs = dict(self._input_kwargs)
+        if "keras_model" in kwargs:
+            self.setKerasModel(kwargs.pop("keras_model"))
+        U.set_kwargs(self, kwargs, self._ARGUMENTS)
+        return self
+
+    def setKerasModel(self, keras_model: Any) -> ModelPredictor:
+        """Use ``keras_model`` (``None`` to unset)."""
+        if keras_model is None:
+            self._keras_model, self._spec = None, None
+            return self
+        from elephas.engine.shipping import ModelSpec
+
+        self._spec = ModelSpec.from_model(keras_model, require_compiled=False)
+        self._keras_model = keras_model
+        return self
+
+    def getKerasModel(self) -> Any:
+        """The Keras model, or ``None``."""
+        return self._keras_model
+
+    def getBatchSize(self) -> int:
+        """Rows per forward pass."""
+        return self.getOrDefault(self.batchSize)
+
+    def predict(self, dataframe: DataFrame) -> DataFrame:
+        """dist-keras name of :meth:`transform`."""
+        return self.transform(dataframe)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        from elephas.engine.inference import predict_column
+        from elephas.engine.shipping import model_weights
+
+        owner = type(self).__name__
+        if self._keras_model is None:
+            raise ValueError(
+                f"{owner} expected keras_model to be set, received nothing. "
+                "Pass keras_model=... to the constructor or call setKerasModel()."
+            )
+        name = self.getFeaturesCol()
+        data_type = U.column_type(dataset, name, owner, "features_col")
+        if not (U.is_vector(data_type) or U.is_numeric(data_type)
+                or isinstance(data_type, ArrayType)):
+            raise TypeError(
+                f"{owner} expected column {name!r} to hold vectors, arrays or numbers, received "
+                f"{U.describe_type(data_type)}."
+            )
+        logger.debug("%s: predicting column %r from %r", owner, self.getOutputCol(), name)
+        return predict_column(
+            dataset,
+            self._spec,
+            model_weights(self._keras_model),
+            name,
+            self.getOutputCol(),
+            batch_size=self.getBatchSize(),
+            output="vector",
+        )
+
+    def write(self) -> MLWriter:
+        """A writer saving the params and the Keras model."""
+        return _ModelPredictorWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        """A reader for :meth:`write`'s output."""
+        return _ModelPredictorReader(cls)
+
+
+_MODEL_DIR = "keras_model"
+_MODEL_FILE = "model.keras"
+
+
+class _ModelPredictorWriter(MLWriter):
+    """Spark metadata (params) plus the Keras model as one binary row under ``keras_model/``."""
+
+    def __init__(self, instance: ModelPredictor) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        model = self.instance.getKerasModel()
+        if model is None:
+            raise ValueError(
+                "ModelPredictor expected keras_model to be set before saving, received nothing."
+            )
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, _MODEL_FILE)
+            model.save(local)
+            with open(local, "rb") as handle:
+                payload = bytearray(handle.read())
+        rows = self.sparkSession.createDataFrame([(payload,)], "model binary")
+        rows.coalesce(1).write.parquet(os.path.join(path, _MODEL_DIR))
+
+
+class _ModelPredictorReader(MLReader):
+    """Inverse of :class:`_ModelPredictorWriter`."""
+
+    def __init__(self, cls: type[ModelPredictor]) -> None:
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> ModelPredictor:
+        import keras
+
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        instance = self.cls()
+        instance._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(instance, metadata)
+        payload = self.sparkSession.read.parquet(os.path.join(path, _MODEL_DIR)).first()["model"]
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, _MODEL_FILE)
+            with open(local, "wb") as handle:
+                handle.write(bytes(payload))
+            instance.setKerasModel(keras.models.load_model(local, compile=False))
+        return instance
 
 
 def shuffle(df: DataFrame, seed: int | None = None) -> DataFrame:
