@@ -468,3 +468,19 @@ def test_model_predictor_persistence_and_errors(model_and_frame, tmp_path):
         ModelPredictor(keras_model=model, features_col="id").transform(
             df.withColumn("id", F.col("id").cast("string"))
         )
+
+
+def test_accuracy_evaluator_drives_cross_validator(spark):
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+    rows = [(Vectors.dense([float(i % 2), float(i)]), float(i % 2)) for i in range(12)]
+    df = spark.createDataFrame(rows, ["features", "label"])
+    lr = LogisticRegression(maxIter=5)
+    grid = ParamGridBuilder().addGrid(lr.regParam, [0.0, 10.0]).build()
+    cv = CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=AccuracyEvaluator(),
+                        numFolds=2, seed=0)
+    model = cv.fit(df)
+    assert len(model.avgMetrics) == 2
+    assert all(0.0 <= m <= 1.0 for m in model.avgMetrics)
+    assert AccuracyEvaluator().evaluate(model.transform(df)) == 1.0
