@@ -69,7 +69,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(sc):
     hyperparam_model = HyperParamModel(sc, num_workers=2)
     space = {"x": hp.uniform("x", 0, 1)}
     trials = hyperparam_model.compute_trials(objective, data, max_evals=8, space=space,
-                                             algo="random")
+                                             algo="random", seed=0)
     states = [t["state"] for t in trials._dynamic_trials]
     failed = hyperparam_model.failed_trials
     assert len(states) == 8 and 0 < len(failed) < 8
