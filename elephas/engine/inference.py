@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .data import (
     Block,
@@ -239,7 +240,6 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
         >>> spec = ModelSpec.from_model(model, require_compiled=False)  # doctest: +SKIP
         >>> predict_column(df, spec, model.get_weights(), "features", "prediction")  # doctest: +SKIP
     """
-    import pandas as pd
     from pyspark import SparkContext
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
