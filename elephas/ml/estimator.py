@@ -1,0 +1,220 @@
+"""``ElephasEstimator``: a Spark ML Estimator that trains a Keras model with the elephas engine.
+
+The estimator holds only params (plus, when built from a model object, that model's starting
+weights). ``_fit`` checks the DataFrame's schema and the model/loss/label combination on the
+driver, rebuilds and compiles the Keras model from its JSON config, trains it with
+:class:`~elephas.spark_model.SparkModel` (any mode, the same engine) and returns an
+:class:`~elephas.ml.transformer.ElephasTransformer`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from pyspark.ml import Estimator
+
+from ..engine.validation import check_dataframe
+from .params import ElephasParams, model_to_config_json
+from .persistence import ElephasReadable, ElephasWritable
+from .transformer import ElephasTransformer, classification_output
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ElephasEstimator"]
+
+
+class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadable):
+    """Train a Keras model on a DataFrame inside Spark ML (``Pipeline``, ``CrossValidator``).
+
+    Args:
+        keras_model: Optional compiled Keras model. Its architecture, compile config (loss,
+            metrics, optimizer) and current weights are the starting point of every fit.
+        **params: Any param by name (``epochs``, ``batch_size``, ``mode``, ``frequency``,
+            ``categorical``, ``nb_classes``, ``featuresCol``/``features_col``, ...; ``nb_epoch`` is
+            accepted with a DeprecationWarning).
+
+    Example:
+        >>> estimator = ElephasEstimator(model, epochs=5, batch_size=64, categorical=True,
+        ...                              nb_classes=3, featuresCol="scaled")  # doctest: +SKIP
+        >>> fitted = Pipeline(stages=[indexer, scaler, estimator]).fit(df)  # doctest: +SKIP
+        >>> fitted.transform(df).select("label", "prediction").show()  # doctest: +SKIP
+    """
+
+    def __init__(self, keras_model: Any = None, **params: Any) -> None:
+        super().__init__()
+        self._initial_weights: tuple[str, list[np.ndarray]] | None = None
+        if keras_model is not None:
+            self.set_keras_model(keras_model)
+        if params:
+            self.set_params(**params)
+
+    # ------------------------------------------------------------------------------ model
+    def set_keras_model(self, model: Any) -> ElephasEstimator:
+        """Use ``model``'s architecture, compile config and current weights.
+
+        Args:
+            model: A Keras model (compiled, or with ``loss``/``optimizer_config`` set separately).
+        """
+        import keras
+
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"Expected a Keras model. Received: {type(model).__name__}.")
+        config = model_to_config_json(model)
+        self._set(keras_model_config=config)
+        self._initial_weights = (_architecture_key(config), [np.array(w) for w in model.get_weights()])
+        return self
+
+    def initial_weights(self) -> list[np.ndarray] | None:
+        """The starting weights given with a model object, if they fit the current config."""
+        if self._initial_weights is None or not self.isDefined("keras_model_config"):
+            return None
+        config = self.getOrDefault("keras_model_config")
+        if config is None or _architecture_key(config) != self._initial_weights[0]:
+            return None
+        return self._initial_weights[1]
+
+    def compile_config(self) -> dict[str, Any]:
+        """The compile config used for training: the model JSON's, overridden by set params.
+
+        Raises:
+            ValueError: When no loss is known.
+        """
+        config = json.loads(self._require_config())
+        compile_config = dict(config.get("compile_config") or {})
+        if self.getOrDefault("optimizer_config") is not None:
+            compile_config["optimizer"] = self.getOrDefault("optimizer_config")
+        if self.getOrDefault("loss") is not None:
+            compile_config["loss"] = self.getOrDefault("loss")
+        if self.getOrDefault("metrics") is not None:
+            compile_config["metrics"] = list(self.getOrDefault("metrics"))
+        if compile_config.get("loss") is None:
+            raise ValueError("ElephasEstimator expected a loss: in the compile config of the model JSON "
+                             "(pass a compiled model) or set with set_loss('...'). Received: no loss.")
+        if compile_config.get("optimizer") is None:
+            logger.info("no optimizer configured; using Keras' default 'rmsprop'")
+            compile_config["optimizer"] = "rmsprop"
+        return compile_config
+
+    def build_model(self) -> Any:
+        """A compiled Keras model from the params (with the starting weights when known)."""
+        import keras
+
+        config = json.loads(self._require_config())
+        config.pop("compile_config", None)
+        custom = self.getOrDefault("custom_objects") or {}
+        with keras.saving.custom_object_scope(custom):
+            model = keras.models.model_from_json(json.dumps(config), custom_objects=custom)
+            model.compile_from_config(self.compile_config())
+        weights = self.initial_weights()
+        if weights is not None:
+            model.set_weights(weights)
+        return model
+
+    def _require_config(self) -> str:
+        config = self.getOrDefault("keras_model_config")
+        if config is None:
+            raise ValueError("ElephasEstimator expected a Keras model config. Received: none. Pass a "
+                             "compiled model (ElephasEstimator(model, ...)) or call "
+                             "set_keras_model_config(model.to_json()).")
+        return config
+
+    # -------------------------------------------------------------------------------- fit
+    def _fit(self, dataset: Any) -> ElephasTransformer:
+        from ..spark_model import SparkModel
+
+        model = self.build_model()
+        nb_classes = self._check_inputs(dataset, model)
+        spark_model = SparkModel(
+            model, mode=self.getOrDefault("mode"), frequency=self.get_frequency_value(),
+            num_workers=self.getOrDefault("num_workers"),
+            custom_objects=self.getOrDefault("custom_objects"),
+            batch_size=self.getOrDefault("batch_size"),
+        )
+        history = spark_model.fit(
+            dataset, epochs=self.getOrDefault("epochs"), batch_size=self.getOrDefault("batch_size"),
+            verbose=self.getOrDefault("verbose"),
+            validation_split=self.getOrDefault("validation_split"),
+            features_col=self.getOrDefault("featuresCol"), label_col=self.getOrDefault("labelCol"),
+            nb_classes=nb_classes,
+        )
+        transformer = ElephasTransformer()
+        self._copyValues(transformer)
+        transformer._set_fitted_model(spark_model.master_network,
+                                      {k: [float(v) for v in vs] for k, vs in history.history.items()})
+        return transformer
+
+    def _check_inputs(self, df: Any, model: Any) -> int | None:
+        """Check columns, label encoding and loss on the driver; the one-hot width or ``None``."""
+        from pyspark.ml.linalg import VectorUDT
+        from pyspark.mllib.linalg import VectorUDT as MLlibVectorUDT
+        from pyspark.sql.types import ArrayType, NumericType
+
+        fcol, lcol = self.getOrDefault("featuresCol"), self.getOrDefault("labelCol")
+        fields = {f.name: f.dataType for f in df.schema.fields}
+        for col, role in ((fcol, "featuresCol"), (lcol, "labelCol")):
+            if col not in fields:
+                raise ValueError(f"ElephasEstimator expected a column {col!r} ({role}). Received a "
+                                 f"DataFrame with columns {list(fields)}. Set {role} to the right name.")
+        if not isinstance(fields[fcol], (VectorUDT, MLlibVectorUDT, ArrayType, NumericType)):
+            raise ValueError(f"ElephasEstimator expected featuresCol {fcol!r} to hold ml Vectors or numeric "
+                             f"arrays. Received type {fields[fcol].simpleString()}. Assemble features "
+                             "with VectorAssembler first.")
+        check_dataframe(df, [fcol, lcol], {fcol: "features", lcol: "label"})
+        if len(model.outputs) != 1 and self.getOrDefault("categorical"):
+            raise ValueError("categorical labels expected a single-output model. Received a model with "
+                             f"{len(model.outputs)} outputs.")
+        width = int(np.prod([d or 1 for d in model.outputs[0].shape[1:]]))
+        loss = str(self.compile_config().get("loss")).lower()
+        label_is_scalar = isinstance(fields[lcol], NumericType)
+        if self.getOrDefault("categorical"):
+            if not label_is_scalar:
+                raise ValueError(f"categorical=True expected labelCol {lcol!r} to hold class indices "
+                                 f"(numbers). Received type {fields[lcol].simpleString()}. Index string "
+                                 "labels with StringIndexer.")
+            nb_classes = self.getOrDefault("nb_classes") or width
+            if "sparse" in loss:
+                return None
+            if nb_classes != width:
+                raise ValueError(f"nb_classes expected to match the model's output width {width}. "
+                                 f"Received: nb_classes={nb_classes}.")
+            return nb_classes
+        if label_is_scalar and width > 1 and "sparse" not in loss:
+            raise ValueError(f"The loss {loss!r} expected labels with {width} values per row (the model "
+                             f"has {width} output units). Received a scalar label column {lcol!r} "
+                             f"({fields[lcol].simpleString()}) with categorical=False. Set "
+                             f"categorical=True and nb_classes={width} to one-hot encode class indices, "
+                             "or use sparse_categorical_crossentropy.")
+        return None
+
+    # ------------------------------------------------------------------------ persistence
+    def _persisted_model(self) -> Any:
+        weights = self.initial_weights()
+        if weights is None:
+            return None
+        import keras
+
+        config = json.loads(self._require_config())
+        config.pop("compile_config", None)
+        custom = self.getOrDefault("custom_objects") or {}
+        with keras.saving.custom_object_scope(custom):
+            model = keras.models.model_from_json(json.dumps(config), custom_objects=custom)
+        model.set_weights(weights)
+        return model
+
+    def _restore(self, metadata: dict[str, Any], model: Any) -> None:
+        if model is not None:
+            self._initial_weights = (_architecture_key(self._require_config()),
+                                     [np.array(w) for w in model.get_weights()])
+
+    def is_classifier(self) -> bool:
+        """Whether fitted models output class indices (see :func:`classification_output`)."""
+        return classification_output(self.getOrDefault("categorical"), self.compile_config().get("loss"))
+
+
+def _architecture_key(config_json: str) -> str:
+    config = json.loads(config_json)
+    config.pop("compile_config", None)
+    return json.dumps(config, sort_keys=True)
