@@ -70,6 +70,13 @@ def run_job(action: Callable[[], T], what: str) -> T:
         raise
     except Exception as exc:
         failure = task_failure(exc, what)
-        if failure is None:
-            raise
-        raise failure from None
+        if failure is not None:
+            raise failure from None
+        missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", str(exc))
+        if missing:
+            raise TaskFailedError(
+                f"{what} failed: the executors cannot import module {missing.group(1)!r}, which "
+                "the model, its custom objects or a callback comes from. Ship it with "
+                "SparkContext.addPyFile(...) or --py-files, or define the objects in the main script.",
+                None, str(exc)) from None
+        raise
