@@ -1,0 +1,171 @@
+"""Pure engine logic, no Spark: modes, windows, averaging, server optimizer, runtime mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from elephas.engine.data import ModelIO, arrow_to_numpy, conform, one_hot_encode, split_evenly
+from elephas.engine.errors import RemoteTaskError, guard, task_failure
+from elephas.engine.history import MetricSum
+from elephas.engine.modes import get_frequency, get_strategy, valid_modes
+from elephas.engine.runtime import default_threads, gpu_environment, thread_environment
+from elephas.engine.server_optimizer import ServerOptimizer
+from elephas.engine.strategies.averaging import SynchronousAveraging
+from elephas.engine.worker import WindowPlan, merge_round
+
+
+def test_unknown_mode_lists_valid_ones():
+    with pytest.raises(ValueError) as err:
+        get_strategy("asynch")
+    msg = str(err.value)
+    assert "asynch" in msg
+    for mode in ("synchronous", "asynchronous", "hogwild"):
+        assert mode in msg
+
+
+def test_mode_rejects_knobs_it_does_not_take():
+    with pytest.raises(ValueError, match="does not take"):
+        get_strategy("synchronous", rho=3.0)
+
+
+@pytest.mark.parametrize("bad", ["epochs", 0, -2, 1.5, True, None.__class__])
+def test_unknown_frequency(bad):
+    with pytest.raises(ValueError, match="frequency"):
+        get_frequency(bad, SynchronousAveraging())
+
+
+def test_frequency_values():
+    s = SynchronousAveraging()
+    assert get_frequency("EPOCH", s) == "epoch"
+    assert get_frequency("batch", s) == "batch"
+    assert get_frequency(np.int64(3), s) == 3
+    assert get_frequency(None, s) == "epoch"
+    assert set(valid_modes()) >= {"synchronous", "asynchronous", "hogwild"}
+
+
+def test_window_plan_covers_every_row_once_including_partial_batch():
+    plan = WindowPlan(batch_size=4, frequency=2, shuffle=True, seed=7)
+    rows = 19  # 5 batches, the last one partial (3 rows) -> windows of 2,2,1 batches
+    assert plan.windows(rows) == 3
+    seen = np.concatenate([plan.window_rows(rows, epoch=1, partition=0, window=w) for w in range(3)])
+    assert sorted(seen.tolist()) == list(range(rows))
+    assert plan.window_rows(rows, 1, 0, 3) is None
+    assert len(plan.window_rows(rows, 1, 0, 2)) == 3
+    # a new epoch shuffles differently, the same epoch reproducibly
+    assert not np.array_equal(plan.order(rows, 1, 0), plan.order(rows, 2, 0))
+    assert np.array_equal(plan.order(rows, 1, 0), plan.order(rows, 1, 0))
+
+
+def test_window_plan_epoch_and_batch():
+    assert WindowPlan(10, "epoch", False, 0).windows(95) == 1
+    assert WindowPlan(10, "batch", False, 0).windows(95) == 10
+    assert WindowPlan(10, "epoch", False, 0).windows(0) == 0
+
+
+def test_sample_weighted_average_exact_numbers():
+    # partition A: 3 samples, delta [1, 2]; partition B: 1 sample, delta [5, -2]
+    a = (3, [np.array([3.0, 6.0], np.float32)], {"loss": 3 * 0.5})
+    b = (1, [np.array([5.0, -2.0], np.float32)], {"loss": 1 * 0.1})
+    samples, wsum, metrics = merge_round(a, b)
+    assert samples == 4
+    avg = SynchronousAveraging.average(wsum, samples)
+    np.testing.assert_array_equal(avg[0], np.array([2.0, 1.0], np.float32))
+    assert metrics["loss"] == pytest.approx((1.5 + 0.1))
+    # no samples at all: a zero delta, never NaN
+    zero = SynchronousAveraging.average([np.ones(2, np.float32)], 0)
+    np.testing.assert_array_equal(zero[0], np.zeros(2))
+
+
+def test_server_optimizers():
+    c = [np.array([1.0], np.float32)]
+    d = [np.array([0.5], np.float32)]
+    assert ServerOptimizer().apply(c, d)[0][0] == pytest.approx(1.5)
+    mom = ServerOptimizer("momentum", learning_rate=1.0, momentum=0.5)
+    c1 = mom.apply(c, d)                       # v = 0.5 -> 1.5
+    c2 = mom.apply(c1, d)                      # v = 0.75 -> 2.25
+    assert c2[0][0] == pytest.approx(2.25)
+    nes = ServerOptimizer("nesterov", learning_rate=2.0, momentum=0.5)
+    n1 = nes.apply(c, d)                       # v = 0.5, step = 0.25 + 0.5 = 0.75 -> 1 + 1.5
+    assert n1[0][0] == pytest.approx(2.5)
+    n2 = nes.apply(n1, d)                      # v = 0.75, step = 0.375 + 0.5 -> 2.5 + 1.75
+    assert n2[0][0] == pytest.approx(4.25)
+    with pytest.raises(ValueError, match="server_optimizer"):
+        ServerOptimizer("adamw")
+    with pytest.raises(ValueError, match="server_momentum"):
+        ServerOptimizer("nesterov", momentum=1.0)
+
+
+def test_metric_sum_weights_by_samples():
+    m = MetricSum()
+    m.add(30, {"loss": 1.0, "accuracy": 0.5})
+    m.add(10, {"loss": 3.0, "accuracy": 1.0})
+    assert m.means() == {"loss": pytest.approx(1.5), "accuracy": pytest.approx(0.625)}
+    assert MetricSum().means() == {}
+
+
+def test_gpu_mapping():
+    class Info:
+        addresses = ["2", "3"]
+
+    assert gpu_environment({}) == {}
+    assert gpu_environment({"gpu": Info()}) == {"CUDA_VISIBLE_DEVICES": "2,3",
+                                                "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    assert gpu_environment({"gpu": ["1"]})["CUDA_VISIBLE_DEVICES"] == "1"
+    assert gpu_environment({"fpga": ["0"]}) == {}
+    assert gpu_environment({"gpu": []}) == {}
+
+
+def test_thread_settings():
+    assert thread_environment(0) == {}
+    env = thread_environment(3)
+    assert env["OMP_NUM_THREADS"] == "3" and env["TF_NUM_INTRAOP_THREADS"] == "3"
+    conf = {"spark.master": "local[2]", "spark.task.cpus": "1"}
+    assert default_threads(conf, 2, cpu_count=8) == 4
+    assert default_threads({"spark.master": "spark://h:7077", "spark.task.cpus": "2"}, 16) == 2
+
+
+def test_conform_and_one_hot():
+    flat = np.arange(12, dtype=np.float64).reshape(2, 6)
+    out = conform(flat, (2, 3))
+    assert out.shape == (2, 2, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(one_hot_encode(np.array([2.0, 0.0]), 3),
+                                  np.array([[0, 0, 1], [1, 0, 0]], np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        one_hot_encode(np.array([3.0]), 3)
+    assert split_evenly(10, 3) == [(0, 3), (3, 6), (6, 10)]
+
+
+def test_arrow_lists_to_numpy():
+    import pyarrow as pa
+
+    col = pa.array([[1.0, 2.0], [3.0, 4.0]], type=pa.list_(pa.float32()))
+    np.testing.assert_array_equal(arrow_to_numpy(col), np.array([[1, 2], [3, 4]], np.float32))
+    nested = pa.array([[[1.0], [2.0]], [[3.0], [4.0]]])
+    assert arrow_to_numpy(nested).shape == (2, 2, 1)
+    with pytest.raises(ValueError, match="same length"):
+        arrow_to_numpy(pa.array([[1.0], [2.0, 3.0]]))
+
+
+def test_guard_marks_partition_and_driver_finds_it():
+    def boom(pid, it):
+        yield 1
+        raise KeyError("missing thing")
+
+    with pytest.raises(RemoteTaskError) as err:
+        list(guard(boom)(4, iter([])))
+    failure = task_failure(RuntimeError("java stuff\n" + str(err.value) + "\nmore"), "Training")
+    assert failure is not None and failure.partition == 4
+    assert "partition 4" in str(failure) and "missing thing" in str(failure)
+    assert "Traceback" in failure.remote_traceback
+    assert task_failure(RuntimeError("unrelated"), "x") is None
+
+
+def test_model_io_multi():
+    import keras
+
+    a, b = keras.Input((3,), name="a"), keras.Input((2, 2), name="b")
+    out1 = keras.layers.Dense(1, name="o1")(a)
+    out2 = keras.layers.Dense(4, name="o2")(keras.layers.Flatten()(b))
+    io = ModelIO.of(keras.Model([a, b], [out1, out2]))
+    assert io.input_shapes == ((3,), (2, 2)) and io.output_shapes == ((1,), (4,))
