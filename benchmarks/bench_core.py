@@ -1,0 +1,113 @@
+"""SparkModel against plain Keras on local[2]: training throughput, accuracy and predict speed.
+
+Workload (the issue's): 60,000 x 784 float32 rows, 10 classes from a fixed random linear teacher;
+MLP 128-128-10 with dropout; SGD lr 0.05; batch 64; 3 epochs. Every Spark configuration first runs
+a short warm-up fit so the Python workers have TensorFlow loaded and the model cached, as in a
+long-running session. Prints samples/s, test accuracy and ratios measured in this one run.
+
+    python benchmarks/bench_core.py                       # synchronous + predict
+    python benchmarks/bench_core.py --modes all           # also asynchronous/hogwild, epoch/batch
+    python benchmarks/bench_core.py --rows 6000 --predict-rows 10000   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from pyspark.sql import SparkSession  # noqa: E402
+
+from elephas.spark_model import SparkModel  # noqa: E402
+from elephas.utils.rdd_utils import to_simple_rdd  # noqa: E402
+
+EPOCHS, BATCH, LR = 3, 64, 0.05
+
+
+def data(rows: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    teacher = rng.normal(size=(784, 10)).astype("float32")
+    x = rng.random((rows + 10000, 784), dtype=np.float32)
+    y = keras.utils.to_categorical(np.argmax((x - 0.5) @ teacher, axis=1), 10)
+    return x[:rows], y[:rows], x[rows:], y[rows:]
+
+
+def model(seed: int = 1) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    m = keras.Sequential([keras.Input((784,)), keras.layers.Dense(128, activation="relu"),
+                          keras.layers.Dropout(0.2), keras.layers.Dense(128, activation="relu"),
+                          keras.layers.Dropout(0.2), keras.layers.Dense(10, activation="softmax")])
+    m.compile(keras.optimizers.SGD(LR), "categorical_crossentropy", metrics=["accuracy"])
+    return m
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=int, default=60000)
+    p.add_argument("--predict-rows", type=int, default=100000)
+    p.add_argument("--modes", default="sync", help="'sync' or 'all'")
+    args = p.parse_args()
+    spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+             .config("spark.driver.memory", "4g").getOrCreate())
+    sc = spark.sparkContext
+    sc.setLogLevel("ERROR")
+    x, y, xt, yt = data(args.rows)
+    rows = []
+
+    m = model()
+    t = time.perf_counter()
+    m.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0)
+    keras_time = time.perf_counter() - t
+    keras_acc = m.evaluate(xt, yt, verbose=0)[1]
+    keras_sps = EPOCHS * len(x) / keras_time
+    rows.append(("plain Keras", keras_sps, keras_acc))
+
+    rdd = to_simple_rdd(sc, x, y, num_slices=2).cache()
+    rdd.count()
+    configs = [("synchronous", "epoch", {}), ("synchronous", 40, {}),
+               ("synchronous", 40, {"server_optimizer": "nesterov", "server_momentum": 0.5})]
+    if args.modes == "all":
+        configs += [(mode, f, {}) for mode in ("asynchronous", "hogwild") for f in ("epoch", "batch")]
+    for mode, freq, extra in configs:
+        warm = SparkModel(model(), mode=mode, frequency=freq, **extra)
+        warm.fit(to_simple_rdd(sc, x[:2000], y[:2000], 2), epochs=1, batch_size=BATCH)
+        sm = SparkModel(model(), mode=mode, frequency=freq, **extra)
+        t = time.perf_counter()
+        sm.fit(rdd, epochs=EPOCHS, batch_size=BATCH)
+        elapsed = time.perf_counter() - t
+        acc = sm.master_network.evaluate(xt, yt, verbose=0)[1]
+        label = f"{mode} freq={freq}" + (f" {extra}" if extra else "")
+        rows.append((label, EPOCHS * len(x) / elapsed, acc))
+
+    print(f"\n{'configuration':58s} {'samples/s':>10s} {'x Keras':>8s} {'test acc':>9s} {'Δ points':>9s}")
+    for label, sps, acc in rows:
+        print(f"{label:58s} {sps:10.0f} {sps / keras_sps:8.2f} {acc:9.4f} {100 * (acc - keras_acc):+9.2f}")
+
+    # distributed predict over rows already in Spark vs single-process predict
+    xp = np.random.default_rng(3).random((args.predict_rows, 784), dtype=np.float32)
+    pm = model()
+    pm.predict(xp[:1000], verbose=0)
+    t = time.perf_counter()
+    pm.predict(xp, batch_size=1024, verbose=0)
+    single = args.predict_rows / (time.perf_counter() - t)
+    prdd = sc.parallelize(list(xp), 2).cache()
+    prdd.count()
+    sm = SparkModel(pm)
+    sm.predict(prdd)  # warm
+    t = time.perf_counter()
+    out = sm.predict(prdd)
+    dist = args.predict_rows / (time.perf_counter() - t)
+    assert out.shape == (args.predict_rows, 10)
+    print(f"\npredict rows/s: single-process {single:.0f}, distributed (cached RDD) {dist:.0f}, "
+          f"ratio {dist / single:.2f}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
