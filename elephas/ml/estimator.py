@@ -162,7 +162,6 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
             raise ValueError(f"ElephasEstimator expected featuresCol {fcol!r} to hold ml Vectors or numeric "
                              f"arrays. Received type {fields[fcol].simpleString()}. Assemble features "
                              "with VectorAssembler first.")
-        check_dataframe(df, [fcol, lcol], {fcol: "features", lcol: "label"})
         if len(model.outputs) != 1 and self.getOrDefault("categorical"):
             raise ValueError("categorical labels expected a single-output model. Received a model with "
                              f"{len(model.outputs)} outputs.")
@@ -174,6 +173,7 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
                 raise ValueError(f"categorical=True expected labelCol {lcol!r} to hold class indices "
                                  f"(numbers). Received type {fields[lcol].simpleString()}. Index string "
                                  "labels with StringIndexer.")
+            check_dataframe(df, [fcol, lcol], {fcol: "features", lcol: "label"})
             nb_classes = self.getOrDefault("nb_classes") or width
             if "sparse" in loss:
                 return None
@@ -181,6 +181,7 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
                 raise ValueError(f"nb_classes expected to match the model's output width {width}. "
                                  f"Received: nb_classes={nb_classes}.")
             return nb_classes
+        check_dataframe(df, [fcol, lcol], {fcol: "features", lcol: "label"})
         if label_is_scalar and width > 1 and "sparse" not in loss:
             raise ValueError(f"The loss {loss!r} expected labels with {width} values per row (the model "
                              f"has {width} output units). Received a scalar label column {lcol!r} "
