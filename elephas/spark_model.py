@@ -472,3 +472,12 @@ class AsynchronousSparkModel(SparkModel):
                  parameter_server_mode: str = "http", port: int = 0, **kwargs: Any):
         super().__init__(model, mode=mode, frequency=frequency,
                          parameter_server_mode=parameter_server_mode, port=port, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # SparkMLlibModel lives in elephas.mllib.model (it subclasses SparkModel); re-exported lazily.
+    if name == "SparkMLlibModel":
+        from .mllib.model import SparkMLlibModel
+
+        return SparkMLlibModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
