@@ -73,7 +73,7 @@ class SparkModel:
         >>> history = spark_model.fit(rdd, epochs=5, batch_size=32)  # doctest: +SKIP
     """
 
-    def __init__(self, model: Any, mode: str = "synchronous", frequency: str | int | None = "epoch",
+    def __init__(self, model: Any, mode: str = "synchronous", frequency: str | int | None = None,
                  parameter_server_mode: str = "http", num_workers: int | None = None,
                  custom_objects: dict[str, Any] | None = None, batch_size: int = 32, port: int = 0,
                  **kwargs: Any):
@@ -113,6 +113,11 @@ class SparkModel:
     def master_network(self, model: Any) -> None:
         check_keras_model(model, require_compiled=True)
         self._master_network = model
+
+    @property
+    def strategy(self) -> Any:
+        """The update rule (a :class:`~elephas.engine.strategies.base.Strategy`)."""
+        return self._strategy
 
     @property
     def frequency(self) -> str | int:
@@ -160,7 +165,8 @@ class SparkModel:
         return sc
 
     def _repartition(self, data: Any) -> Any:
-        if self.num_workers and data.getNumPartitions() != self.num_workers:
+        parts = data.rdd.getNumPartitions() if is_dataframe(data) else data.getNumPartitions()
+        if self.num_workers and parts != self.num_workers:
             return data.repartition(self.num_workers)
         return data
 
@@ -468,7 +474,7 @@ def load_spark_model(path: str, custom_objects: dict[str, Any] | None = None) ->
 class AsynchronousSparkModel(SparkModel):
     """``SparkModel`` defaulting to asynchronous training through the parameter server."""
 
-    def __init__(self, model: Any, mode: str = "asynchronous", frequency: str | int | None = "epoch",
+    def __init__(self, model: Any, mode: str = "asynchronous", frequency: str | int | None = None,
                  parameter_server_mode: str = "http", port: int = 0, **kwargs: Any):
         super().__init__(model, mode=mode, frequency=frequency,
                          parameter_server_mode=parameter_server_mode, port=port, **kwargs)

@@ -97,7 +97,6 @@ class Trainer:
     """
 
     mode: ClassVar[str] = "synchronous"
-    schedulable: ClassVar[bool] = True
 
     def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
                  num_workers: int = 2, batch_size: int = 32, features_col: str | list[str] = "features",
@@ -122,11 +121,6 @@ class Trainer:
             if validation_df is None:
                 raise ValueError("plateau_every needs validation_df, the DataFrame whose loss decides "
                                  "when the learning rate is divided.")
-            if not self.schedulable:
-                raise ValueError(f"{type(self).__name__} trains with synchronous rounds, where a "
-                                 "plateau schedule cannot reach the worker optimizers. Use an "
-                                 "asynchronous trainer (DOWNPOUR, ADAG, AEASGD, EAMSGD, DynSGD) or "
-                                 "set the worker optimizer's learning rate directly.")
         if target_loss is not None:
             StopOnTargetLoss(target_loss)  # validates
         self.validation_df = validation_df
@@ -235,7 +229,7 @@ class Trainer:
 
         every, factor, patience = self.plateau
         if every is not None:
-            cbs.append(LearningRateOnPlateau(strategy=spark_model._strategy, evaluate=evaluate,
+            cbs.append(LearningRateOnPlateau(strategy=spark_model.strategy, evaluate=evaluate,
                                              every=every, factor=factor, patience=patience))
         if self.target_loss is not None:
             cbs.append(StopOnTargetLoss(self.target_loss, evaluate=evaluate))
@@ -285,7 +279,6 @@ class SingleTrainer(Trainer):
         ...                         features_col="features_normalized", label_col="label")
     """
 
-    schedulable: ClassVar[bool] = False
 
     def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
                  batch_size: int = 32, features_col: str | list[str] = "features",
@@ -306,7 +299,6 @@ class AveragingTrainer(Trainer):
         ...                            loss="categorical_crossentropy", num_workers=4)
     """
 
-    schedulable: ClassVar[bool] = False
 
 
 class EnsembleTrainer(Trainer):
@@ -323,7 +315,6 @@ class EnsembleTrainer(Trainer):
         ...                          loss="categorical_crossentropy", num_ensembles=3).train(df)
     """
 
-    schedulable: ClassVar[bool] = False
 
     def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
                  features_col: str | list[str] = "features", label_col: str | list[str] = "label",

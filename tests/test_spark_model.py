@@ -368,3 +368,29 @@ def test_async_port_is_released_after_fit(sc):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))  # free again
+
+
+@pytest.mark.parametrize("mode", ["synchronous", "asynchronous"])
+def test_learning_rate_changed_on_the_driver_reaches_workers(sc, mode):
+    x, y = make_blobs(40)
+    model = make_dense_model(optimizer=keras.optimizers.SGD(0.1))
+    after_first = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                after_first.extend(self.model.get_weights())
+
+    freeze = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.0 if epoch >= 1 else lr)
+    SparkModel(model, mode=mode).fit(x, y, epochs=3, batch_size=8, callbacks=[Snapshot(), freeze])
+    assert after_first
+    for w, w0 in zip(model.get_weights(), after_first):
+        np.testing.assert_allclose(w, w0, atol=1e-7)
+
+
+def test_mode_default_window_and_strategy_property():
+    model = make_dense_model()
+    assert SparkModel(model).frequency == "epoch"
+    downpour = SparkModel(model, mode="downpour")
+    assert downpour.frequency == 5 and downpour.strategy.name == "downpour"
+    assert SparkModel(model, mode="easgd", rho=2.0).frequency == 32

@@ -21,7 +21,7 @@ from .driver import TrainingSettings, Validation, make_validate, partition_sizes
 from .errors import guard, run_job
 from .history import MetricSum, run_epochs
 from .shipping import ModelSpec
-from .worker import WindowPlan
+from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings
                     strategy.name, len(sizes), total, server.address, server.mode)
 
         def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
-            fn = guard(make_async_epoch_fn(spec, settings.runtime, client_config, plan, strategy, epoch))
+            fn = guard(make_async_epoch_fn(spec, settings.runtime, client_config, plan, strategy,
+                                           epoch, master_learning_rate(model)))
             done = threading.Event()
 
             def poll() -> None:

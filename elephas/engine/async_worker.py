@@ -13,7 +13,7 @@ from .data import Block, block_size
 from .runtime import WorkerRuntime, prepare_worker
 from .shipping import ModelSpec, cached_model
 from .strategies.base import Strategy
-from .worker import WindowPlan, take
+from .worker import WindowPlan, apply_learning_rate, take
 
 
 def attempt_id() -> str:
@@ -27,7 +27,8 @@ def attempt_id() -> str:
 
 
 def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: dict[str, Any],
-                        plan: WindowPlan, strategy: Strategy, epoch: int):
+                        plan: WindowPlan, strategy: Strategy, epoch: int,
+                        learning_rate: float | None = None):
     """Build the task function of one asynchronous epoch.
 
     Every task trains its partition window by window against the parameter server and yields
@@ -48,6 +49,7 @@ def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: 
             try:
                 start, version = client.pull()
                 model = cached_model(spec, start)
+                apply_learning_rate(model, learning_rate)
                 for window in range(plan.windows(rows)):
                     idx = plan.window_rows(rows, epoch, part, window)
                     if idx is None or not len(idx):

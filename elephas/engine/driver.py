@@ -25,7 +25,7 @@ from .server_optimizer import ServerOptimizer
 from .shipping import ModelSpec
 from .strategies.averaging import SynchronousAveraging
 from .strategies.base import Strategy
-from .worker import WindowPlan, make_round_fn, merge_round, unwrap
+from .worker import WindowPlan, make_round_fn, master_learning_rate, merge_round, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings:
             start = model.get_weights()
             bc = sc.broadcast(start)
             try:
-                fn = guard(make_round_fn(spec, runtime, bc, plan, epoch, window))
+                fn = guard(make_round_fn(spec, runtime, bc, plan, epoch, window,
+                                         master_learning_rate(model)))
                 result = reduce_rounds(blocks.mapPartitionsWithIndex(fn), len(sizes))
             finally:
                 bc.unpersist()

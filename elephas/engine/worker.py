@@ -79,8 +79,35 @@ def train_window(model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_s
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
+def master_learning_rate(model: Any) -> float | None:
+    """The driver optimizer's current learning rate, or ``None`` when it follows a schedule.
+
+    Shipped with every round so Keras callbacks that change it on the driver (ReduceLROnPlateau,
+    LearningRateScheduler, elephas' plateau schedule) reach the workers.
+    """
+    import keras
+
+    opt = getattr(model, "optimizer", None)
+    if opt is None or isinstance(getattr(opt, "_learning_rate", None),
+                                 keras.optimizers.schedules.LearningRateSchedule):
+        return None
+    return float(keras.ops.convert_to_numpy(opt.learning_rate))
+
+
+def apply_learning_rate(model: Any, value: float | None) -> None:
+    """Give the worker model's optimizer the driver's learning rate (its state is kept)."""
+    if value is None:
+        return
+    current = model.optimizer.learning_rate
+    if hasattr(current, "assign"):
+        if float(current.numpy() if hasattr(current, "numpy") else current) != value:
+            current.assign(value)
+    else:
+        model.optimizer.learning_rate = value
+
+
 def make_round_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, plan: WindowPlan,
-                  epoch: int, window: int):
+                  epoch: int, window: int, learning_rate: float | None = None):
     """Build the function one synchronous round runs on every block.
 
     It yields ``(samples, Σ samples·Δ, {metric: samples·value})`` for partitions that had rows in
@@ -96,6 +123,7 @@ def make_round_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, plan:
             prepare_worker(runtime)
             start = broadcast.value
             model = cached_model(spec, start)
+            apply_learning_rate(model, learning_rate)
             logs = train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
             k = int(len(idx))
             kf = np.float32(k)
