@@ -10,17 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import make_blobs, make_dense_model
-from pyspark.errors import PySparkNotImplementedError
 
 from elephas.ml_model import ElephasEstimator, ElephasTransformer
-
-# elephas.engine.inference.predict_column imports pandas inside the function while its module uses
-# `from __future__ import annotations`, so pandas_udf cannot resolve the `pd.Series` hints and raises
-# PySparkNotImplementedError on every transform. Tests that transform are marked with this until
-# that engine fix lands; any other error still fails them.
-needs_predict_column = pytest.mark.xfail(
-    raises=PySparkNotImplementedError, strict=False,
-    reason="elephas.engine.inference.predict_column: unresolvable pandas_udf type hints")
 
 
 def _vec(values):
@@ -70,7 +61,6 @@ def test_classification_pipeline_fits(classification_pipeline):
     assert fitted.getFeaturesCol() == "scaled_features" and fitted.get_categorical()
 
 
-@needs_predict_column
 def test_classification_predictions_are_class_indices_aligned_per_row(classification_pipeline,
                                                                       category_df):
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
@@ -96,7 +86,6 @@ def test_classification_predictions_are_class_indices_aligned_per_row(classifica
     assert metrics.accuracy == pytest.approx(accuracy)
 
 
-@needs_predict_column
 def test_regression_pipeline_with_fit_param_overrides(spark):
     import keras
     from pyspark.ml import Pipeline
@@ -140,12 +129,9 @@ def test_cross_validator_over_two_epoch_values(indexed_df):
                                  validation_split=0.0)
     grid = ParamGridBuilder().addGrid(estimator.epochs, [1, 2]).build()
     evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
-    try:
-        cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator,
-                            numFolds=2, seed=7)
-        cv_model = cv.fit(indexed_df)
-    except PySparkNotImplementedError:
-        pytest.xfail("elephas.engine.inference.predict_column: unresolvable pandas_udf type hints")
+    cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator,
+                        numFolds=2, seed=7)
+    cv_model = cv.fit(indexed_df)
     assert len(cv_model.avgMetrics) == 2 and all(0.0 <= m <= 1.0 for m in cv_model.avgMetrics)
     best = cv_model.bestModel
     assert isinstance(best, ElephasTransformer)

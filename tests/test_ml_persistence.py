@@ -9,13 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import make_blobs, make_dense_model
-from pyspark.errors import PySparkNotImplementedError
 
 from elephas.ml_model import ElephasEstimator, ElephasTransformer, load_ml_estimator, load_ml_transformer
-
-needs_predict_column = pytest.mark.xfail(
-    raises=PySparkNotImplementedError, strict=False,
-    reason="elephas.engine.inference.predict_column: unresolvable pandas_udf type hints")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,6 @@ def _uri(tmp_path, name, scheme):
     return path.as_uri() if scheme == "file" else str(path)
 
 
-@needs_predict_column
 @pytest.mark.parametrize("scheme", ["local", "file"])
 def test_transformer_round_trip(fitted_pipeline, df, tmp_path, scheme):
     transformer = fitted_pipeline.stages[-1]
@@ -71,7 +65,6 @@ def test_transformer_round_trip(fitted_pipeline, df, tmp_path, scheme):
     transformer.write().overwrite().save(path)
 
 
-@needs_predict_column
 def test_pipeline_model_round_trip(fitted_pipeline, df, tmp_path):
     from pyspark.ml import PipelineModel
 

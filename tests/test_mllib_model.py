@@ -21,6 +21,12 @@ def trained(sc):
     return spark_model, history, x
 
 
+def test_importable_from_spark_model():
+    from elephas.spark_model import SparkMLlibModel as reexported
+
+    assert reexported is SparkMLlibModel
+
+
 def test_train_categorical(trained):
     spark_model, history, _ = trained
     assert len(history.history["loss"]) == 2 and "val_loss" in history.history
@@ -87,5 +93,8 @@ def test_bad_input(sc):
         spark_model.train(lp, categorical=True)
     with pytest.raises(ValueError, match="nb_classes expected to match the model's output width 3"):
         spark_model.train(lp, categorical=True, nb_classes=4)
+    with pytest.raises(ValueError, match="The loss 'categorical_crossentropy' expected labels with 3 "
+                       "values per row .* Received scalar LabeledPoint labels with categorical=False"):
+        spark_model.train(lp, categorical=False)
     with pytest.raises(ValueError, match="non-empty"):
         spark_model.train(sc.parallelize([], 1))

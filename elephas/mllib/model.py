@@ -101,6 +101,13 @@ class SparkMLlibModel(SparkModel):
             raise TypeError("SparkMLlibModel.train expected an RDD of LabeledPoint. Received an RDD "
                             f"of {type(first[0]).__name__}.")
         encode_to = None
+        width = int(np.prod([d or 1 for d in self.master_network.outputs[0].shape[1:]]))
+        loss = str(getattr(self.master_network, "loss", "")).lower()
+        if not categorical and width > 1 and "sparse" not in loss:
+            raise ValueError(f"The loss {loss!r} expected labels with {width} values per row (the model "
+                             f"has {width} output units). Received scalar LabeledPoint labels with "
+                             f"categorical=False. Pass categorical=True (nb_classes={width}) to one-hot "
+                             "encode class indices, or use sparse_categorical_crossentropy.")
         if categorical:
             encode_to = self._nb_classes(nb_classes)
             self._check_label_range(labeled_points, encode_to)
