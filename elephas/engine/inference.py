@@ -301,7 +301,7 @@ def _series_to_numpy(series: Any) -> np.ndarray:
     if values.dtype == object:
         if not len(values):
             return np.zeros((0,), dtype=np.float32)
-        return np.stack([np.stack(v) if getattr(v, "dtype", None) == object else np.asarray(v)
+        return np.stack([np.stack(v) if getattr(getattr(v, "dtype", None), "kind", "") == "O" else np.asarray(v)
                          for v in values])
     return values
 

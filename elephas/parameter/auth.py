@@ -239,7 +239,7 @@ class Verifier:
         try:
             ts = float(timestamp)
         except ValueError:
-            raise AuthenticationError(f"Expected a numeric timestamp, received {timestamp!r}.")
+            raise AuthenticationError(f"Expected a numeric timestamp, received {timestamp!r}.") from None
         expected = self.signer.tag(method, path, timestamp, nonce, body, digest)
         if not hmac.compare_digest(expected, signature):
             raise AuthenticationError("Expected a valid signature made with this fit's secret, "

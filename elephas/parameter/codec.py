@@ -148,7 +148,7 @@ def _parse_header(raw: memoryview) -> tuple[list[tuple[tuple[int, ...], str, str
     try:
         header = json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise WireFormatError(f"Expected a UTF-8 JSON header, received undecodable bytes ({exc}).")
+        raise WireFormatError(f"Expected a UTF-8 JSON header, received undecodable bytes ({exc}).") from None
     if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
         raise WireFormatError("Expected a header object with an 'arrays' list.")
     meta = header.get("meta", {})
@@ -223,7 +223,7 @@ def decode(payload: bytes | bytearray | memoryview, *,
         try:
             raw = inflater.decompress(data, expected + 1)
         except zlib.error as exc:
-            raise WireFormatError(f"Expected a zlib stream, received corrupt data ({exc}).")
+            raise WireFormatError(f"Expected a zlib stream, received corrupt data ({exc}).") from None
         if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
             raise WireFormatError("Expected one complete zlib stream of the declared size, "
                                   "received a truncated, oversized or padded stream.")

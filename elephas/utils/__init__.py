@@ -1,7 +1,7 @@
 """Utilities: RDD helpers, DataFrame adapters, file systems."""
 
-from .rdd_utils import encode_label, from_labeled_point, lp_to_simple_rdd, to_labeled_point, to_simple_rdd
 from ..ml.adapter import df_to_simple_rdd, from_data_frame, to_data_frame  # noqa: E402
+from .rdd_utils import encode_label, from_labeled_point, lp_to_simple_rdd, to_labeled_point, to_simple_rdd
 
 __all__ = ["encode_label", "from_labeled_point", "lp_to_simple_rdd", "to_labeled_point", "to_simple_rdd",
            "df_to_simple_rdd", "from_data_frame", "to_data_frame"]

@@ -53,7 +53,8 @@ def to_labeled_point(sc: Any, features: np.ndarray, labels: np.ndarray, categori
     return sc.parallelize(points)
 
 
-def from_labeled_point(rdd: Any, categorical: bool = False, nb_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def from_labeled_point(rdd: Any, categorical: bool = False,
+                       nb_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Collect an RDD of LabeledPoints into ``(features, labels)`` numpy arrays."""
     points = rdd.collect()
     features = np.stack([from_vector(lp.features) for lp in points])
