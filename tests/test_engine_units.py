@@ -169,3 +169,22 @@ def test_model_io_multi():
     out2 = keras.layers.Dense(4, name="o2")(keras.layers.Flatten()(b))
     io = ModelIO.of(keras.Model([a, b], [out1, out2]))
     assert io.input_shapes == ((3,), (2, 2)) and io.output_shapes == ((1,), (4,))
+
+
+def test_model_is_built_once_per_process_and_only_weights_change():
+    from conftest import make_dense_model
+
+    from elephas.engine.shipping import ModelSpec, cached_model, clear_cache
+
+    clear_cache()
+    model = make_dense_model()
+    spec = ModelSpec.from_model(model)
+    first = cached_model(spec, model.get_weights())
+    zeros = [np.zeros_like(w) for w in model.get_weights()]
+    second = cached_model(spec, zeros)
+    assert first is second
+    assert all(not np.any(w) for w in second.get_weights())
+    assert second.optimizer.__class__ is model.optimizer.__class__ and second.compiled
+    other = cached_model(ModelSpec.from_model(model), None)
+    assert other is not first
+    clear_cache()
