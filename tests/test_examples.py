@@ -38,7 +38,8 @@ EXPECTED_OUTPUT = {
     "save_load_hadoop.py": "predictions identical",
     "mnist_mlp_spark.py": "test accuracy",
 }
-TIMEOUT = 420
+TIMEOUT = 600  # per subprocess; the whole set gets ALL_EXAMPLES_TIMEOUT
+ALL_EXAMPLES_TIMEOUT = 3600
 
 
 def _env() -> dict[str, str]:
@@ -85,12 +86,14 @@ def _check(run: subprocess.CompletedProcess, expected: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(ALL_EXAMPLES_TIMEOUT)  # the first one waits for the shared example_runs fixture
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_example_runs_with_python(example_runs, name):
     _check(example_runs[name], EXPECTED_OUTPUT[name])
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(ALL_EXAMPLES_TIMEOUT)
 def test_example_runs_with_spark_submit(example_runs):
     _check(example_runs["spark-submit save_load_hadoop.py"], "predictions identical")
 
@@ -116,6 +119,7 @@ def test_otto_generator_writes_the_otto_layout(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2 * TIMEOUT)
 def test_notebook_executes_top_to_bottom():
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -150,6 +154,7 @@ def _readme_blocks(language: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2 * TIMEOUT)
 def test_readme_python_blocks_run(tmp_path):
     blocks = _readme_blocks("python")
     assert blocks, "README.md has no python code block"
