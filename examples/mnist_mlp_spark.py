@@ -89,9 +89,11 @@ def main(argv: list[str] | None = None) -> float:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     frequency = int(args.frequency) if args.frequency.isdigit() else args.frequency
-    spark = (SparkSession.builder.appName("elephas-mnist")
-             .master(os.environ.get("SPARK_MASTER", f"local[{args.workers}]"))
-             .config("spark.ui.enabled", "false").getOrCreate())
+    builder = SparkSession.builder.appName("elephas-mnist").config("spark.ui.enabled", "false")
+    if "SPARK_MASTER" in os.environ or "PYSPARK_GATEWAY_PORT" not in os.environ:
+        # plain python: embedded local Spark; under spark-submit its --master is kept
+        builder = builder.master(os.environ.get("SPARK_MASTER", f"local[{args.workers}]"))
+    spark = builder.getOrCreate()
     sc = spark.sparkContext
     sc.setLogLevel("ERROR")
     try:
