@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from pyspark.ml.feature import StandardScaler, StringIndexer, VectorAssembler
 
     from elephas.ml.evaluators import AccuracyEvaluator
-    from elephas.ml.transformers import (LabelIndexTransformer, ModelPredictor, OneHotTransformer,
-                                         shuffle)
+    from elephas.ml.transformers import LabelIndexTransformer, ModelPredictor, OneHotTransformer, shuffle
 
     spark = spark_session("elephas-distkeras-higgs", args.workers)
     spark.sparkContext.setLogLevel("ERROR")

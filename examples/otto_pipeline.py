@@ -38,7 +38,8 @@ def generate_otto_csv(path: str, rows: int, seed: int = 0) -> str:
     """
     rng = np.random.default_rng(seed)
     rates = rng.gamma(shape=0.3, scale=2.0, size=(NB_CLASSES, NB_FEATURES))
-    classes = np.sort(rng.choice(NB_CLASSES, size=rows, p=np.linspace(2, 1, NB_CLASSES) / np.linspace(2, 1, NB_CLASSES).sum()))
+    weights = np.linspace(2, 1, NB_CLASSES)  # Class_1 most frequent
+    classes = np.sort(rng.choice(NB_CLASSES, size=rows, p=weights / weights.sum()))
     counts = rng.poisson(rates[classes])
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)

@@ -164,7 +164,8 @@ def test_readme_python_blocks_run(tmp_path):
         script = tmp_path / f"readme_block_{i}.py"
         script.write_text(textwrap.dedent(block))
         run = _run([sys.executable, str(script)], cwd=tmp_path)
-        assert run.returncode == 0, f"README python block {i} failed:\n{block}\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+        assert run.returncode == 0, (f"README python block {i} failed:\n{block}\n"
+                                     f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
 
 
 def test_readme_bash_blocks_are_what_ci_and_the_suite_run():
