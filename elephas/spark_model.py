@@ -423,6 +423,11 @@ def save_model_with_config(model: Any, config: dict[str, Any], path: str, overwr
     """Write ``model`` to ``path`` (.keras or .h5) with ``config`` embedded in the same file."""
     ext = _suffix(path)
     payload = json.dumps(config)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        # synchronous training never steps the driver's optimizer; build it so the file holds
+        # a complete optimizer state and loading does not warn about missing variables
+        optimizer.build(model.trainable_variables)
     with fs.local_target(path, overwrite) as local:
         model.save(local)
         if ext == ".keras":
