@@ -71,10 +71,9 @@ def main() -> None:
     rdd = to_simple_rdd(sc, x, y, num_slices=2).cache()
     rdd.count()
     configs = [("synchronous", "epoch", {}),
-               # the averaged delta of 2 workers is about one worker's progress; a server learning
-               # rate of num_workers sums the workers' progress instead
-               ("synchronous", "epoch", {"server_learning_rate": 2.0}),
-               ("synchronous", 100, {"server_learning_rate": 2.0})]
+               # several averaging rounds per epoch, optionally with server-side Nesterov momentum
+               ("synchronous", 50, {}),
+               ("synchronous", 50, {"server_optimizer": "nesterov", "server_momentum": 0.5})]
     if args.modes == "all":
         configs += [(mode, f, {}) for mode in ("asynchronous", "hogwild") for f in ("epoch", "batch")]
     for mode, freq, extra in configs:

@@ -394,3 +394,15 @@ def test_mode_default_window_and_strategy_property():
     downpour = SparkModel(model, mode="downpour")
     assert downpour.frequency == 5 and downpour.strategy.name == "downpour"
     assert SparkModel(model, mode="easgd", rho=2.0).frequency == 32
+
+
+def test_one_partition_reproduces_plain_keras(sc):
+    """One partition, one round per epoch, no shuffling: the same steps as model.fit."""
+    x, y = make_blobs(96, seed=9)
+    reference = make_dense_model(optimizer=keras.optimizers.SGD(0.1), seed=4)
+    model = make_dense_model(optimizer=keras.optimizers.SGD(0.1), seed=4)
+    reference.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    history = SparkModel(model, num_workers=1).fit(x, y, epochs=2, batch_size=16, shuffle=False)
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert len(history.history["loss"]) == 2

@@ -68,13 +68,18 @@ def unwrap(arrays: list[np.ndarray]) -> Any:
     return arrays[0] if len(arrays) == 1 else list(arrays)
 
 
-def train_window(model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int) -> dict[str, float]:
-    """Train one window with the model's own compiled optimizer; return its mean metrics."""
+def train_window(model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int,
+                 shuffle: bool = False) -> dict[str, float]:
+    """Train one window with the model's own compiled optimizer; return its mean metrics.
+
+    ``shuffle`` lets Keras visit the window's batches in random order (used when the window is a
+    whole partition, which saves copying the partition into a permuted order first).
+    """
     n = int(xs[0].shape[0])
     if n <= batch_size:
         logs = model.train_on_batch(unwrap(xs), unwrap(ys), return_dict=True)
         return {k: float(v) for k, v in logs.items()}
-    history = model.fit(unwrap(xs), unwrap(ys), batch_size=batch_size, epochs=1, shuffle=False,
+    history = model.fit(unwrap(xs), unwrap(ys), batch_size=batch_size, epochs=1, shuffle=shuffle,
                         verbose=0)
     return {k: float(v[-1]) for k, v in history.history.items()}
 
@@ -124,7 +129,10 @@ def make_round_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, plan:
             start = broadcast.value
             model = cached_model(spec, start)
             apply_learning_rate(model, learning_rate)
-            logs = train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
+            if len(idx) == rows:  # the window is the whole partition: no permuted copy
+                logs = train_window(model, xs, ys, plan.batch_size, shuffle=plan.shuffle)
+            else:
+                logs = train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
             k = int(len(idx))
             kf = np.float32(k)
             delta = [(np.asarray(w) - w0) * kf for w, w0 in zip(model.get_weights(), start)]
