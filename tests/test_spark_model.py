@@ -184,22 +184,23 @@ def test_callbacks_stop_training_and_checkpoint(sc, tmp_path):
 
 def test_early_stopping_restores_best_weights(sc):
     x, y = make_blobs(60)
-    model = make_dense_model(optimizer=keras.optimizers.SGD(5.0))  # diverges: loss goes up
+    model = make_dense_model(optimizer=keras.optimizers.SGD(0.1))
+    scores = [3.0, 1.0, 2.0, 4.0, 5.0, 6.0]  # best after epoch 1, no improvement after it
+    snapshots = []
 
-    class Record(keras.callbacks.Callback):
-        weights = []
-
+    class Score(keras.callbacks.Callback):  # runs before EarlyStopping and sets what it monitors
         def on_epoch_end(self, epoch, logs=None):
-            Record.weights.append((logs["loss"], self.model.get_weights()))
+            logs["score"] = scores[epoch]
+            snapshots.append(self.model.get_weights())
 
-    es = keras.callbacks.EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
-    history = SparkModel(model).fit(x, y, epochs=6, batch_size=4, callbacks=[Record(), es])
-    losses = history.history["loss"]
-    if len(losses) < 6:  # stopped early: the weights are those of the best epoch
-        best = int(np.argmin(losses))
-        for w, b in zip(model.get_weights(), Record.weights[best][1]):
-            np.testing.assert_allclose(w, b)
-    assert es.best == pytest.approx(min(losses))
+    es = keras.callbacks.EarlyStopping(monitor="score", mode="min", patience=1,
+                                       restore_best_weights=True)
+    history = SparkModel(model).fit(x, y, epochs=6, batch_size=4, callbacks=[Score(), es])
+    assert len(history.history["loss"]) == 3  # epochs 0, 1, 2: stopped after one worse epoch
+    assert es.stopped_epoch == 2 and es.best == 1.0
+    for w, b in zip(model.get_weights(), snapshots[1]):
+        np.testing.assert_allclose(w, b)
+    assert any(not np.allclose(a, b) for a, b in zip(snapshots[2], snapshots[1]))
 
 
 # ---------------------------------------------------------------------------------- save / load

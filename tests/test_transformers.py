@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pyspark.errors import PySparkNotImplementedError
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import Evaluator
 from pyspark.ml.linalg import DenseVector, Vectors, VectorUDT
@@ -416,17 +415,6 @@ def model_and_frame(spark):
     return model, x, df
 
 
-# elephas.engine.inference.predict_column (not part of this module) imports pandas inside the
-# function while its module uses `from __future__ import annotations`, so pandas_udf cannot resolve
-# the `pd.Series` type hints and raises PySparkNotImplementedError. Both tests pass once that is
-# fixed (checked by injecting `pd` into the module); any other error still fails them.
-_predict_column_hints = pytest.mark.xfail(
-    raises=PySparkNotImplementedError,
-    reason="elephas.engine.inference.predict_column: unresolvable pandas_udf type hints",
-)
-
-
-@_predict_column_hints
 def test_model_predictor_matches_keras(model_and_frame):
     model, x, df = model_and_frame
     predictor = ModelPredictor(keras_model=model, batch_size=5)
@@ -444,7 +432,6 @@ def test_model_predictor_matches_keras(model_and_frame):
     assert accuracy == pytest.approx(float(np.mean(np.argmax(expected, axis=1) == labels)))
 
 
-@_predict_column_hints
 def test_model_predictor_persistence_and_errors(model_and_frame, tmp_path):
     model, x, df = model_and_frame
     predictor = ModelPredictor(keras_model=model, output_col="p", batch_size=7)
