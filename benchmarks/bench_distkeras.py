@@ -18,6 +18,7 @@ import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # keep all traffic on loopback
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -92,7 +93,9 @@ def main() -> None:
         "single": lambda: T.SingleTrainer(**common),
         "averaging": lambda: T.AveragingTrainer(**dist),
         "downpour": lambda: T.DOWNPOUR(**dist, communication_window=5),
-        "adag": lambda: T.ADAG(**dist, communication_window=12),
+        # ADAG pushes Δ/τ: with K workers the center moves ~K/τ of a worker's steps, so its
+        # workers get a learning rate ~τ/K larger than Keras 3's adagrad default of 0.001
+        "adag": lambda: T.ADAG(**dist, communication_window=12, learning_rate=0.01),
         "aeasgd": lambda: T.AEASGD(**dist, communication_window=32, rho=5.0, learning_rate=0.1),
         "eamsgd": lambda: T.EAMSGD(**dist, communication_window=32, rho=5.0, learning_rate=0.1,
                                    momentum=0.6),

@@ -18,6 +18,8 @@ import argparse
 import hashlib
 import hmac
 import os
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # keep all traffic on loopback
 import socket
 import statistics
 import struct
