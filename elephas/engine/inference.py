@@ -20,6 +20,7 @@ import pandas as pd
 from .data import (
     Block,
     ModelIO,
+    arrow_to_numpy,
     as_list,
     block_size,
     blocks_from_dataframe,
@@ -243,7 +244,6 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
     from pyspark import SparkContext
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
-    from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
     if output not in ("raw", "class", "vector"):
@@ -264,26 +264,46 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
         fields.append(StructField("prob", ArrayType(FloatType())))
     n_feat = len(fcols)
 
-    @pandas_udf(StructType(fields))
-    def infer(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+    def outputs(model: Any, xs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(pred, flat)``: the prediction column's values and the raw outputs, 2-D float32."""
+        out = _predict_arrays(model, xs, bs)[0]
+        flat = out.reshape(out.shape[0], -1).astype(np.float32)
+        if output == "class":
+            pred = (np.argmax(flat, axis=1) if flat.shape[1] > 1 else (flat[:, 0] > 0.5)).astype(np.float64)
+        elif scalar_out:
+            pred = flat[:, 0].astype(np.float64)
+        else:
+            pred = flat
+        return pred, flat
+
+    def infer_arrow(batches: Iterator[Any]) -> Iterator[Any]:
+        # Arrow-native: list arrays reshape into numpy blocks without per-row objects
+        import pyarrow as pa
+
+        prepare_worker(runtime)
+        model = cached_model(spec, bc.value)
+        for cols in batches:
+            cols = cols if isinstance(cols, tuple) else (cols,)
+            xs = [conform(arrow_to_numpy(cols[i]), io.input_shapes[i]) for i in range(n_feat)]
+            pred, flat = outputs(model, xs)
+            arrays = [pa.array(pred) if pred.ndim == 1 else _arrow_rows(pred)]
+            if probability_col:
+                arrays.append(_arrow_rows(flat))
+            yield pa.StructArray.from_arrays(arrays, names=[f.name for f in fields])
+
+    def infer_pandas(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
         prepare_worker(runtime)
         model = cached_model(spec, bc.value)
         for cols in batches:
             cols = cols if isinstance(cols, tuple) else (cols,)
             xs = [conform(_series_to_numpy(cols[i]), io.input_shapes[i]) for i in range(n_feat)]
-            out = _predict_arrays(model, xs, bs)[0]
-            flat = out.reshape(out.shape[0], -1).astype(np.float32)
-            frame = {}
-            if output == "class":
-                frame["pred"] = (np.argmax(flat, axis=1) if flat.shape[1] > 1
-                                 else (flat[:, 0] > 0.5)).astype(np.float64)
-            elif scalar_out:
-                frame["pred"] = flat[:, 0].astype(np.float64)
-            else:
-                frame["pred"] = list(flat)
+            pred, flat = outputs(model, xs)
+            frame = {"pred": pred if pred.ndim == 1 else list(pred)}
             if probability_col:
                 frame["prob"] = list(flat)
             yield pd.DataFrame(frame)
+
+    infer = _scalar_iter_udf(infer_arrow, infer_pandas, StructType(fields))
 
     tmp = "__elephas_out"
     result = df.withColumn(tmp, infer(*[_feature_expr(df, c) for c in fcols]))
@@ -294,6 +314,26 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
     if probability_col:
         result = result.withColumn(probability_col, array_to_vector(F.col(f"{tmp}.prob")))
     return result.drop(tmp)
+
+
+def _arrow_rows(matrix: np.ndarray) -> Any:
+    """A 2-D array as an Arrow ``list<float>`` array, one list per row."""
+    import pyarrow as pa
+
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]).cast(pa.list_(pa.float32()))
+
+
+def _scalar_iter_udf(arrow_fn: Any, pandas_fn: Any, return_type: Any) -> Any:
+    """An Arrow-native scalar iterator UDF where PySpark has one (4.1+), else a pandas UDF."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.util import PythonEvalType
+
+    arrow_iter = getattr(PythonEvalType, "SQL_SCALAR_ARROW_ITER_UDF", None)
+    if hasattr(F, "arrow_udf") and arrow_iter is not None:
+        return F.arrow_udf(arrow_fn, return_type, functionType=arrow_iter)
+    return pandas_udf(pandas_fn, return_type, functionType=PythonEvalType.SQL_SCALAR_PANDAS_ITER_UDF)
 
 
 def _series_to_numpy(series: Any) -> np.ndarray:
