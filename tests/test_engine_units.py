@@ -188,3 +188,28 @@ def test_model_is_built_once_per_process_and_only_weights_change():
     other = cached_model(ModelSpec.from_model(model), None)
     assert other is not first
     clear_cache()
+
+
+def test_custom_strategy_can_be_registered():
+    from elephas.engine.modes import _STRATEGIES, register_strategy
+    from elephas.engine.strategies.base import Strategy
+
+    @register_strategy
+    class Halving(Strategy):
+        name = "halving_test"
+
+        def __init__(self, factor: float = 0.5):
+            self.factor = factor
+
+        def server_apply(self, center, update, staleness=0):
+            for c, u in zip(center, update):
+                c += self.factor * u
+
+    try:
+        strategy = get_strategy("halving_test", factor=0.25)
+        center = [np.zeros(2, np.float32)]
+        strategy.server_apply(center, [np.full(2, 4.0, np.float32)])
+        np.testing.assert_array_equal(center[0], [1.0, 1.0])
+        assert get_frequency(None, strategy) == "epoch"
+    finally:
+        _STRATEGIES.pop("halving_test", None)

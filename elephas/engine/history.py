@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -32,13 +32,6 @@ class MetricSum:
         if self.samples <= 0:
             return {}
         return {name: total / self.samples for name, total in self.sums.items()}
-
-
-def ordered(logs: dict[str, float], names: Iterable[str]) -> dict[str, float]:
-    """``logs`` with ``names`` first (in that order), then the rest."""
-    out = {n: logs[n] for n in names if n in logs}
-    out.update({k: v for k, v in logs.items() if k not in out})
-    return out
 
 
 def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: int,

@@ -10,7 +10,6 @@ keeps it under the spec's id; later tasks only call ``set_weights``.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -86,10 +85,6 @@ class ModelSpec:
                 model.compile_from_config(self.compile_config)
         return model
 
-    def with_compile_config(self, compile_config: dict | None) -> ModelSpec:
-        """Return a copy with another compile config and a new id."""
-        return ModelSpec(uuid.uuid4().hex, self.config_json, compile_config, dict(self.custom_objects))
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (without ``custom_objects``, which are Python objects)."""
         return {"model_id": self.model_id, "config_json": self.config_json,
@@ -153,9 +148,3 @@ def clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
 
-
-def model_summary(spec: ModelSpec) -> dict[str, Any]:
-    """Small readable description of a spec (class name and layer count), for logs and errors."""
-    cfg = json.loads(spec.config_json)
-    layers = cfg.get("config", {}).get("layers", [])
-    return {"class_name": cfg.get("class_name"), "layers": len(layers)}
