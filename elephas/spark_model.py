@@ -196,9 +196,10 @@ class SparkModel:
             if nb_classes is not None:
                 from pyspark.sql import functions as F
 
-                lo, hi = data.agg(F.min(lcols[0]), F.max(lcols[0])).first()
-                bad = data.filter((F.col(lcols[0]) < 0) | (F.col(lcols[0]) >= nb_classes)
-                                  | (F.col(lcols[0]) != F.floor(F.col(lcols[0])))).limit(1).count()
+                label = F.col(lcols[0])
+                invalid = (label < 0) | (label >= nb_classes) | (label != F.floor(label))
+                lo, hi, bad = data.agg(F.min(label), F.max(label),
+                                       F.count(F.when(invalid, 1))).first()
                 if bad:
                     raise ValueError(f"Labels in column {lcols[0]!r} must be class indices in "
                                      f"[0, {nb_classes}). Received values from {lo} to {hi}.")
