@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 PARAMETER_SERVER_MODES = ("http", "socket")
 _ENGINE_OPTIONS = ("server_optimizer", "server_learning_rate", "server_momentum", "seed",
-                   "worker_threads", "parameter_server_host", "compression", "timeout")
+                   "worker_threads", "parameter_server_host", "compression", "timeout",
+                   "background_push")
 
 
 class SparkModel:
@@ -66,7 +67,9 @@ class SparkModel:
         **kwargs: Strategy knobs (``rho``, ``learning_rate``, ``momentum``) and engine options:
             ``server_optimizer`` ('sgd', 'momentum', 'nesterov'), ``server_learning_rate``,
             ``server_momentum``, ``seed``, ``worker_threads``, ``parameter_server_host``,
-            ``compression`` ('none', 'fp16', 'zlib'), ``timeout`` (seconds per server call).
+            ``compression`` ('none', 'fp16', 'zlib'), ``timeout`` (seconds per server call),
+            ``background_push`` (asynchronous modes: push each window's update, and pull the
+            center after it, in a helper thread while the next window trains; default False).
 
     Example:
         >>> spark_model = SparkModel(model, frequency="epoch", mode="synchronous")  # doctest: +SKIP
@@ -87,6 +90,9 @@ class SparkModel:
         if not isinstance(port, int) or not 0 <= port < 65536:
             raise ValueError(f"port must be an int in [0, 65535]. Received: port={port!r}.")
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in _ENGINE_OPTIONS}
+        if not isinstance(options.get("background_push", False), bool):
+            raise ValueError(f"background_push must be True or False. Received: "
+                             f"background_push={options['background_push']!r}.")
         self._strategy = get_strategy(mode, **kwargs)
         self._frequency = get_frequency(frequency, self._strategy)
         self._server_optimizer = ServerOptimizer.get(options.get("server_optimizer"),
@@ -320,6 +326,7 @@ class SparkModel:
             "driver_host": sc.getConf().get("spark.driver.host", None),
             "compression": self.options.get("compression", "none"),
             "timeout": float(self.options.get("timeout", 60.0)),
+            "background_push": bool(self.options.get("background_push", False)),
         }
 
     def _run(self, sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,

@@ -148,6 +148,28 @@ def test_failed_attempts_leave_records_but_stay_applied(server):
     assert stats["failed_attempts"] == ["t1.0"]
 
 
+@pytest.mark.parametrize("transport", MODES)
+def test_big_updates_are_sent_without_copies_and_verified_while_received(transport):
+    """A 6 MB update arrives in many reads, each hashed as it comes; a flipped byte is refused."""
+    weights = [np.zeros(1_000_000, np.float32), np.zeros((500, 1000), np.float32)]
+    rng = np.random.default_rng(5)
+    update = [rng.standard_normal(w.shape).astype(np.float32) for w in weights]
+    with ParameterServer(weights, AddStrategy(), mode=transport) as srv:
+        with srv.client() as client:
+            assert _push(client, update, 0) == 1
+            pulled, version = client.pull()
+        body = _update_body(update)
+        signer = Signer(srv.secret)
+        headers = signer.sign("POST", "/update", body)
+        tampered = bytearray(body)
+        tampered[len(body) // 2] ^= 1
+        assert _raw(srv, "POST", "/update", headers, tampered)[0] == 403
+        assert srv.state.version == 1
+    assert version == 1
+    for got, want in zip(pulled, update):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_retried_push_is_applied_once(server):
     """A push whose response was lost is resent as is; the server answers it again."""
     with server.client() as client:
@@ -231,9 +253,9 @@ def test_unauthenticated_and_wrong_signature_are_refused(server):
     assert _raw(server, "POST", "/update", {}, body)[0] == 401
     assert _raw(server, "GET", "/parameters", {}, b"")[0] == 401
     assert _raw(server, "GET", "/stats", {}, b"")[0] == 401
-    wrong = Signer(new_secret(), hash_threads=1)
+    wrong = Signer(new_secret())
     assert _raw(server, "POST", "/update", wrong.sign("POST", "/update", body), body)[0] == 403
-    right = Signer(server.secret, hash_threads=1)
+    right = Signer(server.secret)
     tampered = bytearray(body)
     headers = right.sign("POST", "/update", body)
     tampered[-1] ^= 1
@@ -260,7 +282,7 @@ class _Exploit:
 def test_pickle_payload_is_refused_and_never_run(server):
     marker = os.path.join(tempfile.mkdtemp(), "pwned")
     body = pickle.dumps(_Exploit(marker))
-    signer = Signer(server.secret, hash_threads=1)
+    signer = Signer(server.secret)
     status, info = _raw(server, "POST", "/update", signer.sign("POST", "/update", body), body)
     assert status == 400 and "magic" in info["error"]
     assert _raw(server, "POST", "/update", {}, body)[0] == 401
@@ -281,7 +303,7 @@ def test_pickle_payload_is_refused_and_never_run(server):
 ])
 def test_invalid_updates_are_refused_and_counted(server, update, meta, status, reason):
     body = _update_body(update, **meta)
-    signer = Signer(server.secret, hash_threads=1)
+    signer = Signer(server.secret)
     got, info = _raw(server, "POST", "/update", signer.sign("POST", "/update", body), body)
     assert got == status, info
     assert server.state.stats()["refused_by_reason"] == {reason: 1}
@@ -315,11 +337,11 @@ def test_oversized_and_truncated_bodies(server):
     else:
         for length in (cap + 1, 2**62):
             with socket.create_connection((server.host, server.port), timeout=10) as sock:
-                sock.sendall(netio.REQUEST.pack(netio.REQUEST_MAGIC, 1, 0, length))
+                sock.sendall(netio.REQUEST.pack(netio.REQUEST_MAGIC, netio.PROTOCOL_VERSION, 0, length))
                 head = sock.recv(netio.RESPONSE.size, socket.MSG_WAITALL)
                 assert netio.RESPONSE.unpack(head)[2] == 413
         with socket.create_connection((server.host, server.port), timeout=10) as sock:
-            sock.sendall(netio.REQUEST.pack(netio.REQUEST_MAGIC, 1, 2, 1000) + b"{}" + bytes(10))
+            sock.sendall(netio.REQUEST.pack(netio.REQUEST_MAGIC, netio.PROTOCOL_VERSION, 2, 1000) + b"{}" + bytes(10))
             sock.shutdown(socket.SHUT_WR)
             assert sock.recv(100) == b""  # the handler ends at once on a closed peer
     assert server.state.stats()["refused_by_reason"]["too_large"] == 2
@@ -328,7 +350,7 @@ def test_oversized_and_truncated_bodies(server):
 
 def test_random_bytes_are_refused_and_server_keeps_serving(server):
     rng = np.random.default_rng(7)
-    signer = Signer(server.secret, hash_threads=1)
+    signer = Signer(server.secret)
     statuses = set()
     for i in range(1000):
         body = rng.bytes(int(rng.integers(0, 300)))

@@ -67,7 +67,8 @@ def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings
 
         def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
             fn = guard(make_async_epoch_fn(spec, settings.runtime, client_config, plan, strategy,
-                                           epoch, master_learning_rate(model)))
+                                           epoch, master_learning_rate(model),
+                                           background_push=bool(srv.get("background_push"))))
             done = threading.Event()
 
             def poll() -> None:

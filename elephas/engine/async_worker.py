@@ -28,15 +28,23 @@ def attempt_id() -> str:
 
 def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: dict[str, Any],
                         plan: WindowPlan, strategy: Strategy, epoch: int,
-                        learning_rate: float | None = None):
+                        learning_rate: float | None = None, background_push: bool = False):
     """Build the task function of one asynchronous epoch.
 
     Every task trains its partition window by window against the parameter server and yields
     ``(partition, rows, attempt_id)`` when done. The tail after the last full window is trained
     (including the last partial batch) and flushed like any other window.
+
+    With ``background_push`` the push of a window (and the pull after it) runs in a helper thread
+    while the next window trains; the worker then continues from the newest center it has
+    received, which is one exchange behind (its own update in flight is not in it yet), and
+    reports that center's version as ``version_seen``, so the server's staleness stays exact.
+    The task waits for its last exchange before it returns, and an error of the helper thread
+    is raised in the task.
     """
 
     def run(pid: int, blocks: Iterable[Block]) -> Iterator[tuple[int, int, str]]:
+        from ..parameter.background import BackgroundExchange
         from ..parameter.client import ParameterClient
 
         for part, xs, ys in blocks:
@@ -46,6 +54,7 @@ def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: 
             prepare_worker(runtime)
             attempt = attempt_id()
             client = ParameterClient(**client_config)
+            exchange = BackgroundExchange(client, name=str(part)) if background_push else None
             try:
                 start, version = client.pull()
                 model = cached_model(spec, start)
@@ -56,20 +65,36 @@ def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: 
                         break
                     logs = strategy.train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
                     weights = model.get_weights()
+                    # the client is free again once the exchange in flight is done
+                    done = exchange.wait() if exchange is not None else None
                     center = None
                     if strategy.needs_center_pull:
                         center, version = client.pull()
                     update, continue_from = strategy.worker_update(
                         weights, start, center, plan.batches(len(idx)))
-                    version = client.push(update, worker_id=str(part), attempt_id=attempt,
-                                          version_seen=version, samples=int(len(idx)),
-                                          metrics=logs, epoch=epoch)
-                    if strategy.pull_after_push:
-                        start, version = client.pull()
+                    push = {"worker_id": str(part), "attempt_id": attempt, "version_seen": version,
+                            "samples": int(len(idx)), "metrics": logs, "epoch": epoch}
+                    if exchange is None:
+                        version = client.push(update, **push)
+                        if strategy.pull_after_push:
+                            start, version = client.pull()
+                        else:
+                            start = continue_from
                     else:
-                        start = continue_from
-                    model.set_weights(start)
+                        exchange.submit(update, pull=strategy.pull_after_push, **push)
+                        if not strategy.pull_after_push:
+                            start = continue_from
+                            if done is not None:
+                                version = max(version, done.version)
+                        elif done is not None:  # the newest center received; else keep ``start``
+                            start, version = done.center, done.center_version
+                    if start is not weights:
+                        model.set_weights(start)
+                if exchange is not None:
+                    exchange.wait()  # every update is applied before the task reports success
             finally:
+                if exchange is not None:
+                    exchange.close()
                 client.close()
             yield part, rows, attempt
 

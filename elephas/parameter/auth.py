@@ -1,13 +1,21 @@
 """Request authentication: a keyed MAC over method, path, timestamp, nonce and body.
 
-The tag is ``HMAC-SHA256(secret, context || SHA256(chunk_0) || SHA256(chunk_1) || ...)`` where
-``context`` is ``"elephas-mac-v1\\n{method}\\n{path}\\n{timestamp}\\n{nonce}\\n{body length}\\n"``
-and the chunks are the body cut in fixed 512 KiB pieces. This is hash-then-MAC: sound as long as
-SHA-256 is collision resistant, and it lets big bodies be hashed on several cores at once
-(``hashlib`` releases the GIL), which matters because hashing a 4 MB update costs more than
-moving it over loopback. SHA-256 was chosen over keyed BLAKE2b after measuring both: OpenSSL's
-SHA-256 uses the CPU's SHA extensions and runs about twice as fast here (see
-``docs/parameter_server.md``).
+The signature of a request is::
+
+    body_key  = HMAC-SHA256(secret, "elephas-body-key-v2\n{timestamp}\n{nonce}\n{body length}\n")
+    body_tag  = Poly1305(body_key, body)
+    signature = HMAC-SHA256(secret, "elephas-mac-v2\n{method}\n{path}\n{timestamp}\n{nonce}\n"
+                                    "{body length}\n" || body_tag)
+
+Poly1305 (RFC 8439) is a one-time authenticator: it is secure as long as each key signs one
+message, which the per-request key derived from the request's random 128-bit nonce guarantees
+(the same key only ever tags the same signed request again, when a push is retried). It runs at
+several GB/s with the vector instructions of the ``cryptography`` package's OpenSSL, where
+HMAC-SHA256 manages about 1.5 GB/s; hashing a 4 MB update on both ends was the largest cost of a
+round trip (see ``docs/security.md``). The body tag never travels: only the outer HMAC, which
+also binds method, path, timestamp, nonce and length, does. The body is fed incrementally, so a
+server hashes a body while it arrives and a client hashes the segments it sends without joining
+them.
 
 Replays are refused: the timestamp must be within ``window_s`` of the server clock and a nonce
 is accepted once. A push retried with the same signed request (its first response was lost)
@@ -16,23 +24,23 @@ gets the first response back instead of being applied twice.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 
-CHUNK_BYTES = 512 * 1024
-_PARALLEL_MIN_BYTES = 2 * CHUNK_BYTES
 SECRET_BYTES = 32
 
 HEADER_TIMESTAMP = "X-Elephas-Timestamp"
 HEADER_NONCE = "X-Elephas-Nonce"
 HEADER_SIGNATURE = "X-Elephas-Signature"
+MAX_NONCE_CHARS = 64
+MAX_TIMESTAMP_CHARS = 32
+
+Buffer = bytes | bytearray | memoryview
+"""A contiguous byte buffer (numpy arrays qualify through ``memoryview``)."""
 
 
 class AuthenticationError(PermissionError):
@@ -73,119 +81,150 @@ def coerce_secret(secret: bytes | str) -> bytes:
     return bytes(secret)
 
 
+def _poly1305() -> type:
+    try:
+        from cryptography.hazmat.primitives.poly1305 import Poly1305
+    except ImportError as exc:  # a declared dependency; say so instead of a bare ImportError
+        raise ImportError("The parameter server signs request bodies with Poly1305 from the "
+                          "'cryptography' package, which could not be imported. Install it "
+                          "with: pip install cryptography") from exc
+    return Poly1305
+
+
 class Signer:
-    """Computes request tags. Shared by the client (signing) and the server (verifying).
+    """Computes request signatures. Shared by the client (signing) and the server (verifying).
 
     Args:
-        secret: The per-fit secret.
-        hash_threads: Threads used to hash big bodies in parallel (0 or 1: in the caller).
+        secret: The per-fit secret (bytes, or its hex string).
+
+    Example:
+        >>> signer = Signer(new_secret())
+        >>> headers = signer.sign("POST", "/update", b"body")
+        >>> sorted(headers) == sorted([HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE])
+        True
     """
 
-    def __init__(self, secret: bytes | str, hash_threads: int | None = None) -> None:
+    def __init__(self, secret: bytes | str) -> None:
         self._key = coerce_secret(secret)
-        if hash_threads is None:  # leave half the cores to the peer and to training
-            hash_threads = min(4, (os.cpu_count() or 1) // 2)
-        self._hash_threads = hash_threads
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._poly1305 = _poly1305()
+
+    def body_mac(self, timestamp: str, nonce: str, length: int) -> BodyMac:
+        """A :class:`BodyMac` for the body of the request with this timestamp and nonce.
+
+        Args:
+            timestamp: The request's timestamp, as sent.
+            nonce: The request's nonce, as sent.
+            length: The body's length in bytes.
+        """
+        context = f"elephas-body-key-v2\n{timestamp}\n{nonce}\n{length}\n".encode()
+        one_time_key = hmac.digest(self._key, context, "sha256")
+        return BodyMac(self._poly1305(one_time_key), timestamp, nonce, length)
 
     def tag(self, method: str, path: str, timestamp: str, nonce: str,
-            body: bytes | bytearray | memoryview = b"", digest: BodyDigest | None = None) -> str:
-        """The hex tag of a request.
+            body: Buffer | Sequence[Buffer] = b"", mac: BodyMac | None = None) -> str:
+        """The hex signature of a request.
 
         Args:
             method: HTTP method (``'GET'``/``'POST'``).
             path: Request path including any query string.
             timestamp: Sender's clock, seconds since the epoch, as sent.
             nonce: Random per-request string, as sent.
-            body: The request body.
-            digest: The body's chunk digests, already computed while it was received
-                (``body`` is then ignored).
+            body: The request body, as one buffer or as a list of the segments sent back to
+                back.
+            mac: The body's MAC, already fed while the body was received (``body`` is then
+                ignored). Used only when it was made for this ``timestamp`` and ``nonce``.
 
         Returns:
-            The tag as 64 hex characters.
+            The signature as 64 hex characters.
         """
-        if digest is None:
-            digest = self.digest(len(body))
-            digest.update(body, len(body))
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        mac.update(f"elephas-mac-v1\n{method}\n{path}\n{timestamp}\n{nonce}\n"
-                   f"{digest.length}\n".encode())
-        for chunk_digest in digest.digests():
-            mac.update(chunk_digest)
-        return mac.hexdigest()
+        if mac is None or (mac.timestamp, mac.nonce) != (timestamp, nonce):
+            segments = body if isinstance(body, (list, tuple)) else [body]
+            views = [memoryview(s).cast("B") for s in segments]
+            mac = self.body_mac(timestamp, nonce, sum(len(v) for v in views))
+            for view in views:
+                mac.feed(view)
+        body_tag = mac.finalize()
+        context = (f"elephas-mac-v2\n{method}\n{path}\n{timestamp}\n{nonce}\n"
+                   f"{mac.length}\n").encode()
+        return hmac.digest(self._key, context + body_tag, "sha256").hex()
 
-    def digest(self, length: int) -> BodyDigest:
-        """A :class:`BodyDigest` for a body of ``length`` bytes, fed while it arrives."""
-        if length < _PARALLEL_MIN_BYTES or self._hash_threads <= 1:
-            return BodyDigest(length, None)
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._hash_threads,
-                                                thread_name_prefix="elephas-ps-mac")
-            return BodyDigest(length, self._pool)
-
-    def sign(self, method: str, path: str, body: bytes | bytearray | memoryview = b"") -> dict:
-        """Headers that authenticate a request: timestamp, nonce and tag."""
-        timestamp = f"{time.time():.6f}"
-        nonce = secrets.token_hex(16)
-        return {HEADER_TIMESTAMP: timestamp, HEADER_NONCE: nonce,
-                HEADER_SIGNATURE: self.tag(method, path, timestamp, nonce, body)}
-
-    def close(self) -> None:
-        """Stop the hashing threads (a later call starts them again)."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-
-
-def _sha256(chunk: memoryview) -> bytes:
-    return hashlib.sha256(chunk).digest()
-
-
-class BodyDigest:
-    """SHA-256 digests of a body's fixed-size chunks, computed as the body arrives.
-
-    Feeding it while receiving overlaps hashing with the transfer (and, with a pool, spreads it
-    over several cores).
-
-    Args:
-        length: The body's total length.
-        pool: Executor hashing chunks in parallel, or ``None`` to hash in the caller.
-    """
-
-    def __init__(self, length: int, pool: ThreadPoolExecutor | None) -> None:
-        self.length = length
-        self._pool = pool
-        self._done = 0
-        self._parts: list = []
-
-    def update(self, body: bytes | bytearray | memoryview, received: int) -> None:
-        """Hash every chunk completed in ``body[:received]`` that is not hashed yet.
+    def sign(self, method: str, path: str, body: Buffer | Sequence[Buffer] = b"") -> dict[str, str]:
+        """Headers that authenticate a request: timestamp, nonce and signature.
 
         Args:
-            body: The whole body buffer (at least ``length`` bytes long once complete).
+            method: The request method.
+            path: The request path with query string.
+            body: The body as one buffer or as the segments sent back to back.
+        """
+        headers = self.stamp()
+        headers[HEADER_SIGNATURE] = self.tag(method, path, headers[HEADER_TIMESTAMP],
+                                             headers[HEADER_NONCE], body)
+        return headers
+
+    @staticmethod
+    def stamp() -> dict[str, str]:
+        """A fresh timestamp and 128-bit random nonce, for a request signed later (the socket
+        transport signs a body while sending it and sends the signature after it)."""
+        return {HEADER_TIMESTAMP: f"{time.time():.6f}", HEADER_NONCE: secrets.token_hex(16)}
+
+    def close(self) -> None:
+        """Release resources (none are held; kept so signers can be used like the client)."""
+
+
+class BodyMac:
+    """The Poly1305 tag of one request body under its one-time key, fed as the body arrives.
+
+    Args:
+        authenticator: A fresh ``Poly1305`` object keyed with the request's one-time key.
+        timestamp: The request timestamp the key was derived from.
+        nonce: The request nonce the key was derived from.
+        length: The body's total length.
+    """
+
+    def __init__(self, authenticator: object, timestamp: str, nonce: str, length: int) -> None:
+        self._authenticator = authenticator
+        self.timestamp = timestamp
+        self.nonce = nonce
+        self.length = length
+        self._done = 0
+        self._tag: bytes | None = None
+
+    def update(self, body: Buffer, received: int) -> None:
+        """Hash ``body[done:received]``: the bytes of the whole body buffer that arrived since
+        the last call (the signature of a progress callback of :func:`netio.recv_exactly`).
+
+        Args:
+            body: The whole body buffer.
             received: How many bytes of it have arrived.
         """
-        view = memoryview(body).cast("B")
-        while self._done < self.length and (self._done + CHUNK_BYTES <= received
-                                            or received >= self.length):
-            end = min(self._done + CHUNK_BYTES, self.length)
-            chunk = view[self._done:end]
-            self._parts.append(self._pool.submit(_sha256, chunk) if self._pool is not None
-                               else _sha256(chunk))
-            self._done = end
+        if received > self._done:
+            self.feed(memoryview(body).cast("B")[self._done:received])
 
-    def digests(self) -> list[bytes]:
-        """The chunk digests in order (waits for pending ones).
+    def feed(self, segment: Buffer) -> None:
+        """Hash the next ``segment`` of the body.
+
+        Raises:
+            ValueError: If that runs past the declared length or the tag was already taken.
+        """
+        n = len(memoryview(segment).cast("B"))
+        if self._tag is not None or self._done + n > self.length:
+            raise ValueError(f"Expected at most {self.length} body bytes, received "
+                             f"{self._done + n} (or more after the tag was taken).")
+        if n:
+            self._authenticator.update(segment)
+        self._done += n
+
+    def finalize(self) -> bytes:
+        """The 16-byte tag (computed once; later calls return it again).
 
         Raises:
             ValueError: If the body was not fed completely.
         """
-        if self._done != self.length:
-            raise ValueError(f"Expected {self.length} body bytes hashed, received {self._done}.")
-        return [p if isinstance(p, bytes) else p.result() for p in self._parts]
+        if self._tag is None:
+            if self._done != self.length:
+                raise ValueError(f"Expected {self.length} body bytes hashed, received {self._done}.")
+            self._tag = self._authenticator.finalize()
+        return self._tag
 
 
 class Verifier:
@@ -207,16 +246,16 @@ class Verifier:
         self._lock = threading.Lock()
 
     def verify(self, method: str, path: str, headers: Mapping[str, str],
-               body: bytes | bytearray | memoryview = b"",
-               digest: BodyDigest | None = None) -> tuple[ReplayEntry, bool]:
+               body: Buffer | Sequence[Buffer] = b"",
+               mac: BodyMac | None = None) -> tuple[ReplayEntry, bool]:
         """Check a request.
 
         Args:
             method: The request method.
             path: The request path with query string.
             headers: Mapping holding the timestamp, nonce and signature headers.
-            body: The request body.
-            digest: The body's digests computed while it was received (optional).
+            body: The request body (one buffer or its segments).
+            mac: The body's MAC fed while it was received (optional; see :meth:`body_mac`).
 
         Returns:
             ``(entry, fresh)``: a new :class:`ReplayEntry` the caller completes with its response
@@ -233,14 +272,15 @@ class Verifier:
             raise AuthenticationError(
                 f"Expected headers {HEADER_TIMESTAMP}, {HEADER_NONCE} and {HEADER_SIGNATURE}; "
                 "received a request without them.", status=401, reason="missing")
-        if len(nonce) > 64 or len(timestamp) > 32 or len(signature) != 64:
+        if (len(nonce) > MAX_NONCE_CHARS or len(timestamp) > MAX_TIMESTAMP_CHARS
+                or len(signature) != 64):
             raise AuthenticationError("Expected a 64-hex-digit signature and short nonce and "
                                       "timestamp, received malformed values.")
         try:
             ts = float(timestamp)
         except ValueError:
             raise AuthenticationError(f"Expected a numeric timestamp, received {timestamp!r}.") from None
-        expected = self.signer.tag(method, path, timestamp, nonce, body, digest)
+        expected = self.signer.tag(method, path, timestamp, nonce, body, mac)
         if not hmac.compare_digest(expected, signature):
             raise AuthenticationError("Expected a valid signature made with this fit's secret, "
                                       "received one that does not match.")
@@ -262,6 +302,19 @@ class Verifier:
                 _, (old_ts, _) = self._seen.popitem(last=False)
                 self._floor = max(self._floor, old_ts)
             return entry, True
+
+    def body_mac(self, headers: Mapping[str, str], length: int) -> BodyMac | None:
+        """A :class:`BodyMac` to feed while receiving the body of a request with ``headers``.
+
+        Returns ``None`` when the headers lack a well-formed timestamp or nonce: such a request
+        is refused by :meth:`verify` whatever its body.
+        """
+        timestamp = headers.get(HEADER_TIMESTAMP)
+        nonce = headers.get(HEADER_NONCE)
+        if (not timestamp or not nonce or len(nonce) > MAX_NONCE_CHARS
+                or len(timestamp) > MAX_TIMESTAMP_CHARS):
+            return None
+        return self.signer.body_mac(timestamp, nonce, length)
 
 
 class ReplayEntry:

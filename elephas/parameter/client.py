@@ -19,12 +19,17 @@ from typing import Any
 import numpy as np
 
 from elephas.parameter import codec, netio
-from elephas.parameter.auth import Signer
+from elephas.parameter.auth import Buffer, Signer
 
 logger = logging.getLogger(__name__)
 
 MODES = ("http", "socket")
 _RETRYABLE = (OSError, ConnectionError, http.client.HTTPException)
+
+
+def _segments(body: Buffer | list[Buffer]) -> list[memoryview]:
+    parts = body if isinstance(body, list) else [body]
+    return [memoryview(p).cast("B") for p in parts]
 
 
 class ParameterServerError(RuntimeError):
@@ -61,7 +66,9 @@ class _HttpChannel:
         self._conn: http.client.HTTPConnection | None = None
 
     def request(self, method: str, path: str, headers: dict[str, str],
-                body: bytes | bytearray | memoryview) -> tuple[int, dict, np.ndarray | None]:
+                body: Buffer | list[Buffer]) -> tuple[int, dict, np.ndarray | None]:
+        segments = _segments(body)
+        length = sum(len(v) for v in segments)
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         conn = self._conn
@@ -71,8 +78,10 @@ class _HttpChannel:
         conn.putrequest(method, path, skip_accept_encoding=True)
         for key, value in headers.items():
             conn.putheader(key, value)
-        conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(memoryview(body) if len(body) else None)
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        if length:
+            netio.send_segments(conn.sock, segments)
         response = conn.getresponse()
         if response.getheader("Content-Type", "").startswith("application/octet-stream"):
             payload = np.empty(response.length or 0, dtype=np.uint8)
@@ -108,16 +117,18 @@ class _SocketChannel:
         self._prefix = bytearray(netio.RESPONSE.size)
 
     def request(self, method: str, path: str, headers: dict[str, str],
-                body: bytes | bytearray | memoryview) -> tuple[int, dict, np.ndarray | None]:
+                body: Buffer | list[Buffer]) -> tuple[int, dict, np.ndarray | None]:
+        segments = _segments(body)
         if self._sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
             netio.tune(sock)
             self._sock = sock
         sock = self._sock
         auth = json.dumps({"method": method, "path": path, **headers}).encode()
+        length = sum(len(v) for v in segments)
         netio.send_segments(sock, [netio.REQUEST.pack(netio.REQUEST_MAGIC,
                                                       netio.PROTOCOL_VERSION, len(auth),
-                                                      len(body)), auth, body])
+                                                      length), auth, *segments])
         if not netio.recv_exactly(sock, memoryview(self._prefix)):
             raise ConnectionError("Connection closed by the server before a response.")
         magic, version, status, info_len, body_len = netio.RESPONSE.unpack(self._prefix)
@@ -154,7 +165,6 @@ class ParameterClient:
         retries: Extra attempts after a connection error, time-out or 503.
         backoff_s: First wait between attempts (doubled each time, at most ``max_backoff_s``).
         max_backoff_s: Longest wait between attempts.
-        hash_threads: Threads hashing big bodies for the signature (``None``: up to 4).
 
     Example:
         >>> client = ParameterClient("127.0.0.1", port, mode="socket", secret=secret_hex)
@@ -166,8 +176,7 @@ class ParameterClient:
 
     def __init__(self, host: str, port: int, mode: str = "http", secret: bytes | str = b"",
                  compression: str = "none", timeout: float = 60.0, retries: int = 5,
-                 backoff_s: float = 0.05, max_backoff_s: float = 2.0,
-                 hash_threads: int | None = None) -> None:
+                 backoff_s: float = 0.05, max_backoff_s: float = 2.0) -> None:
         self.host = str(host)
         self.port = int(port)
         self.mode = check_mode(mode)
@@ -176,7 +185,7 @@ class ParameterClient:
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
         self.max_backoff_s = float(max_backoff_s)
-        self._signer = Signer(secret, hash_threads=hash_threads)
+        self._signer = Signer(secret)
         channel = _HttpChannel if mode == "http" else _SocketChannel
         self._channel = channel(self.host, self.port, self.timeout)
 
@@ -222,8 +231,8 @@ class ParameterClient:
         meta = {"worker_id": str(worker_id), "attempt_id": str(attempt_id),
                 "version_seen": int(version_seen), "samples": int(samples), "epoch": int(epoch),
                 "metrics": {k: float(v) for k, v in (metrics or {}).items()}}
-        body = codec.encode(update, codec.KIND_UPDATE, self.compression, meta)
-        info, _ = self._call("POST", "/update", body, resign=False)
+        segments = codec.encode_segments(update, codec.KIND_UPDATE, self.compression, meta)
+        info, _ = self._call("POST", "/update", segments, resign=False)
         return int(info["version"])
 
     def stats(self) -> dict[str, Any]:
@@ -236,7 +245,7 @@ class ParameterClient:
         info, _ = self._call("GET", "/health", b"", resign=True)
         return info.get("status") == "ok"
 
-    def _call(self, method: str, path: str, body: bytes | bytearray | memoryview,
+    def _call(self, method: str, path: str, body: Buffer | list[Buffer],
               resign: bool) -> tuple[dict, np.ndarray | None]:
         headers = self._signer.sign(method, path, body)
         delay = self.backoff_s
@@ -270,7 +279,7 @@ class ParameterClient:
             "driver address is reachable from the executors (ELEPHAS_PARAMETER_SERVER_HOST).")
 
     def close(self) -> None:
-        """Close the connection and the hashing threads."""
+        """Close the connection."""
         self._channel.close()
         self._signer.close()
 

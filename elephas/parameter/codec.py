@@ -144,6 +144,40 @@ def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
     return out
 
 
+def encode_segments(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
+                    meta: dict[str, Any] | None = None) -> list[bytes | bytearray | memoryview]:
+    """Encode arrays as buffers to send back to back, without copying the array data.
+
+    Equivalent to :func:`encode` (joining the segments gives the same payload), but for
+    ``compression='none'`` the data segments are views of the arrays themselves (C-contiguous
+    little-endian arrays are not copied; others are converted once). The arrays must not change
+    until the segments are sent. Compressed payloads come back as one segment.
+
+    Args:
+        arrays: The arrays to send.
+        kind: ``KIND_PARAMETERS`` or ``KIND_UPDATE``.
+        compression: ``'none'``, ``'fp16'`` or ``'zlib'``.
+        meta: JSON-serialisable metadata.
+
+    Returns:
+        The segments: prefix and header first, then one buffer per non-empty array.
+    """
+    if check_compression(compression) != "none":
+        return [encode(arrays, kind, compression, meta)]
+    entries = []
+    data: list[memoryview] = []
+    for a in arrays:
+        dtype = wire_dtype(a.dtype)
+        entries.append([list(a.shape), dtype, dtype])
+        if a.size:
+            flat = np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+            data.append(memoryview(flat.view(np.uint8)))
+    header = json.dumps({"arrays": entries, "meta": meta or {}}, separators=(",", ":"),
+                        allow_nan=False).encode()
+    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES["none"], len(header))
+    return [prefix + header, *data]
+
+
 def _parse_header(raw: memoryview) -> tuple[list[tuple[tuple[int, ...], str, str]], dict]:
     try:
         header = json.loads(bytes(raw).decode("utf-8"))

@@ -17,12 +17,13 @@ from flask import Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from elephas.parameter import netio
-from elephas.parameter.auth import CHUNK_BYTES, BodyDigest
+from elephas.parameter.auth import BodyMac
 from elephas.parameter.service import ParameterService, Reply
 
 logger = logging.getLogger(__name__)
 
 _BODY_READ = "elephas.body_read"
+_READ_BYTES = 1 << 20  # hash each MiB as it arrives
 _local = threading.local()
 
 
@@ -47,15 +48,15 @@ def create_app(service: ParameterService) -> Flask:
         too_large = service.check_length(length)
         if too_large is not None:
             return _response(too_large)
-        digest = service.digest(length)
+        mac = service.body_mac(request.headers, length)
         try:
-            body = _read_body(environ["wsgi.input"], length, digest)
+            body = _read_body(environ["wsgi.input"], length, mac)
         except (OSError, ConnectionError) as exc:
             service.state.count_refused("malformed")
             return _response(Reply(400, {"error": f"Expected {length} body bytes: {exc}"}))
         environ[_BODY_READ] = True
         path = environ.get("RAW_URI") or request.full_path
-        reply = service.handle(request.method, path, request.headers, body, digest)
+        reply = service.handle(request.method, path, request.headers, body, mac)
         response = _response(reply)
         service.state.count_bytes(length, response.content_length or 0)
         return response
@@ -77,7 +78,7 @@ def _response(reply: Reply) -> Response:
     return Response(reply.json_body(), status=reply.status, mimetype="application/json")
 
 
-def _read_body(stream: Any, length: int, digest: BodyDigest) -> memoryview:
+def _read_body(stream: Any, length: int, mac: BodyMac | None) -> memoryview:
     """Read exactly ``length`` bytes into this thread's reusable buffer, hashing as they come."""
     buffer = getattr(_local, "buffer", None)
     if buffer is None or len(buffer) < length:
@@ -85,11 +86,12 @@ def _read_body(stream: Any, length: int, digest: BodyDigest) -> memoryview:
     view = memoryview(buffer)[:length]
     got = 0
     while got < length:
-        n = stream.readinto(view[got:got + CHUNK_BYTES])
+        n = stream.readinto(view[got:got + _READ_BYTES])
         if not n:
             raise ConnectionError(f"connection closed after {got} bytes")
         got += n
-        digest.update(view, got)
+        if mac is not None:
+            mac.update(view, got)
     return view
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from elephas.parameter import codec
-from elephas.parameter.auth import AuthenticationError, BodyDigest, Verifier
+from elephas.parameter.auth import AuthenticationError, BodyMac, Buffer, Verifier
 from elephas.parameter.state import ServerState, UpdateRejected
 
 logger = logging.getLogger(__name__)
@@ -68,13 +68,13 @@ class ParameterService:
             return Reply(400, {"error": f"Expected a non-negative body length, received {length}."})
         return None
 
-    def digest(self, length: int) -> BodyDigest:
-        """A digest to feed while receiving a body of ``length`` bytes."""
-        return self.verifier.signer.digest(length)
+    def body_mac(self, headers: Mapping[str, str], length: int) -> BodyMac | None:
+        """A MAC to feed while receiving a body of ``length`` bytes (``None`` when the
+        authentication headers are missing or malformed: the request is refused anyway)."""
+        return self.verifier.body_mac(headers, length)
 
     def handle(self, method: str, path: str, headers: Mapping[str, str],
-               body: bytes | bytearray | memoryview = b"", digest: BodyDigest | None = None
-               ) -> Reply:
+               body: Buffer = b"", mac: BodyMac | None = None) -> Reply:
         """Answer one request.
 
         Args:
@@ -82,7 +82,7 @@ class ParameterService:
             path: Path with query string (``/parameters?compression=fp16``).
             headers: The authentication headers.
             body: The request body.
-            digest: The body's chunk digests, computed while it was received (optional).
+            mac: The body's MAC, fed while it was received (optional, see :meth:`body_mac`).
 
         Returns:
             The reply to send.
@@ -97,7 +97,7 @@ class ParameterService:
         if too_large is not None:
             return too_large
         try:
-            entry, fresh = self.verifier.verify(method, path, headers, body, digest)
+            entry, fresh = self.verifier.verify(method, path, headers, body, mac)
         except AuthenticationError as exc:
             self.state.count_refused(f"auth_{exc.reason}")
             return Reply(exc.status, {"error": str(exc)})

@@ -136,24 +136,26 @@ class SocketTransport:
         auth_raw = bytearray(auth_len)
         if not netio.recv_exactly(conn, memoryview(auth_raw)) and auth_len:
             return False
-        if len(buffer) < body_len:
-            buffer.extend(bytes(body_len - len(buffer)))
-        body = memoryview(buffer)[:body_len]
-        digest = self.service.digest(body_len)
-        if body_len and not netio.recv_exactly(conn, body, digest.update):
-            raise ConnectionError("Connection closed before the request body.")
         try:
             auth = json.loads(auth_raw.decode("utf-8")) if auth_len else {}
             if not isinstance(auth, dict):
                 raise ValueError("not an object")
             method, path = str(auth.get("method", "")), str(auth.get("path", ""))
+            headers = {k: v for k, v in auth.items() if isinstance(v, str)}
         except (UnicodeDecodeError, ValueError) as exc:
+            auth, headers, error = None, {}, exc
+        if len(buffer) < body_len:
+            buffer.extend(bytes(body_len - len(buffer)))
+        body = memoryview(buffer)[:body_len]
+        mac = self.service.body_mac(headers, body_len) if auth is not None else None
+        if body_len and not netio.recv_exactly(conn, body, mac.update if mac is not None else None):
+            raise ConnectionError("Connection closed before the request body.")
+        if auth is None:
             self.service.state.count_refused("malformed")
             self._send(conn, Reply(400, {"error": f"Expected a JSON auth object, received "
-                                                  f"undecodable bytes ({exc})."}))
+                                                  f"undecodable bytes ({error})."}))
             return True
-        reply = self.service.handle(method, path, {k: v for k, v in auth.items()
-                                                   if isinstance(v, str)}, body, digest)
+        reply = self.service.handle(method, path, headers, body, mac)
         sent = self._send(conn, reply)
         self.service.state.count_bytes(netio.REQUEST.size + auth_len + body_len, sent)
         return True
