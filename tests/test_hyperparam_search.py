@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
-from hyperopt import STATUS_OK, Trials, hp
+from hyperopt import STATUS_OK, Trials, anneal, hp, rand, tpe
 from hyperopt.base import JOB_STATE_ERROR
 
 from elephas.hyperparam import HyperParamModel, TrialsFailedError, VotingModel
 from elephas.hyperparam.distributions import choice, uniform  # noqa: F401 - as users import them
+from elephas.hyperparam.scheduler import history_free
 
 
 def data():
@@ -120,3 +126,97 @@ def test_best_models_lowest_loss_first():
     models = hyperparam_model.best_models(3, ranked_model, data, max_evals=6, algo="random", seed=1)
     losses = sorted(t["result"]["loss"] for t in hyperparam_model.trials.trials)
     assert [10.0 - m.layers[0].units for m in models] == losses[:3]
+
+
+def test_history_free_algorithms():
+    assert history_free(rand.suggest, 100)
+    assert history_free(tpe.suggest, 19) and not history_free(tpe.suggest, 20)
+    startup_3 = functools.partial(tpe.suggest, n_startup_jobs=3)
+    assert history_free(startup_3, 2) and not history_free(startup_3, 3)
+    assert not history_free(anneal.suggest, 0)
+    assert not history_free(lambda *args: [], 0)
+
+
+def slow_quadratic(params):
+    import time
+
+    time.sleep(0.02 + 0.3 * abs(params["x"]))  # trials finish in another order than they started
+    return {"loss": (params["x"] - 0.25) ** 2, "status": STATUS_OK}
+
+
+def test_seeded_search_is_reproducible_on_spark_whatever_finishes_first(sc):
+    """TPE past its random start-up: each point depends on earlier losses, yet same seed, same run."""
+    algo = functools.partial(tpe.suggest, n_startup_jobs=2)
+    space = {"x": hp.uniform("x", -1, 1)}
+
+    def run(spark_context, seed=5):
+        hyperparam_model = HyperParamModel(spark_context, num_workers=2)
+        trials = hyperparam_model.compute_trials(slow_quadratic, max_evals=8, space=space, algo=algo,
+                                                 seed=seed)
+        return [(t["tid"], t["misc"]["vals"]["x"][0], t["result"]["loss"]) for t in trials.trials]
+
+    first, second, in_process = run(sc), run(sc), run(None)
+    assert first == second == in_process
+    assert [tid for tid, _, _ in first] == list(range(8))
+    assert run(None, seed=6) != first
+
+
+class ScriptedRunner:
+    """Runs trials on background threads, trial ``tid`` taking ``delays[tid]`` seconds; logs events."""
+
+    def __init__(self, slots, delays):
+        self.pool = ThreadPoolExecutor(slots)
+        self.delays = delays
+        self.events = []
+        self.lock = threading.Lock()
+
+    def _log(self, event):
+        with self.lock:
+            self.events.append(event)
+
+    def submit(self, fn, item):
+        def go():
+            self._log(("start", item[0]))
+            time.sleep(self.delays.get(item[0], 0.01))
+            outcome = fn(item)
+            self._log(("end", item[0]))
+            return outcome
+
+        return self.pool.submit(go)
+
+    def cancel(self):
+        pass
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+
+def scripted_search(runner, algo, max_evals=6, seed=2):
+    class Scripted(HyperParamModel):
+        def _make_runner(self):
+            return runner
+
+    hyperparam_model = Scripted(None, num_workers=2)
+    trials = hyperparam_model.compute_trials(quadratic, max_evals=max_evals, space={"x": hp.uniform("x", -1, 1)},
+                                             algo=algo, seed=seed)
+    return [t["misc"]["vals"]["x"][0] for t in trials.trials]
+
+
+def test_a_slow_trial_holds_up_only_its_own_slot():
+    runner = ScriptedRunner(2, {0: 0.8})
+    scripted_search(runner, "random")
+    events = runner.events
+    assert events[-1] == ("end", 0)  # trials 1..5 all ran on the other slot meanwhile
+    assert {tid for kind, tid in events[:-1] if kind == "end"} == {1, 2, 3, 4, 5}
+
+
+def test_history_dependent_suggestions_wait_for_their_history_and_stay_reproducible():
+    """Trial i sees the outcomes of trials 0..i-2 (2 slots): trial 2 waits for slow trial 0."""
+    algo = functools.partial(tpe.suggest, n_startup_jobs=1)
+    runner = ScriptedRunner(2, {0: 0.5, 3: 0.3})
+    points = scripted_search(runner, algo)
+    events = runner.events
+    for tid in range(2, 6):
+        assert events.index(("start", tid)) > events.index(("end", tid - 2))
+    assert events.index(("end", 1)) < events.index(("end", 0))  # the order of finishing varied
+    assert points == scripted_search(ScriptedRunner(2, {}), algo)  # same seed, other timing, same points

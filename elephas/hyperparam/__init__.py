@@ -8,28 +8,31 @@ Write ``data()`` and ``model(x_train, y_train, x_test, y_test)`` as plain functi
     best_model = hyperparam_model.minimize(model=model, data=data, max_evals=16)
     ensemble = hyperparam_model.best_ensemble(nb_ensemble_models=3, model=model, data=data, max_evals=16)
 
+The names are imported lazily, so the executors that run the trials (which import
+``elephas.hyperparam.trial``) never import hyperopt, scipy or the template parser.
+
 See ``docs/hyperparam.md``.
 """
 
-from elephas.hyperparam.distributions import (
-    Distribution,
-    choice,
-    conditional,
-    lognormal,
-    loguniform,
-    normal,
-    pchoice,
-    qlognormal,
-    qloguniform,
-    qnormal,
-    quniform,
-    randint,
-    uniform,
-    uniformint,
-)
-from elephas.hyperparam.search import HyperParamModel, TrialsFailedError, get_algo, ranked_trials
-from elephas.hyperparam.templates import Template, TemplatedModel, TemplateError, parse_model
-from elephas.hyperparam.voting import VotingModel
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "HyperParamModel": "elephas.hyperparam.search",
+    "TrialsFailedError": "elephas.hyperparam.search",
+    "get_algo": "elephas.hyperparam.search",
+    "ranked_trials": "elephas.hyperparam.search",
+    "VotingModel": "elephas.hyperparam.voting",
+    "Template": "elephas.hyperparam.templates",
+    "TemplatedModel": "elephas.hyperparam.templates",
+    "TemplateError": "elephas.hyperparam.templates",
+    "parse_model": "elephas.hyperparam.templates",
+    **{name: "elephas.hyperparam.distributions" for name in (
+        "Distribution", "choice", "pchoice", "uniform", "quniform", "loguniform", "qloguniform", "normal",
+        "qnormal", "lognormal", "qlognormal", "randint", "uniformint", "conditional")},
+}
 
 __all__ = [
     "HyperParamModel",
@@ -56,3 +59,16 @@ __all__ = [
     "uniformint",
     "conditional",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'elephas.hyperparam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

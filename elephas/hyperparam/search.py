@@ -1,16 +1,15 @@
 """Distributed hyper-parameter search: hyperopt suggests, Spark runs the trials.
 
-The search runs in synchronous batches. Each round asks the algorithm (TPE, random search or any
-hyperopt ``suggest`` function) for ``num_workers`` new points, runs them as one Spark job with one
-task per trial, and writes the outcomes into an ordinary ``hyperopt.Trials`` before the next round.
-That keeps a run with a ``seed`` reproducible (the suggestions never depend on which trial happened
-to finish first) and needs only a SparkContext.
+Each trial is a one-task Spark job started from one of ``num_workers`` driver threads as soon as a
+slot frees up, so a slow trial holds up only its own slot. The outcomes are written into an
+ordinary ``hyperopt.Trials``. A run with a ``seed`` stays reproducible because each suggestion
+sees a history fixed by the trial's id, not by which trial happened to finish first (see
+:mod:`elephas.hyperparam.scheduler`). Only a SparkContext is needed.
 
 Why not ``hyperopt.SparkTrials``: it works with PySpark 4 and can carry numpy weights back in the
 result dict, but it launches each trial from a dispatcher thread that polls once a second, asks for
-new points whenever a slot frees up (so a seeded run is not reproducible), needs a SparkSession and
-records failures only in ``misc['error']``. The batch loop here is the ``FMinIter`` loop of
-hyperopt with the evaluation step replaced by one Spark job.
+new points whenever a slot frees up with whatever has finished by then (so a seeded run is not
+reproducible), needs a SparkSession and records failures only in ``misc['error']``.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any
 
 import numpy as np
 from hyperopt import STATUS_OK, Trials, rand, space_eval, tpe
@@ -32,6 +32,12 @@ from hyperopt.base import (
 from hyperopt.exceptions import AllTrialsFailed
 from hyperopt.utils import coarse_utcnow
 
+from elephas.hyperparam.scheduler import (
+    LocalTrialRunner,
+    ReproducibleSuggester,
+    SparkTrialRunner,
+    TrialRunner,
+)
 from elephas.hyperparam.templates import TemplatedModel, has_templates, parse_model
 from elephas.hyperparam.trial import TrialOutcome, constant_build, make_trial_fn
 
@@ -54,13 +60,6 @@ class TrialsFailedError(RuntimeError, AllTrialsFailed):
         self.trials = trials
 
 
-class BatchRunner(Protocol):
-    """Runs one batch of trials and returns their outcomes in order."""
-
-    def __call__(self, fn: Callable[[tuple[int, dict[str, Any]]], TrialOutcome],
-                 items: list[tuple[int, dict[str, Any]]]) -> list[TrialOutcome]: ...
-
-
 def get_algo(algo: str | Callable[..., Any]) -> Callable[..., Any]:
     """Resolve ``'tpe'``, ``'random'`` (or a hyperopt ``suggest`` function) to a suggest function.
 
@@ -81,41 +80,6 @@ def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"Expected {name} to be an integer >= 1. Received: {name}={value!r}.")
     return int(value)
-
-
-class SparkBatchRunner:
-    """Runs a batch of trials as one Spark job, one task per trial."""
-
-    def __init__(self, sc: Any):
-        self.sc = sc
-
-    def __call__(self, fn: Callable[[tuple[int, dict[str, Any]]], TrialOutcome],
-                 items: list[tuple[int, dict[str, Any]]]) -> list[TrialOutcome]:
-        tids = [tid for tid, _ in items]
-        self.sc.setJobDescription(f"elephas hyper-parameter trials {tids}")
-        try:
-            outcomes = self.sc.parallelize(items, len(items)).map(fn).collect()
-        except Exception as exc:  # a task died outside the trial's own try (worker crash, ...)
-            from elephas.engine.errors import task_failure
-
-            failure = task_failure(exc, "trial")
-            text = str(failure or exc)
-            logger.error("Spark job for trials %s failed: %s", tids, text.splitlines()[0] if text else exc)
-            first = text.splitlines()[0] if text else ""
-            return [TrialOutcome(tid, False, error=(type(exc).__name__, first, text), job_failed=True)
-                    for tid in tids]
-        finally:
-            self.sc.setJobDescription(None)
-        by_tid = {o.tid: o for o in outcomes}
-        return [by_tid[tid] for tid in tids]
-
-
-class LocalBatchRunner:
-    """Runs the trials one after the other in this process (for tests and debugging)."""
-
-    def __call__(self, fn: Callable[[tuple[int, dict[str, Any]]], TrialOutcome],
-                 items: list[tuple[int, dict[str, Any]]]) -> list[TrialOutcome]:
-        return [fn(item) for item in items]
 
 
 class _LocalValue:
@@ -155,7 +119,6 @@ class HyperParamModel:
         self.best_params: dict[str, Any] | None = None
         self.best_loss: float | None = None
         self.templated: TemplatedModel | None = None
-        self._runner: BatchRunner = SparkBatchRunner(sc) if sc is not None else LocalBatchRunner()
 
     # ------------------------------------------------------------------ public API
 
@@ -392,45 +355,65 @@ class HyperParamModel:
 
     def _search(self, build: Any, pass_values: bool, space: Any, source: Any, data: Any,
                 max_evals: int, suggest: Callable[..., Any], seed: int | None) -> Trials:
-        run = make_trial_fn(build, pass_values, data, seed, source)
+        runtime = _worker_runtime(self.sc) if self.sc is not None else None
+        run = make_trial_fn(build, pass_values, data, seed, source, runtime)
         _check_picklable(build)
         trials = Trials()
-        domain = Domain(_not_called, space)
-        rstate = np.random.default_rng(seed)
-        n_queued = 0
-        while n_queued < max_evals:
-            n = min(self.num_workers, max_evals - n_queued)
-            new_ids = trials.new_trial_ids(n)
-            trials.refresh()
-            docs = suggest(new_ids, domain, trials, rstate.integers(2**31 - 1))
-            if not docs:
-                logger.info("the search algorithm stopped suggesting after %d trials", n_queued)
-                break
-            trials.insert_trial_docs(docs)
-            trials.refresh()
-            n_queued += len(docs)
-            batch = [t for t in trials._dynamic_trials if t["tid"] in set(new_ids)]
-            items = []
-            for trial in batch:
-                trial["state"] = JOB_STATE_RUNNING
-                trial["book_time"] = trial["refresh_time"] = coarse_utcnow()
-                items.append((trial["tid"], space_eval(space, _flat_vals(trial))))
-            outcomes = self._runner(run, items)
-            if n_queued == len(docs) and all(o.job_failed for o in outcomes):
-                err_type, message, tb = outcomes[0].error or ("", "", "")
-                raise RuntimeError(
-                    "The trials could not run on the executors (the Spark job itself failed, so "
-                    "every trial would). If the executor cannot import a module the model refers "
-                    "to, install it there or ship it with sc.addPyFile. Executor error:\n"
-                    + "\n".join(str(tb).strip().splitlines()[-12:]))
-            for trial, outcome in zip(batch, outcomes, strict=True):
-                _write_back(trial, outcome)
-            trials.refresh()
-            done = [o for o in outcomes if o.ok and o.result and o.result.get("status") == STATUS_OK]
-            logger.info("trials %d/%d done, batch losses %s", n_queued, max_evals,
-                        [round(o.result["loss"], 5) for o in done if o.result])
+        suggester = ReproducibleSuggester(suggest, Domain(_not_called, space), seed, self.num_workers)
+        runner = self._make_runner()
+        running: dict[Future, dict[str, Any]] = {}
+        finished: dict[int, TrialOutcome] = {}
+        next_tid, exhausted, job_failures_only = 0, False, False
+        try:
+            while True:
+                while (not exhausted and not job_failures_only and next_tid < max_evals
+                       and len(running) < self.num_workers
+                       and all(t in finished for t in range(suggester.required(next_tid)))):
+                    doc = suggester.suggest(next_tid, finished)
+                    next_tid += 1
+                    if doc is None:
+                        logger.info("the search algorithm stopped suggesting after %d trials", next_tid - 1)
+                        exhausted = True
+                        break
+                    trials.insert_trial_docs([doc])
+                    trials.refresh()
+                    trial = trials._dynamic_trials[-1]
+                    trial["state"] = JOB_STATE_RUNNING
+                    trial["book_time"] = trial["refresh_time"] = coarse_utcnow()
+                    running[runner.submit(run, (trial["tid"], space_eval(space, _flat_vals(trial))))] = trial
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    trial = running.pop(future)
+                    outcome = future.result()
+                    finished[trial["tid"]] = outcome
+                    _write_back(trial, outcome)
+                    if outcome.ok and outcome.result and outcome.result.get("status") == STATUS_OK:
+                        logger.info("trial %d done (%d/%d), loss %.5g", trial["tid"], len(finished),
+                                    max_evals, outcome.result["loss"])
+                # a Spark job that fails before any trial ran would fail for every trial: stop early
+                job_failures_only = all(o.job_failed for o in finished.values())
+                trials.refresh()
+        finally:
+            if running:  # an error or an interrupt on the driver: stop the trials still running
+                runner.cancel()
+            runner.close()
+        if job_failures_only:
+            err_type, message, tb = next(iter(finished.values())).error or ("", "", "")
+            raise RuntimeError(
+                "The trials could not run on the executors (the Spark job itself failed, so "
+                "every trial would). If the executor cannot import a module the model refers "
+                "to, install it there or ship it with sc.addPyFile. Executor error:\n"
+                + "\n".join(str(tb).strip().splitlines()[-12:]))
         _raise_if_all_failed(trials)
         return trials
+
+    def _make_runner(self) -> TrialRunner:
+        """The execution back-end: one-task Spark jobs, or in-process trials without a SparkContext."""
+        if self.sc is None:
+            return LocalTrialRunner()
+        return SparkTrialRunner(self.sc, self.num_workers)
 
     def _readable(self, trial: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -501,6 +484,13 @@ def _check_picklable(user_fn: Any) -> None:
             f"{type(exc).__name__}: {exc}. Create unpicklable objects (sessions, open files, "
             "locks) inside the function instead of referring to them from outside."
         ) from exc
+
+
+def _worker_runtime(sc: Any) -> Any:
+    """Thread settings for the trial tasks: the machine's cores shared by the concurrent tasks."""
+    from elephas.engine.inference import default_runtime
+
+    return default_runtime(sc)
 
 
 def _not_called(*_: Any) -> Any:

@@ -23,7 +23,6 @@ import ast
 import importlib
 import inspect
 import itertools
-import linecache
 import logging
 import re
 import textwrap
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from elephas.hyperparam import distributions as dists
+from elephas.hyperparam.trial import register_source
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +95,6 @@ class TemplatedModel:
     def register_source(self) -> None:
         """Make tracebacks through the compiled code show the original lines (``linecache``)."""
         register_source(self.filename, self.source)
-
-
-def register_source(filename: str, source: str) -> None:
-    """Put ``source`` into ``linecache`` under ``filename`` (never invalidated)."""
-    lines = source.splitlines(keepends=True)
-    linecache.cache[filename] = (len(source), None, lines, filename)
 
 
 @dataclass

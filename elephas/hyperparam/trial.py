@@ -19,9 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hyperopt import STATUS_OK, STATUS_STRINGS
-
 logger = logging.getLogger(__name__)
+
+# hyperopt's status strings (hyperopt.STATUS_OK, hyperopt.STATUS_STRINGS), spelled out so that the
+# executors never import hyperopt (and scipy with it) just to run a trial.
+STATUS_OK = "ok"
+STATUS_STRINGS = ("new", "running", "suspended", "ok", "fail")
 
 EXPECTED_RESULT = "{'loss': ..., 'status': STATUS_OK, 'model': model}"
 
@@ -135,6 +138,7 @@ def make_trial_fn(
     data_broadcast: Any,
     seed: int | None,
     source: tuple[str, str] | None,
+    runtime: Any = None,
 ) -> Callable[[tuple[int, dict[str, Any]]], TrialOutcome]:
     """Build the function that runs one trial on an executor.
 
@@ -146,6 +150,8 @@ def make_trial_fn(
         data_broadcast: Broadcast of the tuple ``data()`` returned (``None``: no data).
         seed: Base seed; trial ``tid`` seeds Keras with ``seed + tid``.
         source: ``(filename, text)`` to register in ``linecache`` for readable tracebacks.
+        runtime: A :class:`~elephas.engine.runtime.WorkerRuntime` applied in the Python worker before
+            the trial (framework threads per task); ``None`` when trials run in the driver process.
 
     Returns:
         ``run((tid, values)) -> TrialOutcome``.
@@ -155,9 +161,11 @@ def make_trial_fn(
         tid, values = item
         started = time.time()
         try:
-            if source is not None:
-                from elephas.hyperparam.templates import register_source
+            if runtime is not None:
+                from elephas.engine.runtime import prepare_worker
 
+                prepare_worker(runtime)
+            if source is not None:
                 register_source(*source)
             data = tuple(data_broadcast.value) if data_broadcast is not None else ()
             if seed is not None:
@@ -178,15 +186,38 @@ def make_trial_fn(
     return run
 
 
+def register_source(filename: str, source: str) -> None:
+    """Put ``source`` into ``linecache`` under ``filename`` (never invalidated), for tracebacks."""
+    import linecache
+
+    lines = source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+
+
 def _release_keras_state() -> None:
     """Free the trial's graph/state in this (reused) Python worker."""
     import sys
 
     if "keras" in sys.modules:
-        try:
-            sys.modules["keras"].backend.clear_session()
+        try:  # no gc.collect() here (it takes a good part of a second with TensorFlow loaded)
+            sys.modules["keras"].backend.clear_session(free_memory=False)
         except Exception:  # never let clean-up hide the trial's own outcome
             logger.debug("clear_session failed", exc_info=True)
+
+
+class TrialCall:
+    """``fn(item)`` whatever the row it is mapped over: the trial rides in the task, not in the data.
+
+    It lives here, not in the driver-side scheduler, so that the executors unpickle it without
+    importing hyperopt.
+    """
+
+    def __init__(self, fn: Callable[[tuple[int, dict[str, Any]]], TrialOutcome], item: tuple[int, dict[str, Any]]):
+        self.fn = fn
+        self.item = item
+
+    def __call__(self, _: Any) -> TrialOutcome:
+        return self.fn(self.item)
 
 
 class constant_build:  # noqa: N801 - used like a function
