@@ -71,6 +71,20 @@ def test_segments_join_to_the_payload_and_do_not_copy_contiguous_arrays(compress
         assert np.shares_memory(first, arrays[0])
 
 
+@pytest.mark.parametrize("meta", [{}, {"version": 7}, {"worker_id": "x" * 61}])
+def test_data_section_starts_aligned_so_decoded_views_are_aligned(meta):
+    arrays = [np.ones((3, 5), np.float32), np.arange(7, dtype=np.float32)]  # one dtype, as in Keras
+    payload = codec.encode(arrays, codec.KIND_PARAMETERS, "none", meta)
+    header_len = codec.PREFIX.unpack_from(payload)[4]
+    assert (codec.PREFIX.size + header_len) % codec.DATA_ALIGNMENT == 0
+    received = np.empty(len(payload), np.uint8)  # what a client receives into
+    received[:] = np.frombuffer(payload, np.uint8)
+    decoded = codec.decode(received)
+    assert decoded.meta == meta
+    assert all(a.flags.aligned for a in decoded.arrays)
+    assert all(np.shares_memory(a, received) for a in decoded.arrays)
+
+
 def test_object_dtype_is_refused_on_encode():
     with pytest.raises(ValueError, match="Expected arrays of a numeric dtype"):
         codec.encode([np.array([object()])], codec.KIND_UPDATE)

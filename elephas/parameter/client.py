@@ -8,7 +8,6 @@ server recognises and answers with its first response instead of applying it twi
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import socket
@@ -24,7 +23,7 @@ from elephas.parameter.auth import Buffer, Signer
 logger = logging.getLogger(__name__)
 
 MODES = ("http", "socket")
-_RETRYABLE = (OSError, ConnectionError, http.client.HTTPException)
+_RETRYABLE = (OSError, ConnectionError)
 
 
 def _segments(body: Buffer | list[Buffer]) -> list[memoryview]:
@@ -59,53 +58,96 @@ def check_mode(mode: str) -> str:
 
 
 class _HttpChannel:
-    """One keep-alive HTTP/1.1 connection."""
+    """One keep-alive HTTP/1.1 connection, spoken directly over a socket.
+
+    The request line, headers and body leave in one scatter-gather ``sendmsg``; the response
+    head is parsed here (status line, ``Content-Length``, ``Connection``, ``Content-Type``,
+    ``X-Elephas-Version``) and the body is received straight into the array it is decoded from.
+    (``http.client`` parses every response head with the ``email`` package and sends headers
+    and body in separate calls.)
+    """
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        self._conn: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None
+        self._host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
     def request(self, method: str, path: str, headers: dict[str, str],
                 body: Buffer | list[Buffer]) -> tuple[int, dict, np.ndarray | None]:
         segments = _segments(body)
         length = sum(len(v) for v in segments)
-        if self._conn is None:
-            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        conn = self._conn
-        if conn.sock is None:  # first call, or the server closed the previous connection
-            conn.connect()
-            netio.tune(conn.sock)
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for key, value in headers.items():
-            conn.putheader(key, value)
-        conn.putheader("Content-Length", str(length))
-        conn.endheaders()
-        if length:
-            netio.send_segments(conn.sock, segments)
-        response = conn.getresponse()
-        if response.getheader("Content-Type", "").startswith("application/octet-stream"):
-            payload = np.empty(response.length or 0, dtype=np.uint8)
+        if self._sock is None:  # first call, or the server closed the previous connection
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            netio.tune(sock)
+            self._sock = sock
+        sock = self._sock
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}",
+                 f"Content-Length: {length}", *(f"{k}: {v}" for k, v in headers.items())]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        netio.send_segments(sock, [head, *segments])
+        status, fields, rest = _read_head(sock)
+        declared = fields.get("content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > netio.MAX_INFO_BYTES:
+                raise ConnectionError(f"Expected a valid Content-Length, received {declared[:40]!r}.")
+            payload = np.empty(int(declared), dtype=np.uint8)
             view = memoryview(payload)
-            got = 0
-            while got < len(view):
-                n = response.readinto(view[got:])
-                if not n:
-                    raise ConnectionError(f"Connection closed after {got} of {len(view)} bytes.")
-                got += n
-            response.read()  # lets http.client finish the response and keep the connection
-            info = {"version": int(response.getheader("X-Elephas-Version", "-1"))}
-            return response.status, info, payload
-        raw = response.read()
+            got = min(len(rest), len(view))
+            view[:got] = rest[:got]
+            if got < len(view) and not netio.recv_exactly(sock, view[got:]):
+                raise ConnectionError(f"Connection closed after {got} of {len(view)} bytes.")
+        else:  # no length: the body runs to the end of the connection
+            chunks = [bytes(rest)]
+            while chunk := sock.recv(1 << 16):
+                chunks.append(chunk)
+            payload = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+            fields["connection"] = "close"
+        if fields.get("connection", "").lower() == "close":
+            self.close()
+        if fields.get("content-type", "").startswith("application/octet-stream"):
+            version = fields.get("x-elephas-version", "-1")
+            info = {"version": int(version) if version.lstrip("-").isdigit() else -1}
+            return status, info, payload
+        raw = payload.tobytes()
         try:
             info = json.loads(raw) if raw else {}
         except ValueError:
             info = {"error": raw[:200].decode("utf-8", "replace")}
-        return response.status, info, None
+        return status, info, None
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+_MAX_HEAD_BYTES = 64 * 1024
+
+
+def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytearray]:
+    """Read an HTTP response head: ``(status, lower-cased header fields, bytes read past it)``.
+
+    Raises:
+        ConnectionError: If the connection closes first or the head is malformed or too long.
+    """
+    buffer = bytearray()
+    while (end := buffer.find(b"\r\n\r\n")) < 0:
+        if len(buffer) > _MAX_HEAD_BYTES:
+            raise ConnectionError(f"Expected a response head under {_MAX_HEAD_BYTES} bytes.")
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("Connection closed by the server before a response.")
+        buffer += chunk
+    lines = buffer[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ConnectionError(f"Expected an HTTP/1.x status line, received {lines[0][:80]!r}.")
+    fields = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return int(parts[1]), fields, buffer[end + 4:]
 
 
 class _SocketChannel:

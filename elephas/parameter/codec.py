@@ -3,7 +3,10 @@
 A payload is::
 
     prefix   struct "<4sHBBI": magic b"ELPH", format version, kind, compression, header length
-    header   UTF-8 JSON: {"arrays": [[shape, dtype, wire_dtype], ...], "meta": {...}}
+    header   UTF-8 JSON: {"arrays": [[shape, dtype, wire_dtype], ...], "meta": {...}}, padded
+             with spaces so that the data starts at a multiple of 64 bytes (arrays decoded in
+             place are then aligned when they share one dtype, as a Keras model's weights
+             usually do; numpy's loops run up to twice as fast on aligned arrays)
     data     the arrays' bytes, little-endian, C order, back to back (zlib: one compressed stream)
 
 Decoding validates every field and raises :class:`WireFormatError` on anything malformed.
@@ -28,6 +31,7 @@ PREFIX = struct.Struct("<4sHBBI")
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MAX_ARRAYS = 100_000
 MAX_NDIM = 32
+DATA_ALIGNMENT = 64
 
 KIND_PARAMETERS = 1
 KIND_UPDATE = 2
@@ -99,6 +103,13 @@ def wire_dtype(dtype: np.dtype) -> str:
     return name
 
 
+def _header(entries: list, meta: dict[str, Any] | None) -> bytes:
+    """The JSON header, padded with spaces so the data section starts aligned."""
+    header = json.dumps({"arrays": entries, "meta": meta or {}}, separators=(",", ":"),
+                        allow_nan=False).encode()
+    return header + b" " * (-(PREFIX.size + len(header)) % DATA_ALIGNMENT)
+
+
 def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
            meta: dict[str, Any] | None = None) -> bytearray:
     """Encode arrays into one contiguous payload.
@@ -124,8 +135,7 @@ def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
         wire = "<f2" if compression == "fp16" and dtype in _FLOAT_CASTS else dtype
         entries.append([list(a.shape), dtype, wire])
         sizes.append(int(a.size) * np.dtype(wire).itemsize)
-    header = json.dumps({"arrays": entries, "meta": meta or {}}, separators=(",", ":"),
-                        allow_nan=False).encode()
+    header = _header(entries, meta)
     prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES[compression], len(header))
     data_bytes = sum(sizes)
     head = len(prefix) + len(header)
@@ -172,8 +182,7 @@ def encode_segments(arrays: Sequence[np.ndarray], kind: int, compression: str = 
         if a.size:
             flat = np.ascontiguousarray(a, dtype=dtype).reshape(-1)
             data.append(memoryview(flat.view(np.uint8)))
-    header = json.dumps({"arrays": entries, "meta": meta or {}}, separators=(",", ":"),
-                        allow_nan=False).encode()
+    header = _header(entries, meta)
     prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES["none"], len(header))
     return [prefix + header, *data]
 
