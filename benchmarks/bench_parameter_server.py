@@ -164,6 +164,47 @@ def ps_round_trip_factory(server: ParameterServer, compression: str, params: int
     return make
 
 
+def measure_paired(make_a, make_b, clients: int, seconds: float, max_iter: int
+                   ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median latency (ms) and round trips per second of two round trips measured alternately.
+
+    Every client thread runs ``a`` then ``b`` then ``a`` ..., so a load change on a shared machine
+    hits both alike; the ratio of the two medians is the comparable figure.
+    """
+    latencies: dict[str, list[float]] = {"a": [], "b": []}
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def run() -> None:
+        trips = {"a": make_a(), "b": make_b()}
+        for trip in trips.values():
+            trip()  # warm-up: connection, buffers
+        mine: dict[str, list[float]] = {"a": [], "b": []}
+        barrier.wait()
+        deadline = time.perf_counter() + seconds
+        while len(mine["b"]) < max_iter and (time.perf_counter() < deadline or len(mine["b"]) < 3):
+            for key in ("a", "b"):
+                t0 = time.perf_counter()
+                trips[key]()
+                mine[key].append(time.perf_counter() - t0)
+        with lock:
+            for key in mine:
+                latencies[key].extend(mine[key])
+        for trip in trips.values():
+            trip.close()
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    # round trips per second of each side alone: trips over the time the clients spent in it
+    return tuple((statistics.median(latencies[k]) * 1e3,
+                  len(latencies[k]) / (sum(latencies[k]) / clients))
+                 for k in ("a", "b"))  # type: ignore[return-value]
+
+
 def mac_costs(nbytes: int, repeats: int = 20) -> dict[str, float]:
     """Median ms of candidate keyed MACs over ``nbytes``."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -213,9 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     raw = RawLoopback(nbytes)
     raw_results = {c: measure(raw.client, c, args.seconds, args.max_iterations)
                    for c in args.clients}
-    raw.close()
 
     print("\n## pull + push round trip")
+    print("(raw ms of a row: the raw loopback measured in the same client threads, alternating "
+          "one raw round trip with one parameter server round trip, so that a shared machine's "
+          "changing load hits both sides of the ratio; trips/s: of the parameter server alone)")
     header = (f"{'transport':9s} {'compress':8s} {'clients':>7s} {'median ms':>10s} "
               f"{'trips/s':>9s} {'raw ms':>8s} {'ratio':>6s}")
     print(header)
@@ -228,12 +271,13 @@ def main(argv: list[str] | None = None) -> None:
         for compression in args.compressions:
             for c in args.clients:
                 with ParameterServer(weights, AddStrategy(), mode=mode) as server:
-                    ms, rate = measure(ps_round_trip_factory(server, compression, args.params), c,
-                                       args.seconds, args.max_iterations)
-                raw_ms = raw_results[c][0]
+                    (raw_ms, _), (ms, rate) = measure_paired(
+                        raw.client, ps_round_trip_factory(server, compression, args.params), c,
+                        args.seconds, args.max_iterations)
                 print(f"{mode:9s} {compression:8s} {c:7d} {ms:10.2f} {rate:9.1f} {raw_ms:8.2f} "
                       f"{ms / raw_ms:6.2f}", flush=True)
-
+    raw.close()
+    print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 if __name__ == "__main__":
     main()
