@@ -79,9 +79,11 @@ def main() -> None:
 
     spark = (SparkSession.builder.master(f"local[{args.workers}]").appName("bench-hyperparam")
              .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-             .config("spark.python.worker.reuse", "true").getOrCreate())
+             .config("spark.python.worker.reuse", "true").config("spark.ui.showConsoleProgress", "false")
+             .getOrCreate())
     sc = spark.sparkContext
     sc.setLogLevel("ERROR")
+    load_before = os.getloadavg()[0]
     try:
         warm_up(sc, args.workers)
         import keras  # noqa: F401 - warm the driver too
@@ -101,7 +103,8 @@ def main() -> None:
     finally:
         spark.stop()
 
-    print(f"trials: {args.trials}, workers: {args.workers}")
+    print(f"trials: {args.trials}, workers: {args.workers}, load average before/after: "
+          f"{load_before:.2f} / {os.getloadavg()[0]:.2f} (1 min)")
     print(f"elephas HyperParamModel : {t_spark:7.1f} s  best loss {hpm.best_loss:.4f}")
     print(f"hyperopt fmin sequential: {t_seq:7.1f} s  best loss {best_seq:.4f}")
     print(f"speed-up: {t_seq / t_spark:.2f}x")

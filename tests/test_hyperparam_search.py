@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -162,24 +161,36 @@ def test_seeded_search_is_reproducible_on_spark_whatever_finishes_first(sc):
 
 
 class ScriptedRunner:
-    """Runs trials on background threads, trial ``tid`` taking ``delays[tid]`` seconds; logs events."""
+    """Runs trials on background threads and logs their start and end.
 
-    def __init__(self, slots, delays):
+    Trial ``tid`` in ``after`` finishes only once trial ``after[tid]`` has finished (30 s at most).
+    """
+
+    def __init__(self, slots, after):
         self.pool = ThreadPoolExecutor(slots)
-        self.delays = delays
+        self.after = after
         self.events = []
+        self.ended = {}
         self.lock = threading.Lock()
+
+    def _ended(self, tid):
+        with self.lock:
+            return self.ended.setdefault(tid, threading.Event())
 
     def _log(self, event):
         with self.lock:
             self.events.append(event)
 
     def submit(self, fn, item):
+        tid = item[0]
+
         def go():
-            self._log(("start", item[0]))
-            time.sleep(self.delays.get(item[0], 0.01))
+            self._log(("start", tid))
+            if tid in self.after:
+                self._ended(self.after[tid]).wait(timeout=30)
             outcome = fn(item)
-            self._log(("end", item[0]))
+            self._log(("end", tid))
+            self._ended(tid).set()
             return outcome
 
         return self.pool.submit(go)
@@ -203,7 +214,7 @@ def scripted_search(runner, algo, max_evals=6, seed=2):
 
 
 def test_a_slow_trial_holds_up_only_its_own_slot():
-    runner = ScriptedRunner(2, {0: 0.8})
+    runner = ScriptedRunner(2, {0: 5})  # trial 0 runs until trial 5 is done
     scripted_search(runner, "random")
     events = runner.events
     assert events[-1] == ("end", 0)  # trials 1..5 all ran on the other slot meanwhile
@@ -213,10 +224,23 @@ def test_a_slow_trial_holds_up_only_its_own_slot():
 def test_history_dependent_suggestions_wait_for_their_history_and_stay_reproducible():
     """Trial i sees the outcomes of trials 0..i-2 (2 slots): trial 2 waits for slow trial 0."""
     algo = functools.partial(tpe.suggest, n_startup_jobs=1)
-    runner = ScriptedRunner(2, {0: 0.5, 3: 0.3})
+    runner = ScriptedRunner(2, {0: 1, 3: 4})  # trials 0 and 3 finish after 1 and 4
     points = scripted_search(runner, algo)
     events = runner.events
     for tid in range(2, 6):
         assert events.index(("start", tid)) > events.index(("end", tid - 2))
-    assert events.index(("end", 1)) < events.index(("end", 0))  # the order of finishing varied
+    assert events.index(("end", 1)) < events.index(("end", 0))  # trials finished out of order
     assert points == scripted_search(ScriptedRunner(2, {}), algo)  # same seed, other timing, same points
+
+
+def test_one_worker_gives_the_points_of_sequential_fmin():
+    from hyperopt import fmin
+
+    algo = functools.partial(tpe.suggest, n_startup_jobs=3)
+    space = {"x": hp.uniform("x", -1, 1)}
+    hyperparam_model = HyperParamModel(None, num_workers=1)
+    ours = hyperparam_model.compute_trials(quadratic, max_evals=8, space=space, algo=algo, seed=4)
+    theirs = Trials()
+    fmin(quadratic, space, algo=algo, max_evals=8, trials=theirs, rstate=np.random.default_rng(4),
+         show_progressbar=False)
+    assert [t["misc"]["vals"]["x"] for t in ours.trials] == [t["misc"]["vals"]["x"] for t in theirs.trials]
