@@ -170,6 +170,46 @@ def test_big_updates_are_sent_without_copies_and_verified_while_received(transpo
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("compression", ["none", "fp16"])
+def test_push_and_pull_is_one_request_answered_with_the_center(server, compression):
+    with server.client(compression=compression) as client, server.client() as other:
+        assert client.push_and_pull(_ones(1.5), worker_id="w0", attempt_id="a0",
+                                    version_seen=0)[0] == 1
+        assert _push(other, _ones(0.25), 1, worker_id="w1") == 2
+        version, center, center_version = client.push_and_pull(
+            _ones(1.0), worker_id="w0", attempt_id="a0", version_seen=1, samples=3)
+    assert version == center_version == 3
+    assert center[0].dtype == np.float32
+    np.testing.assert_array_equal(center[0], np.full((2, 3), 2.75, np.float32))
+    np.testing.assert_array_equal(center[1], np.arange(4) + 2.75)
+    assert [(r.worker_id, r.version, r.staleness) for r in server.state.records()] == [
+        ("w0", 1, 0), ("w1", 2, 0), ("w0", 3, 1)]
+    refused = server.state.stats()["updates_refused"]
+    assert refused == 0
+
+
+def test_retried_push_and_pull_is_applied_once_and_bad_queries_change_nothing(server):
+    with server.client() as client:
+        body = codec.encode(_ones(), codec.KIND_UPDATE, "none",
+                            {"worker_id": "w", "attempt_id": "a", "version_seen": 0,
+                             "samples": 1, "epoch": 0})
+        bad = "/update?pull=1&compression=bogus"
+        status, info = client._channel.request("POST", bad, client._signer.sign("POST", bad, body),
+                                               body)[:2]
+        assert status == 400 and "compression" in info["error"]
+        path = "/update?pull=1&compression=none"
+        headers = client._signer.sign("POST", path, body)
+        first = client._channel.request("POST", path, headers, body)
+        client._channel.close()
+        second = client._channel.request("POST", path, headers, body)
+    assert first[0] == second[0] == 200 and first[1]["version"] == second[1]["version"] == 1
+    for payload in (first[2], second[2]):
+        decoded = codec.decode(payload)
+        assert decoded.meta["version"] == 1
+        np.testing.assert_array_equal(decoded.arrays[0], np.ones((2, 3), np.float32))
+    assert server.state.version == 1
+
+
 def test_retried_push_is_applied_once(server):
     """A push whose response was lost is resent as is; the server answers it again."""
     with server.client() as client:

@@ -75,10 +75,10 @@ def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: 
                     push = {"worker_id": str(part), "attempt_id": attempt, "version_seen": version,
                             "samples": int(len(idx)), "metrics": logs, "epoch": epoch}
                     if exchange is None:
-                        version = client.push(update, **push)
-                        if strategy.pull_after_push:
-                            start, version = client.pull()
+                        if strategy.pull_after_push:  # one request: push, answered with C
+                            _, start, version = client.push_and_pull(update, **push)
                         else:
+                            version = client.push(update, **push)
                             start = continue_from
                     else:
                         exchange.submit(update, pull=strategy.pull_after_push, **push)

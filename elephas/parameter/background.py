@@ -3,7 +3,8 @@ the worker trains its next window.
 
 One exchange is in flight at most: :meth:`BackgroundExchange.submit` hands over an update and
 returns at once; :meth:`BackgroundExchange.wait` returns the exchange's result (the version the
-push produced and, when asked, the center pulled after it) and raises, in the calling thread,
+push produced and, when asked, the center right after it, from the same request:
+:meth:`ParameterClient.push_and_pull`) and raises, in the calling thread,
 whatever the helper thread raised. The helper thread owns the client while an exchange is in
 flight, so the caller must :meth:`~BackgroundExchange.wait` before using the client itself.
 """
@@ -142,10 +143,10 @@ class BackgroundExchange:
                 update, pull, kwargs = self._job
             result = error = None
             try:
-                version = self.client.push(update, **kwargs)
-                result = Exchange(version)
                 if pull:
-                    result.center, result.center_version = self.client.pull()
+                    result = Exchange(*self.client.push_and_pull(update, **kwargs))
+                else:
+                    result = Exchange(self.client.push(update, **kwargs))
             except BaseException as exc:  # handed to the task thread by wait()
                 error = exc
             with self._lock:

@@ -31,6 +31,13 @@ def _segments(body: Buffer | list[Buffer]) -> list[memoryview]:
     return [memoryview(p).cast("B") for p in parts]
 
 
+def _push_meta(worker_id: str, attempt_id: str, version_seen: int, samples: int,
+               metrics: dict[str, float] | None, epoch: int) -> dict[str, Any]:
+    return {"worker_id": str(worker_id), "attempt_id": str(attempt_id),
+            "version_seen": int(version_seen), "samples": int(samples), "epoch": int(epoch),
+            "metrics": {k: float(v) for k, v in (metrics or {}).items()}}
+
+
 class ParameterServerError(RuntimeError):
     """The parameter server refused a request.
 
@@ -240,6 +247,9 @@ class ParameterClient:
         """The current center weights and the server version they correspond to."""
         path = f"/parameters?compression={self.compression}"
         info, payload = self._call("GET", path, b"", resign=True)
+        return self._decode_parameters(payload, info)
+
+    def _decode_parameters(self, payload: np.ndarray | None, info: dict) -> tuple[list[np.ndarray], int]:
         if payload is None:
             raise ParameterServerError(f"Expected weights from {self.address}, received an "
                                        "empty response.", 502, self.address)
@@ -255,7 +265,8 @@ class ParameterClient:
         """Send an update and the window's record.
 
         Args:
-            update: Arrays shaped and typed like the model's weights.
+            update: Arrays shaped and typed like the model's weights (sent without a copy: do
+                not modify them during the call).
             worker_id: Who pushes (e.g. the partition index).
             attempt_id: The Spark task attempt (so a failed attempt's updates can be identified).
             version_seen: The version returned by this worker's last :meth:`pull`.
@@ -270,12 +281,36 @@ class ParameterClient:
             ParameterServerError: If the server refused the update (shape, dtype, NaN, auth).
             ConnectionError: If the server could not be reached; the message names the address.
         """
-        meta = {"worker_id": str(worker_id), "attempt_id": str(attempt_id),
-                "version_seen": int(version_seen), "samples": int(samples), "epoch": int(epoch),
-                "metrics": {k: float(v) for k, v in (metrics or {}).items()}}
+        meta = _push_meta(worker_id, attempt_id, version_seen, samples, metrics, epoch)
         segments = codec.encode_segments(update, codec.KIND_UPDATE, self.compression, meta)
         info, _ = self._call("POST", "/update", segments, resign=False)
         return int(info["version"])
+
+    def push_and_pull(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
+                      version_seen: int, samples: int = 0,
+                      metrics: dict[str, float] | None = None, epoch: int = 0
+                      ) -> tuple[int, list[np.ndarray], int]:
+        """:meth:`push`, answered with the center weights after the update (one request, where
+        a push and a pull take two).
+
+        Arguments as for :meth:`push`.
+
+        Returns:
+            ``(version, center, center_version)``: the version the update produced, the center
+            encoded right after it (it contains the update, and possibly later ones) and that
+            center's version. A retried request is applied once and gets the center of its
+            retry.
+
+        Raises:
+            ParameterServerError: If the server refused the update.
+            ConnectionError: If the server could not be reached.
+        """
+        meta = _push_meta(worker_id, attempt_id, version_seen, samples, metrics, epoch)
+        segments = codec.encode_segments(update, codec.KIND_UPDATE, self.compression, meta)
+        info, payload = self._call("POST", f"/update?pull=1&compression={self.compression}",
+                                   segments, resign=False)
+        center, center_version = self._decode_parameters(payload, info)
+        return int(info["version"]), center, center_version
 
     def stats(self) -> dict[str, Any]:
         """The server's statistics and window records (``GET /stats``)."""

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 HEADER_SLACK_BYTES = 64 * 1024
 _ROUTES = {("GET", "/parameters"), ("POST", "/update"), ("GET", "/stats"), ("GET", "/health")}
+"""Routes; ``POST /update?pull=1`` also answers with the center after the update (see
+:meth:`ParameterService._with_center`)."""
 
 
 @dataclass
@@ -109,22 +111,25 @@ class ParameterService:
             if earlier is None:
                 return Reply(503, {"error": "The first delivery of this request is still being "
                                             "handled; retry later."})
-            return earlier  # type: ignore[return-value]
+            return self._with_center(earlier, path)  # type: ignore[arg-type]
         try:
             reply = self._dispatch(route, path, body)
         except Exception as exc:  # keep serving; the caller sees a 500 with the reason
             logger.exception("Parameter server: error handling %s %s", method, route)
             reply = Reply(500, {"error": f"{type(exc).__name__}: {exc}"})
-        entry.complete(reply if route == "/update" else None)
-        return reply
+        if route != "/update":
+            entry.complete(None)
+            return reply
+        entry.complete(reply)  # without the center: a retry gets the center of its own time
+        return self._with_center(reply, path)
 
     def _dispatch(self, route: str, path: str, body: bytes | bytearray | memoryview) -> Reply:
+        query = parse_qs(urlsplit(path).query)
+        compression = query.get("compression", ["none"])[0]
+        if compression not in codec.COMPRESSIONS:
+            return Reply(400, {"error": f"Expected compression in {list(codec.COMPRESSIONS)},"
+                                        f" received {compression!r:.40}."})
         if route == "/parameters":
-            query = parse_qs(urlsplit(path).query)
-            compression = query.get("compression", ["none"])[0]
-            if compression not in codec.COMPRESSIONS:
-                return Reply(400, {"error": f"Expected compression in {list(codec.COMPRESSIONS)},"
-                                            f" received {compression!r:.40}."})
             payload, version = self.state.encoded_parameters(compression)
             return Reply(200, {"version": version}, payload)
         if route == "/stats":
@@ -132,6 +137,16 @@ class ParameterService:
             stats["window_records"] = [r.to_dict() for r in self.state.records(include_failed=True)]
             return Reply(200, stats)
         return self._push(body)
+
+    def _with_center(self, reply: Reply, path: str) -> Reply:
+        """A successful push's reply plus the encoded center, when the push asked for it
+        (``POST /update?pull=1[&compression=...]``): one request instead of a push and a pull.
+        The center is encoded after the update was applied, so it contains it."""
+        query = parse_qs(urlsplit(path).query)
+        if reply.status != 200 or query.get("pull", ["0"])[0] != "1":
+            return reply
+        payload, _ = self.state.encoded_parameters(query.get("compression", ["none"])[0])
+        return Reply(200, dict(reply.info), payload)
 
     def _push(self, body: bytes | bytearray | memoryview) -> Reply:
         try:
