@@ -110,6 +110,33 @@ def blocks_from_rdd(rdd: Any, io: ModelIO, labels: bool = True) -> Any:
     return rdd.mapPartitionsWithIndex(stack, preservesPartitioning=True)
 
 
+def first_element(rdd: Any) -> Any:
+    """The first element of an RDD, reading whole partitions.
+
+    ``RDD.first()`` stops reading a partition after one element, and a Spark Python worker that
+    leaves input unread exits instead of being reused, so every ``fit`` would pay for a fresh
+    worker (importing TensorFlow again). Partition 0 is tried first, then all the others.
+
+    Raises:
+        ValueError: If the RDD has no elements.
+    """
+
+    def first_and_drain(items: Iterable[Any]) -> list[Any]:
+        found: list[Any] = []
+        for item in items:
+            if not found:
+                found.append(item)
+        return found
+
+    n = rdd.getNumPartitions()
+    for parts in ([0], list(range(1, n))):
+        if parts and parts[0] < n:
+            found = rdd.context.runJob(rdd, first_and_drain, parts)
+            if found:
+                return found[0]
+    raise ValueError("The RDD is empty.")
+
+
 def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous (start, stop) ranges covering ``range(n)``, sizes differing by ≤ 1."""
     parts = max(1, min(parts, n)) if n else 1

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .block_store import Missing, StagedBlocks
 from .data import Block, block_size
 from .errors import guard, run_job
 from .history import MetricSum, run_epochs
@@ -46,6 +47,7 @@ class TrainingSettings:
     runtime: WorkerRuntime = field(default_factory=WorkerRuntime)
     server_optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)
     server: dict[str, Any] = field(default_factory=dict)
+    stage_blocks: bool = True
 
 
 @dataclass
@@ -81,21 +83,51 @@ def partition_sizes(blocks: Any) -> list[int]:
     return [n for _, n in sorted(sizes)]
 
 
-def reduce_rounds(rdd: Any, partitions: int) -> tuple | None:
-    """Sum the round results of all partitions (``None`` if no partition had rows)."""
+def _add(a: tuple | None, b: tuple | None) -> tuple | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return merge_round(a, b)
+
+
+def reduce_rounds(rdd: Any, partitions: int) -> tuple[tuple | None, list[int]]:
+    """Sum the round results of all partitions.
+
+    Returns:
+        ``(result, missing)``: the summed result (``None`` if no partition had rows) and the
+        partitions whose staged block could not be mapped (see :mod:`.block_store`).
+    """
     if partitions <= _COLLECT_LIMIT:
         items = run_job(rdd.collect, "Training round")
-        return functools.reduce(merge_round, items) if items else None
+        missing = [m.partition for m in items if isinstance(m, Missing)]
+        results = [r for r in items if not isinstance(r, Missing)]
+        return (functools.reduce(merge_round, results) if results else None), missing
 
-    def seq(acc: tuple | None, item: tuple) -> tuple:
-        return item if acc is None else merge_round(acc, item)
+    def seq(acc: tuple, item: Any) -> tuple:
+        if isinstance(item, Missing):
+            return acc[0], acc[1] + [item.partition]
+        return _add(acc[0], item), acc[1]
 
-    def comb(a: tuple | None, b: tuple | None) -> tuple | None:
-        if a is None or b is None:
-            return a if b is None else b
-        return merge_round(a, b)
+    def comb(a: tuple, b: tuple) -> tuple:
+        return _add(a[0], b[0]), a[1] + b[1]
 
-    return run_job(lambda: rdd.treeAggregate(None, seq, comb, depth=2), "Training round")
+    return run_job(lambda: rdd.treeAggregate((None, []), seq, comb, depth=2), "Training round")
+
+
+def run_round(sc: Any, staged: StagedBlocks, fn: Callable, partitions: int) -> tuple | None:
+    """One synchronous round over the staged blocks, partitions whose files went missing
+    trained from the original blocks in the same round."""
+    result, missing = reduce_rounds(staged.rdd.mapPartitionsWithIndex(fn), partitions)
+    if missing:
+        logger.info("round: %d staged block(s) not found on their executor; reading them from "
+                    "Spark instead", len(missing))
+        items = run_job(lambda: sc.runJob(staged.source.mapPartitionsWithIndex(fn), lambda it: list(it),
+                                          partitions=sorted(missing)), "Training round")
+        for item in items:
+            if isinstance(item, Missing):  # the block was just written on this executor
+                raise RuntimeError(f"The block of partition {item.partition} could not be staged "
+                                   "in the executor's local directory (SPARK_LOCAL_DIRS).")
+            result = _add(result, item)
+    return result
 
 
 def make_validate(sc: Any, model: Any, spec: ModelSpec, settings: TrainingSettings,
@@ -131,7 +163,17 @@ def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings:
     strategy = settings.strategy
     if not isinstance(strategy, SynchronousAveraging):
         raise TypeError(f"fit_synchronous runs the synchronous strategy. Received: {strategy.name!r}.")
-    sizes = partition_sizes(blocks)
+    staged = StagedBlocks(blocks, settings.stage_blocks)
+    try:
+        return _fit_staged(sc, model, spec, staged, settings, callbacks, validation, sample)
+    finally:
+        staged.close()
+
+
+def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, settings: TrainingSettings,
+                callbacks: list[Any] | None, validation: Validation | None, sample: Any) -> Any:
+    strategy = settings.strategy
+    sizes = staged.sizes
     if sum(sizes) == 0:
         raise ValueError("The training data is empty: every partition has 0 rows.")
     plan = WindowPlan(settings.batch_size, settings.frequency, settings.shuffle, settings.seed)
@@ -149,7 +191,7 @@ def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings:
             try:
                 fn = guard(make_round_fn(spec, runtime, bc, plan, epoch, window,
                                          master_learning_rate(model)))
-                result = reduce_rounds(blocks.mapPartitionsWithIndex(fn), len(sizes))
+                result = run_round(sc, staged, fn, len(sizes))
             finally:
                 bc.unpersist()
             if result is None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import Block, block_size
+from .block_store import Missing, resolve
+from .data import block_size
 from .modes import window_batches
 from .runtime import WorkerRuntime, prepare_worker
 from .shipping import ModelSpec, cached_model
@@ -115,12 +116,17 @@ def make_round_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, plan:
                   epoch: int, window: int, learning_rate: float | None = None):
     """Build the function one synchronous round runs on every block.
 
-    It yields ``(samples, Σ samples·Δ, {metric: samples·value})`` for partitions that had rows in
-    this window and nothing for the others.
+    It runs over blocks or staged block handles and yields ``(samples, Σ samples·Δ, {metric:
+    samples·value})`` for partitions that had rows in this window, nothing for the others, and a
+    :class:`~elephas.engine.block_store.Missing` for a staged block whose files are not here.
     """
 
-    def run(pid: int, blocks: Iterable[Block]) -> Iterator[tuple[int, list[np.ndarray], dict[str, float]]]:
-        for part, xs, ys in blocks:
+    def run(pid: int, blocks: Iterable[Any]) -> Iterator[tuple[int, list[np.ndarray], dict[str, float]] | Missing]:
+        for block in resolve(blocks):
+            if isinstance(block, Missing):
+                yield block
+                continue
+            part, xs, ys = block
             rows = block_size((part, xs, ys))
             idx = plan.window_rows(rows, epoch, part, window) if rows else None
             if idx is None or not len(idx):

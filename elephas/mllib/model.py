@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.data import first_element
 from ..engine.inference import is_rdd
 from ..spark_model import SparkModel
 
@@ -93,7 +94,10 @@ class SparkMLlibModel(SparkModel):
             raise TypeError("SparkMLlibModel.train expected an RDD of LabeledPoint. Received: "
                             f"{type(labeled_points).__name__}. Build one with "
                             "elephas.utils.rdd_utils.to_labeled_point(sc, x, y).")
-        first = labeled_points.take(1)
+        try:
+            first = [first_element(labeled_points)]
+        except ValueError:
+            first = []
         if not first:
             raise ValueError("SparkMLlibModel.train expected a non-empty RDD of LabeledPoint. "
                              "Received: an empty RDD.")
