@@ -1,10 +1,12 @@
 """Parameter server for asynchronous training: one state in the driver, HTTP and socket transports.
 
-Modules: :mod:`~elephas.parameter.codec` (wire format), :mod:`~elephas.parameter.auth` (HMAC,
-replay protection), :mod:`~elephas.parameter.state` (center weights, lock policy, records),
+Modules: :mod:`~elephas.parameter.codec` (wire format), :mod:`~elephas.parameter.auth` (request
+MAC: Poly1305 body tag inside HMAC-SHA256, replay protection), :mod:`~elephas.parameter.state`
+(center weights, lock policy, records),
 :mod:`~elephas.parameter.service` (request handling shared by the transports),
 :mod:`~elephas.parameter.http_server` and :mod:`~elephas.parameter.socket_server` (transports),
-:mod:`~elephas.parameter.client` (worker side) and :mod:`~elephas.parameter.server` (lifecycle).
+:mod:`~elephas.parameter.client` (worker side), :mod:`~elephas.parameter.background` (a worker's
+push and pull in a helper thread) and :mod:`~elephas.parameter.server` (lifecycle).
 """
 
 from elephas.parameter.auth import AuthenticationError, new_secret

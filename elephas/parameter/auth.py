@@ -167,9 +167,6 @@ class Signer:
         transport signs a body while sending it and sends the signature after it)."""
         return {HEADER_TIMESTAMP: f"{time.time():.6f}", HEADER_NONCE: secrets.token_hex(16)}
 
-    def close(self) -> None:
-        """Release resources (none are held; kept so signers can be used like the client)."""
-
 
 class BodyMac:
     """The Poly1305 tag of one request body under its one-time key, fed as the body arrives.

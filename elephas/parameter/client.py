@@ -358,7 +358,6 @@ class ParameterClient:
     def close(self) -> None:
         """Close the connection."""
         self._channel.close()
-        self._signer.close()
 
     def __enter__(self) -> ParameterClient:
         return self

@@ -141,7 +141,6 @@ class ParameterServer:
             transport.stop()
             logger.info("Parameter server on %s stopped after %d updates.", self.address,
                         self.state.version)
-        self._signer.close()
 
     def client_config(self) -> dict[str, Any]:
         """Plain values a task needs to build a :class:`ParameterClient` (picklable)."""
