@@ -7,6 +7,8 @@
 
 Run: ``python benchmarks/bench_hyperparam.py [--trials 16] [--workers 2]``. Prints wall times, their
 ratio and the best loss of each. Python workers are warmed up (TensorFlow imported) before timing.
+With psutil installed it also prints the CPU seconds each search used (driver, JVM and Python
+workers together), which, unlike the wall times, do not depend on what else the machine is running.
 """
 
 from __future__ import annotations
@@ -58,6 +60,23 @@ SPACE = {
 }
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its children (JVM, Python workers); NaN without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me] + me.children(recursive=True):
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def warm_up(sc, workers: int) -> None:
     def load(_):
         import keras  # noqa: F401
@@ -88,25 +107,29 @@ def main() -> None:
         warm_up(sc, args.workers)
         import keras  # noqa: F401 - warm the driver too
 
+        cpu = cpu_seconds()
         start = time.perf_counter()
         hpm = HyperParamModel(sc, num_workers=args.workers)
         hpm.compute_trials(objective, data, max_evals=args.trials, space=SPACE, algo="tpe", seed=0)
         t_spark = time.perf_counter() - start
+        cpu_spark = cpu_seconds() - cpu
 
         arrays = data()
+        cpu = cpu_seconds()
         start = time.perf_counter()
         trials = Trials()
         fmin(lambda p: objective(p, *arrays), SPACE, algo=tpe.suggest, max_evals=args.trials,
              trials=trials, rstate=np.random.default_rng(0), show_progressbar=False)
         t_seq = time.perf_counter() - start
+        cpu_seq = cpu_seconds() - cpu
         best_seq = min(trials.losses())
     finally:
         spark.stop()
 
     print(f"trials: {args.trials}, workers: {args.workers}, load average before/after: "
           f"{load_before:.2f} / {os.getloadavg()[0]:.2f} (1 min)")
-    print(f"elephas HyperParamModel : {t_spark:7.1f} s  best loss {hpm.best_loss:.4f}")
-    print(f"hyperopt fmin sequential: {t_seq:7.1f} s  best loss {best_seq:.4f}")
+    print(f"elephas HyperParamModel : {t_spark:7.1f} s  best loss {hpm.best_loss:.4f}  CPU {cpu_spark:6.1f} s")
+    print(f"hyperopt fmin sequential: {t_seq:7.1f} s  best loss {best_seq:.4f}  CPU {cpu_seq:6.1f} s")
     print(f"speed-up: {t_seq / t_spark:.2f}x")
 
 
