@@ -209,3 +209,94 @@ def test_transform_bad_input(spark, indexed_df):
         transformer.setOutputCol("label").transform(indexed_df)
     with pytest.raises(ValueError, match="expected a trained Keras model. Received: none"):
         ElephasTransformer().transform(indexed_df)
+
+
+# ------------------------------------------------------------------------------------------------
+# transform's read-ahead of input batches (elephas.engine.inference.prefetched)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_transform_prefetch_keeps_order_and_converts(depth):
+    from elephas.engine.inference import prefetched
+
+    assert list(prefetched(iter(range(20)), lambda i: i * 10, depth)) == [i * 10 for i in range(20)]
+    assert list(prefetched(iter([]), lambda i: i, depth)) == []
+
+
+def test_transform_prefetch_reads_at_most_depth_items_ahead():
+    import threading
+    import time
+
+    from elephas.engine.inference import prefetched
+
+    pulled = []
+    lock = threading.Lock()
+
+    def source():
+        for i in range(10):
+            with lock:
+                pulled.append(i)
+            yield i
+
+    gen = prefetched(source(), lambda i: i, 2)
+    assert next(gen) == 0
+    time.sleep(0.5)  # the reader has had time to run ahead as far as it may
+    with lock:
+        assert len(pulled) == 3  # the item in hand and two read ahead
+    assert list(gen) == list(range(1, 10))
+
+
+@pytest.mark.parametrize("where", ["source", "convert"])
+def test_transform_prefetch_reraises_reader_errors(where):
+    from elephas.engine.inference import prefetched
+
+    def source():
+        yield 1
+        if where == "source":
+            raise ValueError("broken input")
+        yield 2
+
+    def convert(i):
+        if where == "convert" and i == 2:
+            raise ValueError("broken input")
+        return i
+
+    gen = prefetched(source(), convert, 1)
+    assert next(gen) == 1
+    with pytest.raises(ValueError, match="broken input"):
+        next(gen)
+
+
+def test_transform_prefetch_close_stops_the_reader():
+    import threading
+
+    from elephas.engine.inference import prefetched
+
+    gen = prefetched(iter(range(1000)), lambda i: i, 1)
+    assert next(gen) == 0
+    gen.close()
+    assert not [t for t in threading.enumerate() if t.name == "elephas-prefetch"]
+
+
+def test_transform_many_small_arrow_batches_keep_rows_aligned(spark):
+    """Several Arrow batches per partition (read ahead in the worker): each output on its own row."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.random.default_rng(4).normal(size=(123, 5)).astype("float32")
+    df = spark.createDataFrame([(i, [float(v) for v in x[i]]) for i in range(len(x))], ["id", "features"])
+    transformer = ElephasTransformer(model, inference_batch_size=4).setProbabilityCol("raw")
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(key)
+    spark.conf.set(key, "7")
+    try:
+        rows = transformer.transform(df.repartition(3)).select("id", "prediction", "raw").collect()
+    finally:
+        spark.conf.set(key, previous)
+    rows.sort(key=lambda r: r.id)
+    assert [r.id for r in rows] == list(range(len(x)))
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.stack([r.prediction.toArray() for r in rows]), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.stack([r.raw.toArray() for r in rows]), expected, rtol=1e-5, atol=1e-6)

@@ -218,7 +218,8 @@ def format_like_keras(logs: dict[str, float]) -> float | list[float]:
 
 def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features_col: str | Sequence[str],
                    output_col: str, batch_size: int | None = None, output: str = "raw",
-                   probability_col: str | None = None, runtime: WorkerRuntime | None = None) -> Any:
+                   probability_col: str | None = None, runtime: WorkerRuntime | None = None,
+                   prefetch: int = 1) -> Any:
     """Add ``output_col`` with the model's prediction for each row (a column operation).
 
     Args:
@@ -233,6 +234,8 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
             (an ml DenseVector).
         probability_col: Also add the raw outputs as an ml DenseVector column.
         runtime: Worker settings.
+        prefetch: Input batches each Python worker reads ahead in a thread while the model runs
+            (0: read each batch only when the previous one is done).
 
     Returns:
         ``df`` with the new column(s); every other column is kept as it was.
@@ -253,7 +256,7 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
     if missing:
         raise ValueError(f"Feature column(s) {missing} not found. Available columns: {df.columns}.")
     sc = SparkContext.getOrCreate()
-    io = ModelIO.of(spec.build(compile=False))
+    io = model_io(spec)
     out_width = int(np.prod([d or 1 for d in io.output_shapes[0]])) if io.output_shapes[0] else 1
     runtime = runtime or default_runtime(sc)
     bc = sc.broadcast(weights)
@@ -280,11 +283,13 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
         # Arrow-native: list arrays reshape into numpy blocks without per-row objects
         import pyarrow as pa
 
+        def features(cols: Any) -> list[np.ndarray]:
+            cols = cols if isinstance(cols, tuple) else (cols,)
+            return [conform(arrow_to_numpy(cols[i]), io.input_shapes[i]) for i in range(n_feat)]
+
         prepare_worker(runtime)
         model = cached_model(spec, bc.value)
-        for cols in batches:
-            cols = cols if isinstance(cols, tuple) else (cols,)
-            xs = [conform(arrow_to_numpy(cols[i]), io.input_shapes[i]) for i in range(n_feat)]
+        for xs in prefetched(batches, features, prefetch):
             pred, flat = outputs(model, xs)
             arrays = [pa.array(pred) if pred.ndim == 1 else _arrow_rows(pred)]
             if probability_col:
@@ -292,11 +297,13 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
             yield pa.StructArray.from_arrays(arrays, names=[f.name for f in fields])
 
     def infer_pandas(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+        def features(cols: Any) -> list[np.ndarray]:
+            cols = cols if isinstance(cols, tuple) else (cols,)
+            return [conform(_series_to_numpy(cols[i]), io.input_shapes[i]) for i in range(n_feat)]
+
         prepare_worker(runtime)
         model = cached_model(spec, bc.value)
-        for cols in batches:
-            cols = cols if isinstance(cols, tuple) else (cols,)
-            xs = [conform(_series_to_numpy(cols[i]), io.input_shapes[i]) for i in range(n_feat)]
+        for xs in prefetched(batches, features, prefetch):
             pred, flat = outputs(model, xs)
             frame = {"pred": pred if pred.ndim == 1 else list(pred)}
             if probability_col:
@@ -314,6 +321,75 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
     if probability_col:
         result = result.withColumn(probability_col, array_to_vector(F.col(f"{tmp}.prob")))
     return result.drop(tmp)
+
+
+def prefetched(source: Iterable[Any], convert: Any, depth: int = 1) -> Iterator[Any]:
+    """``convert(item)`` for every item of ``source``, read ahead by ``depth`` items in a thread.
+
+    ``depth`` 0 reads in the calling thread, each item when it is asked for.
+
+    A UDF's input batches arrive over the socket from the JVM; reading (and converting) the next
+    batch while the model works on the current one lets the JVM keep serialising instead of
+    waiting for the Python worker. Items keep their order; an error while reading is re-raised
+    here; closing the generator early stops the reader.
+    """
+    import queue
+    import threading
+
+    if depth < 1:
+        yield from (convert(item) for item in source)
+        return
+    items: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(depth)  # items read but not yet taken by the consumer
+    stop = threading.Event()
+    end = object()
+
+    def read() -> None:
+        try:
+            source_iter = iter(source)
+            while True:
+                while not slots.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                try:
+                    item = next(source_iter)
+                except StopIteration:
+                    items.put((end, None))
+                    return
+                items.put((convert(item), None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            items.put((end, exc))
+
+    reader = threading.Thread(target=read, name="elephas-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                break
+            slots.release()
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=60)
+
+_IO_CACHE: dict[tuple[str, str], ModelIO] = {}
+
+
+def model_io(spec: ModelSpec) -> ModelIO:
+    """The input and output shapes of ``spec``'s model, built once per spec on the driver."""
+    key = (spec.model_id, spec.config_json)
+    io = _IO_CACHE.get(key)
+    if io is None:
+        io = ModelIO.of(spec.build(compile=False))
+        if len(_IO_CACHE) >= 16:
+            _IO_CACHE.pop(next(iter(_IO_CACHE)))
+        _IO_CACHE[key] = io
+    return io
 
 
 def _arrow_rows(matrix: np.ndarray) -> Any:

@@ -1,8 +1,8 @@
 """``ElephasTransformer``: a fitted Keras model as a Spark ML Model (a column operation).
 
-``transform`` adds ``outputCol`` through :func:`elephas.engine.inference.predict_column`, a pandas
-UDF over Arrow batches with the model cached once per Python worker, so every prediction stays on
-its own row whatever the partitioning.
+``transform`` adds ``outputCol`` through :func:`elephas.engine.inference.predict_column`, a scalar
+iterator UDF over Arrow batches (Arrow-native on PySpark 4.1+, pandas before) with the model cached
+once per Python worker, so every prediction stays on its own row whatever the partitioning.
 """
 
 from __future__ import annotations
