@@ -7,7 +7,19 @@ import pytest
 from hyperopt import STATUS_OK, hp, space_eval
 from hyperopt.pyll.stochastic import sample
 
-from elephas.hyperparam import HyperParamModel, TemplateError, choice, parse_model, uniform
+from elephas.hyperparam import (  # noqa: F401 - the distributions are used inside {{...}} templates
+    HyperParamModel,
+    TemplateError,
+    choice,
+    loguniform,
+    normal,
+    parse_model,
+    qloguniform,
+    qnormal,
+    quniform,
+    randint,
+    uniform,
+)
 from elephas.hyperparam import distributions as dists
 from elephas.hyperparam.templates import find_templates
 
@@ -15,7 +27,7 @@ from elephas.hyperparam.templates import find_templates
 def _labels_and_kinds(space):
     """{label: hyperopt node name} of a flat templated space."""
     out = {}
-    for name, node in space.items():
+    for _name, node in space.items():
         # hp.* returns float(hyperopt_param(label, dist)) or hyperopt_param(label, dist)
         param = node
         while param.name != "hyperopt_param":
@@ -91,7 +103,7 @@ def nested(x_train, y_train, x_test, y_test):
     units = 2 * {{choice([4, 8])}} + 1
     config = {"rate": {{uniform(0.1, 0.2)}} / 2, "depth": int({{quniform(1, 3, 1)}})}
     widths = [int({{choice([1, 2])}}) for _ in range(2)]
-    text = "{{not a template}}" + f"{{literal braces}}"  # {{nor in a comment}}
+    text = "{{not a template}}" + f"{{literal braces}}"  # noqa: F541 {{nor in a comment}}
     scale = max(1, {{randint(3)}}) * {{choice([{"a": 1}, {"b": {"c": 2}}])}}.get("a", 0)
     return {"loss": units, "status": STATUS_OK, "config": config, "widths": widths, "text": text,
             "scale": scale}
@@ -156,7 +168,7 @@ def broken_syntax(x_train, y_train, x_test, y_test):
 
 
 def unknown_distribution(x_train, y_train, x_test, y_test):
-    x = {{gauss(0, 1)}}
+    x = {{gauss(0, 1)}}  # noqa: F821 - an unknown distribution on purpose
     return {"loss": x, "status": STATUS_OK}
 
 
