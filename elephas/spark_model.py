@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 import warnings
 import zipfile
 from typing import Any
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 PARAMETER_SERVER_MODES = ("http", "socket")
 _ENGINE_OPTIONS = ("server_optimizer", "server_learning_rate", "server_momentum", "seed",
                    "worker_threads", "parameter_server_host", "compression", "timeout",
-                   "background_push")
+                   "background_push", "stage_blocks")
 
 
 class SparkModel:
@@ -69,7 +70,10 @@ class SparkModel:
             ``server_momentum``, ``seed``, ``worker_threads``, ``parameter_server_host``,
             ``compression`` ('none', 'fp16', 'zlib'), ``timeout`` (seconds per server call),
             ``background_push`` (asynchronous modes: push each window's update, and pull the
-            center after it, in a helper thread while the next window trains; default False).
+            center after it, in a helper thread while the next window trains; default False),
+            ``stage_blocks`` (synchronous mode: write each partition's rows once to the executor's
+            local directory and map them in every round instead of reading Spark's cache; default
+            True).
 
     Example:
         >>> spark_model = SparkModel(model, frequency="epoch", mode="synchronous")  # doctest: +SKIP
@@ -90,9 +94,9 @@ class SparkModel:
         if not isinstance(port, int) or not 0 <= port < 65536:
             raise ValueError(f"port must be an int in [0, 65535]. Received: port={port!r}.")
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in _ENGINE_OPTIONS}
-        if not isinstance(options.get("background_push", False), bool):
-            raise ValueError(f"background_push must be True or False. Received: "
-                             f"background_push={options['background_push']!r}.")
+        for flag in ("background_push", "stage_blocks"):
+            if not isinstance(options.get(flag, False), bool):
+                raise ValueError(f"{flag} must be True or False. Received: {flag}={options[flag]!r}.")
         self._strategy = get_strategy(mode, **kwargs)
         self._frequency = get_frequency(frequency, self._strategy)
         self._server_optimizer = ServerOptimizer.get(options.get("server_optimizer"),
@@ -177,8 +181,8 @@ class SparkModel:
         return data
 
     def _training_blocks(self, sc: Any, data: Any, labels: Any, io: data_mod.ModelIO,
-                         features_col: Any, label_col: Any, nb_classes: int | None = None
-                         ) -> tuple[Any, Any]:
+                         features_col: Any, label_col: Any, nb_classes: int | None = None,
+                         store_id: str | None = None) -> tuple[Any, Any]:
         """Check the data on the driver and return ``(blocks, sample)``.
 
         With ``nb_classes``, a single class-index label is one-hot encoded to that width.
@@ -212,12 +216,12 @@ class SparkModel:
                 ys = [data_mod.one_hot_encode(ys[0], nb_classes)[0]]
             sample = (xs, ys)
             blocks = data_mod.blocks_from_dataframe(self._repartition(data), fcols, lcols, io,
-                                                    one_hot=nb_classes)
+                                                    one_hot=nb_classes, store_id=store_id)
         elif is_rdd(data):
             if labels is not None:
                 raise ValueError("With an RDD of (features, label) pairs, do not pass labels separately.")
             try:
-                pair = data.first()
+                pair = data_mod.first_element(data)
             except ValueError:
                 raise ValueError("The training RDD is empty. Expected an RDD of (features, label) "
                                  "pairs with at least one element.") from None
@@ -292,7 +296,12 @@ class SparkModel:
                                     batch_size=batch_size)
             data, y = [x[:cut] for x in xs], [t[:cut] for t in ys]
             data, y = (data[0] if len(data) == 1 else data), (y[0] if len(y) == 1 else y)
-        blocks, sample = self._training_blocks(sc, data, y, io, features_col, label_col, nb_classes)
+        stage = bool(self.options.get("stage_blocks", True)) and self._strategy.synchronous
+        # DataFrame partitions can be written to the executors' local directories straight from
+        # Arrow (no arrays back through the JVM) when nothing else needs them as arrays.
+        store_id = uuid.uuid4().hex if stage and not validation_split else None
+        blocks, sample = self._training_blocks(sc, data, y, io, features_col, label_col, nb_classes,
+                                               store_id)
         blocks = blocks.persist()
         val_blocks = None
         try:
@@ -310,7 +319,7 @@ class SparkModel:
                 epochs=epochs, verbose=verbose, shuffle=shuffle,
                 seed=int(self.options.get("seed", 0) or 0), runtime=self._runtime(sc),
                 server_optimizer=self._server_optimizer,
-                server=self._server_settings(sc),
+                server=self._server_settings(sc), stage_blocks=stage,
             )
             history = self._run(sc, model, spec, train_blocks, settings, callbacks, validation, sample)
         finally:

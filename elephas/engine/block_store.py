@@ -152,9 +152,9 @@ class StagedBlocks:
             blocks.unpersist()
         store_id = self.store_id
 
-        def stage_items(pid: int, it: Iterable[Block]) -> Iterator[StagedBlock]:
-            for block in it:
-                yield write_block(store_id, block)
+        def stage_items(pid: int, it: Iterable[Any]) -> Iterator[StagedBlock]:
+            for item in it:  # blocks are written here; handles come from a source that wrote them
+                yield item if isinstance(item, StagedBlock) else write_block(store_id, item)
 
         self.rdd = blocks.mapPartitionsWithIndex(stage_items, preservesPartitioning=True).persist()
         # Partitions whose files go missing are staged again (on the executor that runs them)
@@ -162,22 +162,26 @@ class StagedBlocks:
         self.source = blocks.mapPartitionsWithIndex(stage_items, preservesPartitioning=True)
         handles = run_job(self.rdd.collect, "Data loading")
         self.sizes = [h.rows for h in sorted(handles, key=lambda h: h.partition)]
-        logger.debug("staged %d blocks (%d rows) as store %s", len(handles), sum(self.sizes), store_id)
+        self.store_ids = sorted({h.store_id for h in handles} | {store_id})
+        logger.debug("staged %d blocks (%d rows) as store(s) %s", len(handles), sum(self.sizes),
+                     self.store_ids)
 
     def close(self) -> None:
         """Delete the staged files (best effort, on the executors holding them) and the handles."""
         if not self.staged:
             return
-        store_id = self.store_id
+        store_ids = self.store_ids
+
         def remove(items: Iterable[StagedBlock]) -> None:
             for _ in items:  # drain the input: a worker that leaves input unread is not reused
                 pass
-            remove_store(store_id)
+            for store_id in store_ids:
+                remove_store(store_id)
 
         try:
             self.rdd.foreachPartition(remove)
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the fit's own outcome
-            logger.warning("could not remove staged blocks %s: %s", store_id, exc)
+            logger.warning("could not remove staged blocks %s: %s", store_ids, exc)
         finally:
             self.rdd.unpersist()
 

@@ -228,7 +228,7 @@ def prepare_dataframe(df: Any, columns: Sequence[str]) -> Any:
 
 
 def blocks_from_dataframe(df: Any, feature_cols: Sequence[str], label_cols: Sequence[str] | None,
-                          io: ModelIO, one_hot: int | None = None) -> Any:
+                          io: ModelIO, one_hot: int | None = None, store_id: str | None = None) -> Any:
     """Stack each DataFrame partition into a block through Arrow batches.
 
     Args:
@@ -237,6 +237,10 @@ def blocks_from_dataframe(df: Any, feature_cols: Sequence[str], label_cols: Sequ
         label_cols: One column per model output, or ``None`` for inference.
         io: The model's shapes.
         one_hot: When set, a single index label column is one-hot encoded to this width.
+        store_id: When set, every task writes its block straight to the executor's local
+            directory (see :mod:`.block_store`) and the RDD holds
+            :class:`~elephas.engine.block_store.StagedBlock` handles instead of arrays, so
+            the arrays never travel back through the JVM.
     """
     from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
 
@@ -264,6 +268,13 @@ def blocks_from_dataframe(df: Any, feature_cols: Sequence[str], label_cols: Sequ
                 if one_hot:
                     ys = [one_hot_encode(ys[0], one_hot)]
             n = xs[0].shape[0]
+            if store_id is not None:
+                from .block_store import write_block
+
+                handle = write_block(store_id, (pid, xs, ys))
+                yield pa.RecordBatch.from_pydict({"pid": [pid], "rows": [handle.rows]},
+                                                 schema=pa.schema([("pid", pa.int32()), ("rows", pa.int64())]))
+                return
             row_bytes = max(1, sum(a.nbytes for a in xs + (ys or [])) // max(1, n))
             step = max(1, _CHUNK_BYTES // row_bytes)
             for a in range(0, n, step):
@@ -272,6 +283,21 @@ def blocks_from_dataframe(df: Any, feature_cols: Sequence[str], label_cols: Sequ
                 yield pa.RecordBatch.from_pydict({"pid": [pid], "payload": [payload]},
                                                  schema=pa.schema([("pid", pa.int32()),
                                                                    ("payload", pa.binary())]))
+
+    if store_id is not None:
+        from pyspark.sql.types import LongType
+
+        from .block_store import StagedBlock
+
+        n_lab = len(label_cols or [])
+        written = prepared.mapInArrow(to_blocks, StructType([StructField("pid", IntegerType()),
+                                                              StructField("rows", LongType())]))
+
+        def handles(pid: int, it: Iterable[Any]) -> Iterator[Any]:
+            rows = sum(int(r.rows) for r in it)
+            yield StagedBlock(store_id, pid, rows, n_feat, n_lab)
+
+        return written.rdd.mapPartitionsWithIndex(handles, preservesPartitioning=True)
 
     rows = prepared.mapInArrow(to_blocks, schema)
 
