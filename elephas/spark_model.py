@@ -71,9 +71,8 @@ class SparkModel:
             ``compression`` ('none', 'fp16', 'zlib'), ``timeout`` (seconds per server call),
             ``background_push`` (asynchronous modes: push each window's update, and pull the
             center after it, in a helper thread while the next window trains; default False),
-            ``stage_blocks`` (synchronous mode: write each partition's rows once to the executor's
-            local directory and map them in every round instead of reading Spark's cache; default
-            True).
+            ``stage_blocks`` (write each partition's rows once to the executor's local directory
+            and map them in every round or epoch instead of reading Spark's cache; default True).
 
     Example:
         >>> spark_model = SparkModel(model, frequency="epoch", mode="synchronous")  # doctest: +SKIP
@@ -296,7 +295,7 @@ class SparkModel:
                                     batch_size=batch_size)
             data, y = [x[:cut] for x in xs], [t[:cut] for t in ys]
             data, y = (data[0] if len(data) == 1 else data), (y[0] if len(y) == 1 else y)
-        stage = bool(self.options.get("stage_blocks", True)) and self._strategy.synchronous
+        stage = bool(self.options.get("stage_blocks", True))
         # DataFrame partitions can be written to the executors' local directories straight from
         # Arrow (no arrays back through the JVM) when nothing else needs them as arrays.
         store_id = uuid.uuid4().hex if stage and not validation_split else None

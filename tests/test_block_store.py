@@ -108,3 +108,30 @@ def test_vanished_files_are_read_from_spark_in_the_same_round(sc, caplog):
     assert len(history.history["loss"]) == 3
     for a, b in zip(staged.get_weights(), plain.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_asynchronous_fit_reads_vanished_blocks_from_spark(sc, caplog):
+    import keras
+
+    from elephas.spark_model import SparkModel
+
+    root = _executor_root(sc)
+    wiped = []
+
+    class WipeStagedFiles(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for name in os.listdir(root):
+                shutil.rmtree(os.path.join(root, name))
+                wiped.append(name)
+
+    x, y = make_blobs(120)
+    before = set(os.listdir(root))
+    model = SparkModel(make_dense_model(seed=4), mode="asynchronous", frequency="epoch", num_workers=2)
+    with caplog.at_level(logging.INFO, logger="elephas.engine.async_driver"):
+        history = model.fit(x, y, epochs=2, batch_size=10, callbacks=[WipeStagedFiles()])
+    assert wiped
+    assert any("not found on their executor" in r.getMessage() for r in caplog.records)
+    assert len(history.history["loss"]) == 2
+    epoch2 = [r for r in history.window_records if r["epoch"] == 1]
+    assert sum(r["samples"] for r in epoch2) == 120  # every row trained in the epoch after the wipe
+    assert set(os.listdir(root)) <= before

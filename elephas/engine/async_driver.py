@@ -17,7 +17,8 @@ from typing import Any
 
 from ..parameter.server import ParameterServer
 from .async_worker import make_async_epoch_fn
-from .driver import TrainingSettings, Validation, make_validate, partition_sizes
+from .block_store import Missing, StagedBlocks
+from .driver import TrainingSettings, Validation, make_validate
 from .errors import guard, run_job
 from .history import MetricSum, run_epochs
 from .shipping import ModelSpec
@@ -46,8 +47,17 @@ def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings
         A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples; its
         ``window_records`` attribute lists every window record as a dict.
     """
+    staged = StagedBlocks(blocks, settings.stage_blocks)
+    try:
+        return _fit_staged(sc, model, spec, staged, settings, callbacks, validation, sample)
+    finally:
+        staged.close()
+
+
+def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, settings: TrainingSettings,
+                callbacks: list[Any] | None, validation: Validation | None, sample: Any) -> Any:
     strategy = settings.strategy
-    sizes = partition_sizes(blocks)
+    sizes = staged.sizes
     total = sum(sizes)
     if total == 0:
         raise ValueError("The training data is empty: every partition has 0 rows.")
@@ -81,7 +91,14 @@ def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings
             watcher.start()
             sc.setJobGroup(group, f"elephas {strategy.name} epoch {epoch + 1}", True)
             try:
-                finished = run_job(lambda: blocks.mapPartitionsWithIndex(fn).collect(), "Training")
+                finished = run_job(lambda: staged.rdd.mapPartitionsWithIndex(fn).collect(), "Training")
+                missing = sorted(m.partition for m in finished if isinstance(m, Missing))
+                if missing:  # staged files not on the executor that ran the task: train from Spark
+                    logger.info("epoch %d: %d staged block(s) not found on their executor; reading "
+                                "them from Spark instead", epoch + 1, len(missing))
+                    finished = [f for f in finished if not isinstance(f, Missing)] + run_job(
+                        lambda: sc.runJob(staged.source.mapPartitionsWithIndex(fn), lambda it: list(it),
+                                          partitions=missing), "Training")
             except BaseException:
                 sc.cancelJobGroup(group)
                 raise

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .data import Block, block_size
+from .block_store import Missing, resolve
+from .data import block_size
 from .runtime import WorkerRuntime, prepare_worker
 from .shipping import ModelSpec, cached_model
 from .strategies.base import Strategy
@@ -31,9 +32,11 @@ def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: 
                         learning_rate: float | None = None, background_push: bool = False):
     """Build the task function of one asynchronous epoch.
 
-    Every task trains its partition window by window against the parameter server and yields
-    ``(partition, rows, attempt_id)`` when done. The tail after the last full window is trained
-    (including the last partial batch) and flushed like any other window.
+    Every task trains its partition (a block, or a staged block handle) window by window against
+    the parameter server and yields ``(partition, rows, attempt_id)`` when done, or a
+    :class:`~elephas.engine.block_store.Missing` when a staged block's files are not here. The
+    tail after the last full window is trained (including the last partial batch) and flushed
+    like any other window.
 
     With ``background_push`` the push of a window (and the pull after it) runs in a helper thread
     while the next window trains; the worker then continues from the newest center it has
@@ -43,11 +46,15 @@ def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: 
     is raised in the task.
     """
 
-    def run(pid: int, blocks: Iterable[Block]) -> Iterator[tuple[int, int, str]]:
+    def run(pid: int, blocks: Iterable[Any]) -> Iterator[tuple[int, int, str] | Missing]:
         from ..parameter.background import BackgroundExchange
         from ..parameter.client import ParameterClient
 
-        for part, xs, ys in blocks:
+        for block in resolve(blocks):
+            if isinstance(block, Missing):
+                yield block
+                continue
+            part, xs, ys = block
             rows = block_size((part, xs, ys))
             if not rows:
                 continue

@@ -77,12 +77,6 @@ def split_validation(blocks: Any, fraction: float) -> tuple[Any, Any]:
     return blocks.map(head, preservesPartitioning=True), blocks.map(tail, preservesPartitioning=True)
 
 
-def partition_sizes(blocks: Any) -> list[int]:
-    """Rows of every block, in partition order (also materialises a cached block RDD)."""
-    sizes = run_job(lambda: blocks.map(lambda b: (b[0], block_size(b))).collect(), "Data loading")
-    return [n for _, n in sorted(sizes)]
-
-
 def _add(a: tuple | None, b: tuple | None) -> tuple | None:
     if a is None or b is None:
         return a if b is None else b
