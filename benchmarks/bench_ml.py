@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
              .config("spark.driver.memory", "6g")
              .config("spark.sql.execution.arrow.pyspark.enabled", "true")
              .config("spark.python.worker.reuse", "true")
+             .config("spark.ui.showConsoleProgress", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     partitions = args.partitions or spark.sparkContext.defaultParallelism
