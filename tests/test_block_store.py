@@ -135,3 +135,29 @@ def test_asynchronous_fit_reads_vanished_blocks_from_spark(sc, caplog):
     epoch2 = [r for r in history.window_records if r["epoch"] == 1]
     assert sum(r["samples"] for r in epoch2) == 120  # every row trained in the epoch after the wipe
     assert set(os.listdir(root)) <= before
+
+
+def test_stage_blocks_option_is_checked():
+    from elephas.spark_model import SparkModel
+
+    with pytest.raises(ValueError, match="stage_blocks must be True or False. Received: stage_blocks='yes'"):
+        SparkModel(make_dense_model(), stage_blocks="yes")
+
+
+def test_dataframe_staged_from_arrow_equals_unstaged(spark):
+    from pyspark.ml.linalg import Vectors
+
+    from elephas.spark_model import SparkModel
+
+    x, y = make_blobs(90)
+    df = spark.createDataFrame([(Vectors.dense(row.tolist()), float(np.argmax(lab)))
+                                for row, lab in zip(x, y)], ["features", "label"]).repartition(3)
+    df = df.sortWithinPartitions("label").cache()
+    weights = []
+    for stage in (True, False):
+        sm = SparkModel(make_dense_model(seed=5), frequency=3, stage_blocks=stage)
+        history = sm.fit(df, epochs=2, batch_size=8, shuffle=False, nb_classes=3)
+        assert len(history.history["loss"]) == 2
+        weights.append(sm.master_network.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
