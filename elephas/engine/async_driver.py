@@ -47,11 +47,8 @@ def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings
         A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples; its
         ``window_records`` attribute lists every window record as a dict.
     """
-    staged = StagedBlocks(blocks, settings.stage_blocks)
-    try:
+    with StagedBlocks(blocks, settings.stage_blocks) as staged:
         return _fit_staged(sc, model, spec, staged, settings, callbacks, validation, sample)
-    finally:
-        staged.close()
 
 
 def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, settings: TrainingSettings,

@@ -157,11 +157,8 @@ def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings:
     strategy = settings.strategy
     if not isinstance(strategy, SynchronousAveraging):
         raise TypeError(f"fit_synchronous runs the synchronous strategy. Received: {strategy.name!r}.")
-    staged = StagedBlocks(blocks, settings.stage_blocks)
-    try:
+    with StagedBlocks(blocks, settings.stage_blocks) as staged:
         return _fit_staged(sc, model, spec, staged, settings, callbacks, validation, sample)
-    finally:
-        staged.close()
 
 
 def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, settings: TrainingSettings,
