@@ -71,7 +71,7 @@ def test_sample_weighted_average_exact_numbers():
     assert samples == 4
     avg = SynchronousAveraging.average(wsum, samples)
     np.testing.assert_array_equal(avg[0], np.array([2.0, 1.0], np.float32))
-    assert metrics["loss"] == pytest.approx((1.5 + 0.1))
+    assert metrics["loss"] == pytest.approx(1.5 + 0.1)
     # no samples at all: a zero delta, never NaN
     zero = SynchronousAveraging.average([np.ones(2, np.float32)], 0)
     np.testing.assert_array_equal(zero[0], np.zeros(2))

@@ -8,8 +8,8 @@ import threading
 import keras
 import numpy as np
 import pytest
-
 from conftest import make_blobs, make_dense_model
+
 from elephas.engine.errors import TaskFailedError
 from elephas.spark_model import AsynchronousSparkModel, SparkModel, load_spark_model
 from elephas.utils.rdd_utils import to_simple_rdd
@@ -296,7 +296,7 @@ def test_bad_arguments_fail_before_any_job(sc):
     for call, pattern in cases:
         with pytest.raises(ValueError, match=pattern):
             assert jobs_started(sc, call) == 0
-        assert jobs_started(sc, lambda: _swallow(call)) == 0
+        assert jobs_started(sc, lambda call=call: _swallow(call)) == 0
 
 
 def _swallow(call):
