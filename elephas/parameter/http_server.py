@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from flask import Flask, Response, request
@@ -186,10 +187,14 @@ class HttpTransport:
             listener.close()  # werkzeug serves a duplicate of the descriptor
         self.port: int = self._server.server_address[1]
         self._handlers: dict[KeepAliveRequestHandler, threading.Thread] = {}
+        self._connections: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._stopping = False
         self._server.register = self._register
         self._server.unregister = self._unregister
+        # werkzeug runs each connection in a daemon thread that ``server_close`` does not join;
+        # the threads are started here instead, so that ``stop`` can join every one of them.
+        self._server.process_request = self._process_request
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.2}, daemon=True,
                                         name=f"elephas-ps-http-{self.port}")
@@ -204,16 +209,21 @@ class HttpTransport:
         with self._lock:
             self._handlers.pop(handler, None)
 
+    def _process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self._server.process_request_thread, args=(request, client_address),
+                                  daemon=True, name=f"elephas-ps-http-{self.port}-conn")
+        with self._lock:
+            self._connections = {t for t in self._connections if t.is_alive()}
+            self._connections.add(thread)
+        thread.start()
+
     def start(self) -> None:
         """Start serving in a background thread."""
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving, close keep-alive connections and join all threads.
-
-        Handler threads are joined by werkzeug's ``server_close`` (run by the serving thread
-        when its loop ends) once their connections are shut down here.
-        """
+        """Stop serving, close keep-alive connections and join all threads (the serving thread
+        and every connection's thread), waiting at most ``timeout`` seconds in all."""
         with self._lock:
             self._stopping = True
             handlers = list(self._handlers)
@@ -222,9 +232,17 @@ class HttpTransport:
             return
         for handler in handlers:
             _shutdown(handler)
+        deadline = time.monotonic() + timeout
         self._server.shutdown()
         self._thread.join(timeout)
-        if self._thread.is_alive():
+        with self._lock:  # no connection is accepted any more: shut down late registrants too
+            handlers = list(self._handlers)
+            connections = list(self._connections)
+        for handler in handlers:
+            _shutdown(handler)
+        for thread in connections:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive() or any(t.is_alive() for t in connections):
             logger.warning("Parameter server: HTTP threads still running after %.0f s.", timeout)
 
 
