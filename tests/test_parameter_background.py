@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 from conftest import make_blobs, make_dense_model
+from test_parameter_server import MODES, AddStrategy
 
 from elephas.engine.async_worker import make_async_epoch_fn
 from elephas.engine.modes import get_strategy
@@ -17,13 +18,6 @@ from elephas.engine.strategies.base import Strategy
 from elephas.engine.worker import WindowPlan
 from elephas.parameter import ParameterServer, ParameterServerError
 from elephas.parameter.background import BackgroundExchange
-
-MODES = ["http", "socket"]
-
-
-class AddStrategy(Strategy):
-    name = "test-add"
-    locked = True
 
 
 class StalenessRecorder(Strategy):

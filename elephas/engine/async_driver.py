@@ -93,9 +93,8 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
                 if missing:  # staged files not on the executor that ran the task: train from Spark
                     logger.info("epoch %d: %d staged block(s) not found on their executor; reading "
                                 "them from Spark instead", epoch + 1, len(missing))
-                    finished = [f for f in finished if not isinstance(f, Missing)] + run_job(
-                        lambda: sc.runJob(staged.source.mapPartitionsWithIndex(fn), lambda it: list(it),
-                                          partitions=missing), "Training")
+                    finished = [f for f in finished if not isinstance(f, Missing)] + staged.rerun(
+                        fn, missing, "Training")
             except BaseException:
                 sc.cancelJobGroup(group)
                 raise

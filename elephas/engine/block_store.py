@@ -166,6 +166,23 @@ class StagedBlocks:
         logger.debug("staged %d blocks (%d rows) as store(s) %s", len(handles), sum(self.sizes),
                      self.store_ids)
 
+    def rerun(self, fn: Any, partitions: list[int], what: str) -> list[Any]:
+        """Run ``fn`` (a ``mapPartitionsWithIndex`` function) on ``partitions`` of :attr:`source`.
+
+        For partitions whose staged files were not found: with staging, the source writes the
+        block again on the executor that runs the task, so ``fn`` finds it there.
+
+        Raises:
+            RuntimeError: If a block still cannot be mapped (the local directory is unusable).
+        """
+        rdd = self.source.mapPartitionsWithIndex(fn)
+        items = run_job(lambda: rdd.context.runJob(rdd, lambda it: list(it), partitions=sorted(partitions)), what)
+        for item in items:
+            if isinstance(item, Missing):
+                raise RuntimeError(f"The block of partition {item.partition} could not be staged "
+                                   "in the executor's local directory (SPARK_LOCAL_DIRS).")
+        return items
+
     def close(self) -> None:
         """Delete the staged files (best effort, on the executors holding them) and the handles."""
         if not self.staged:

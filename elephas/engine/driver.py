@@ -107,19 +107,14 @@ def reduce_rounds(rdd: Any, partitions: int) -> tuple[tuple | None, list[int]]:
     return run_job(lambda: rdd.treeAggregate((None, []), seq, comb, depth=2), "Training round")
 
 
-def run_round(sc: Any, staged: StagedBlocks, fn: Callable, partitions: int) -> tuple | None:
+def run_round(staged: StagedBlocks, fn: Callable, partitions: int) -> tuple | None:
     """One synchronous round over the staged blocks, partitions whose files went missing
     trained from the original blocks in the same round."""
     result, missing = reduce_rounds(staged.rdd.mapPartitionsWithIndex(fn), partitions)
     if missing:
         logger.info("round: %d staged block(s) not found on their executor; reading them from "
                     "Spark instead", len(missing))
-        items = run_job(lambda: sc.runJob(staged.source.mapPartitionsWithIndex(fn), lambda it: list(it),
-                                          partitions=sorted(missing)), "Training round")
-        for item in items:
-            if isinstance(item, Missing):  # the block was just written on this executor
-                raise RuntimeError(f"The block of partition {item.partition} could not be staged "
-                                   "in the executor's local directory (SPARK_LOCAL_DIRS).")
+        for item in staged.rerun(fn, missing, "Training round"):
             result = _add(result, item)
     return result
 
@@ -182,7 +177,7 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
             try:
                 fn = guard(make_round_fn(spec, runtime, bc, plan, epoch, window,
                                          master_learning_rate(model)))
-                result = run_round(sc, staged, fn, len(sizes))
+                result = run_round(staged, fn, len(sizes))
             finally:
                 bc.unpersist()
             if result is None:
