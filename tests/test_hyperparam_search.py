@@ -112,6 +112,25 @@ def test_seed_makes_the_search_reproducible(algo):
     assert runs[0] != runs[2]
 
 
+def reports_frozen_heap(params):
+    import gc
+
+    return {"loss": params["x"] ** 2, "status": STATUS_OK, "frozen_objects": gc.get_freeze_count()}
+
+
+def test_trial_workers_exempt_loaded_modules_from_garbage_collection_but_the_driver_does_not(sc):
+    """PySpark's daemon collects garbage after every task; the trial workers freeze TF/Keras first."""
+    import gc
+
+    space = {"x": hp.uniform("x", -1, 1)}
+    trials = HyperParamModel(sc, num_workers=2).compute_trials(reports_frozen_heap, max_evals=4,
+                                                               space=space, algo="random", seed=0)
+    assert all(t["result"]["frozen_objects"] > 50_000 for t in trials.trials)  # Keras is imported
+    before = gc.get_freeze_count()
+    trials = HyperParamModel(None).compute_trials(reports_frozen_heap, max_evals=2, space=space)
+    assert [t["result"]["frozen_objects"] for t in trials.trials] == [before, before]
+
+
 def ranked_model(x_train, y_train, x_test, y_test):
     import keras
 
