@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import multiprocessing
 import os
+import queue
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # keep all traffic on loopback
 import socket
@@ -93,19 +95,7 @@ class RawLoopback:
             return
 
     def client(self) -> callable:
-        sock = socket.create_connection(("127.0.0.1", self.port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        body = np.random.default_rng(1).bytes(self.nbytes)
-        ack = memoryview(bytearray(8))
-
-        def round_trip() -> None:
-            sock.sendall(b"P")
-            _recv_into(sock, memoryview(np.empty(self.nbytes, np.uint8)))
-            sock.sendmsg([b"U", body])
-            _recv_into(sock, ack)
-
-        round_trip.close = sock.close  # type: ignore[attr-defined]
-        return round_trip
+        return raw_round_trip(self.port, self.nbytes)
 
     def close(self) -> None:
         self.listener.close()
@@ -113,96 +103,100 @@ class RawLoopback:
             c.close()
 
 
-# ----- measurement -----------------------------------------------------------------------------
-def measure(make_round_trip, clients: int, seconds: float, max_iter: int) -> tuple[float, float]:
-    """Median latency (ms) of a round trip and round trips per second over all clients."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients + 1)
-    counts = []
+def raw_round_trip(port: int, nbytes: int) -> callable:
+    """A raw loopback client: 'P' then ``nbytes`` back; 'U' + ``nbytes`` then an 8-byte ack.
 
-    def run() -> None:
-        round_trip = make_round_trip()
-        round_trip()  # warm-up: connection, buffers
-        mine = []
-        barrier.wait()
-        deadline = time.perf_counter() + seconds
-        while len(mine) < max_iter and (time.perf_counter() < deadline or len(mine) < 3):
-            t0 = time.perf_counter()
-            round_trip()
-            mine.append(time.perf_counter() - t0)
-        with lock:
-            latencies.extend(mine)
-            counts.append(len(mine))
-        round_trip.close()
-
-    threads = [threading.Thread(target=run) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    return statistics.median(latencies) * 1e3, sum(counts) / wall
-
-
-def ps_round_trip_factory(server: ParameterServer, compression: str, params: int):
-    def make():
-        client = ParameterClient(**{**server.client_config(), "compression": compression})
-        delta = [np.random.default_rng(2).standard_normal(params).astype(np.float32) * 1e-3]
-        state = {"version": 0, "n": 0}
-
-        def round_trip() -> None:
-            _, state["version"] = client.pull()
-            client.push(delta, worker_id="bench", attempt_id="bench", version_seen=state["version"],
-                        samples=32, metrics={"loss": 0.1}, epoch=0)
-
-        round_trip.close = client.close  # type: ignore[attr-defined]
-        return round_trip
-
-    return make
-
-
-def measure_paired(make_a, make_b, clients: int, seconds: float, max_iter: int
-                   ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Median latency (ms) and round trips per second of two round trips measured alternately.
-
-    Every client thread runs ``a`` then ``b`` then ``a`` ..., so a load change on a shared machine
-    hits both alike; the ratio of the two medians is the comparable figure.
+    It receives into one buffer it reuses (as the parameter server client does with its pooled
+    receive buffers), so the limit is not inflated by page faults on fresh memory.
     """
-    latencies: dict[str, list[float]] = {"a": [], "b": []}
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients + 1)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    body = np.random.default_rng(1).bytes(nbytes)
+    ack = memoryview(bytearray(8))
+    received = memoryview(np.empty(nbytes, np.uint8))
 
-    def run() -> None:
-        trips = {"a": make_a(), "b": make_b()}
-        for trip in trips.values():
-            trip()  # warm-up: connection, buffers
-        mine: dict[str, list[float]] = {"a": [], "b": []}
-        barrier.wait()
-        deadline = time.perf_counter() + seconds
-        while len(mine["b"]) < max_iter and (time.perf_counter() < deadline or len(mine["b"]) < 3):
-            for key in ("a", "b"):
-                t0 = time.perf_counter()
-                trips[key]()
-                mine[key].append(time.perf_counter() - t0)
-        with lock:
-            for key in mine:
-                latencies[key].extend(mine[key])
-        for trip in trips.values():
-            trip.close()
+    def round_trip() -> None:
+        sock.sendall(b"P")
+        _recv_into(sock, received)
+        sock.sendmsg([b"U", body])
+        _recv_into(sock, ack)
 
-    threads = [threading.Thread(target=run) for _ in range(clients)]
-    for t in threads:
-        t.start()
+    round_trip.close = sock.close  # type: ignore[attr-defined]
+    return round_trip
+
+
+# ----- measurement -----------------------------------------------------------------------------
+def ps_round_trip(config: dict, params: int) -> callable:
+    """A parameter server client doing one pull and one push of a ``params``-float32 delta."""
+    client = ParameterClient(**config)
+    delta = [np.random.default_rng(2).standard_normal(params).astype(np.float32) * 1e-3]
+    state = {"version": 0}
+
+    def round_trip() -> None:
+        _, state["version"] = client.pull()
+        client.push(delta, worker_id="bench", attempt_id="bench", version_seen=state["version"],
+                    samples=32, metrics={"loss": 0.1}, epoch=0)
+
+    round_trip.close = client.close  # type: ignore[attr-defined]
+    return round_trip
+
+
+def make_round_trip(spec: tuple) -> callable:
+    """Build a round trip from a picklable spec: ``('raw', port, nbytes)`` or
+    ``('ps', client_config, params)``."""
+    kind, *args = spec
+    return raw_round_trip(*args) if kind == "raw" else ps_round_trip(*args)
+
+
+def _client_loop(specs: list[tuple], seconds: float, max_iter: int, barrier, results) -> None:
+    """One client: runs the round trips of ``specs`` in turn (a, b, a, b, ...) after a warm-up
+    of each, and puts its latencies (seconds) into ``results``."""
+    trips = [make_round_trip(spec) for spec in specs]
+    for trip in trips:
+        trip()  # warm-up: connection, buffers
+    mine: list[list[float]] = [[] for _ in trips]
     barrier.wait()
-    for t in threads:
-        t.join()
-    # round trips per second of each side alone: trips over the time the clients spent in it
-    return tuple((statistics.median(latencies[k]) * 1e3,
-                  len(latencies[k]) / (sum(latencies[k]) / clients))
-                 for k in ("a", "b"))  # type: ignore[return-value]
+    deadline = time.perf_counter() + seconds
+    while len(mine[-1]) < max_iter and (time.perf_counter() < deadline or len(mine[-1]) < 3):
+        for trip, out in zip(trips, mine):
+            t0 = time.perf_counter()
+            trip()
+            out.append(time.perf_counter() - t0)
+    for trip in trips:
+        trip.close()
+    results.put(mine)
+
+
+def measure(specs: list[tuple], clients: int, seconds: float, max_iter: int,
+            processes: bool = True) -> list[tuple[float, float]]:
+    """Median latency (ms) and round trips per second of each spec's round trip.
+
+    Every client runs the specs' round trips alternately, so a load change on a shared machine
+    hits all of them alike; the ratio of the medians is the comparable figure. With
+    ``processes`` each client is its own process, as the Python workers of Spark executors are
+    (client and server then do not share an interpreter lock); else a thread of this process.
+    Round trips per second of a spec: its trips over the time the clients spent in it.
+    """
+    if processes:
+        ctx = multiprocessing.get_context("spawn")
+        barrier, results = ctx.Barrier(clients + 1), ctx.Queue()
+        workers = [ctx.Process(target=_client_loop, args=(specs, seconds, max_iter, barrier, results))
+                   for _ in range(clients)]
+    else:
+        barrier, results = threading.Barrier(clients + 1), queue.Queue()
+        workers = [threading.Thread(target=_client_loop, args=(specs, seconds, max_iter, barrier, results))
+                   for _ in range(clients)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    per_client = [results.get(timeout=seconds * 10 + 120) for _ in workers]
+    for w in workers:
+        w.join()
+    out = []
+    for k in range(len(specs)):
+        latencies = [t for mine in per_client for t in mine[k]]
+        out.append((statistics.median(latencies) * 1e3, len(latencies) / (sum(latencies) / clients)))
+    return out
 
 
 def mac_costs(nbytes: int, repeats: int = 20) -> dict[str, float]:
@@ -242,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compressions", nargs="+", default=["none", "fp16", "zlib"])
     parser.add_argument("--seconds", type=float, default=3.0, help="per configuration")
     parser.add_argument("--max-iterations", type=int, default=300)
+    parser.add_argument("--client-threads", action="store_true",
+                        help="run the clients as threads of the server's process instead of "
+                             "as processes of their own")
     args = parser.parse_args(argv)
+    processes = not args.client_threads
 
     nbytes = args.params * 4
     print(f"# parameter server benchmark: {args.params:,} float32 parameters "
@@ -252,12 +250,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:28s} {ms:8.2f} ms  ({nbytes / ms / 1e6:6.2f} GB/s)")
 
     raw = RawLoopback(nbytes)
-    raw_results = {c: measure(raw.client, c, args.seconds, args.max_iterations)
+    raw_spec = ("raw", raw.port, nbytes)
+    raw_results = {c: measure([raw_spec], c, args.seconds, args.max_iterations, processes)[0]
                    for c in args.clients}
 
     print("\n## pull + push round trip")
-    print("(raw ms of a row: the raw loopback measured in the same client threads, alternating "
-          "one raw round trip with one parameter server round trip, so that a shared machine's "
+    print(f"(clients: {'threads of the server process' if args.client_threads else 'one process each'}"
+          "; raw ms of a row: the raw loopback measured by the same clients, alternating one "
+          "raw round trip with one parameter server round trip, so that a shared machine's "
           "changing load hits both sides of the ratio; trips/s: of the parameter server alone)")
     header = (f"{'transport':9s} {'compress':8s} {'clients':>7s} {'median ms':>10s} "
               f"{'trips/s':>9s} {'raw ms':>8s} {'ratio':>6s}")
@@ -271,13 +271,15 @@ def main(argv: list[str] | None = None) -> None:
         for compression in args.compressions:
             for c in args.clients:
                 with ParameterServer(weights, AddStrategy(), mode=mode) as server:
-                    (raw_ms, _), (ms, rate) = measure_paired(
-                        raw.client, ps_round_trip_factory(server, compression, args.params), c,
-                        args.seconds, args.max_iterations)
+                    ps_spec = ("ps", {**server.client_config(), "compression": compression},
+                               args.params)
+                    (raw_ms, _), (ms, rate) = measure([raw_spec, ps_spec], c, args.seconds,
+                                                      args.max_iterations, processes)
                 print(f"{mode:9s} {compression:8s} {c:7d} {ms:10.2f} {rate:9.1f} {raw_ms:8.2f} "
                       f"{ms / raw_ms:6.2f}", flush=True)
     raw.close()
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,15 @@ from elephas.parameter import (
     netio,
     resolve_advertised_host,
 )
-from elephas.parameter.auth import Signer, new_secret
+from elephas.parameter.auth import (
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    SIGNATURE_TRAILER,
+    TRAILER_BYTES,
+    Signer,
+    new_secret,
+)
 
 MODES = ["http", "socket"]
 
@@ -309,6 +317,113 @@ def test_unauthenticated_and_wrong_signature_are_refused(server):
     refused = server.state.stats()["refused_by_reason"]
     assert refused["auth_missing"] == 3 and refused["auth_invalid"] == 3
     assert refused["auth_replayed"] == 1
+
+
+def _trailer_request(secret, body, path="/update", tamper=None):
+    """Headers and body of a request signed with a trailing signature (as the client sends)."""
+    signer = Signer(secret)
+    headers = {**signer.stamp(), HEADER_SIGNATURE: SIGNATURE_TRAILER}
+    signature = signer.tag("POST", path, headers[HEADER_TIMESTAMP], headers[HEADER_NONCE], body)
+    full = bytearray(bytes(body) + signature.encode())
+    if tamper is not None:
+        tamper(full)
+    return headers, full
+
+
+def test_trailing_signatures_are_checked_like_header_ones(server):
+    body = _update_body(_ones())
+    secret = server.secret
+
+    def flip_body(b):
+        b[len(body) // 2] ^= 1
+
+    def flip_trailer(b):
+        b[-1] = ord("0") if b[-1] != ord("0") else ord("1")
+
+    def non_ascii(b):
+        b[-1] = 0xFF
+
+    refused = [
+        _trailer_request(secret, body, tamper=flip_body),
+        _trailer_request(secret, body, tamper=flip_trailer),
+        _trailer_request(secret, body, tamper=non_ascii),
+        _trailer_request(new_secret(), body),  # another fit's secret
+        _trailer_request(secret, body, path="/update?pull=1"),  # signed for another path
+    ]
+    for headers, full in refused:
+        assert _raw(server, "POST", "/update", headers, full)[0] == 403
+    short = {**Signer(secret).stamp(), HEADER_SIGNATURE: SIGNATURE_TRAILER}
+    assert _raw(server, "POST", "/update", short, b"0" * (TRAILER_BYTES - 1))[0] == 403
+    _assert_untouched(server)
+    assert server.state.stats()["refused_by_reason"]["auth_invalid"] == len(refused) + 1
+    headers, full = _trailer_request(secret, body)
+    assert _raw(server, "POST", "/update", headers, full)[0] == 200
+    assert server.state.version == 1
+
+
+def test_client_sends_bodies_with_trailing_signatures_in_chunks(server, monkeypatch):
+    """The client hashes each chunk just before sending it; the server verifies the trailer."""
+    from elephas.parameter import client as client_module
+
+    monkeypatch.setattr(client_module.SignedBody, "CHUNK_BYTES", 7)  # many chunks per array
+    sent_headers = []
+    original = client_module.SignedBody.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        sent_headers.append(dict(self.headers))
+
+    monkeypatch.setattr(client_module.SignedBody, "__init__", spy)
+    with server.client() as client:
+        assert _push(client, _ones(2.0), 0) == 1
+        weights, version = client.pull()
+    assert sent_headers and all(h[HEADER_SIGNATURE] == SIGNATURE_TRAILER for h in sent_headers)
+    assert version == 1
+    for got, start in zip(weights, _weights()):
+        np.testing.assert_array_equal(got, start + 2.0)
+
+
+def test_pulled_arrays_stay_valid_while_later_pulls_reuse_buffers(mode):
+    """Receive buffers are pooled, but never reused while arrays decoded from them are alive."""
+    weights = [np.zeros(100_000, np.float32)]
+    with ParameterServer(weights, AddStrategy(), mode=mode) as srv, srv.client() as client:
+        kept = []
+        for i in range(6):
+            pulled, version = client.pull()
+            assert version == i
+            kept.append(pulled[0][::1000].copy() if i % 2 else pulled[0])  # keep some alive
+            _push(client, [np.ones(100_000, np.float32)], version)
+        for i, arr in enumerate(kept):
+            np.testing.assert_array_equal(arr, np.full(arr.shape, float(i), np.float32))
+        del pulled
+        addresses = set()
+        for _ in range(4):  # nothing refers to these pulls: their buffers are reused
+            pulled, _ = client.pull()
+            addresses.add(pulled[0].ctypes.data)
+            del pulled
+        assert len(addresses) == 1
+
+
+@pytest.mark.parametrize("transport", MODES)
+def test_idle_connections_are_closed_and_their_threads_end(transport, capfd):
+    """The idle time-out is enforced on blocking sockets (kernel time-outs) without noise."""
+    with ParameterServer(_weights(), AddStrategy(), mode=transport, idle_timeout_s=0.3) as srv:
+        idle = socket.create_connection((srv.host, srv.port))
+        try:
+            deadline = time.monotonic() + 5
+            while not [t for t in _server_threads() if "conn" in t.name] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert [t for t in _server_threads() if "conn" in t.name]
+            idle.settimeout(5)
+            assert idle.recv(16) == b""  # the server closed the silent connection
+            while [t for t in _server_threads() if "conn" in t.name] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not [t for t in _server_threads() if "conn" in t.name]
+        finally:
+            idle.close()
+        with srv.client() as client:  # and keeps serving
+            assert client.pull()[1] == 0
+    assert "Traceback" not in capfd.readouterr().err
 
 
 class _Exploit:

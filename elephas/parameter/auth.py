@@ -17,6 +17,13 @@ also binds method, path, timestamp, nonce and length, does. The body is fed incr
 server hashes a body while it arrives and a client hashes the segments it sends without joining
 them.
 
+A request with a body may carry its signature after the body instead of in a header: the
+header ``X-Elephas-Signature: trailer`` says so, and the last 64 bytes of the body are then the
+signature (the hex digits it would have had as a header; the signed length is the body's length
+without them). A client can then hash each chunk of the body just before sending it, so that
+hashing overlaps the transfer and the server's hashing of the chunks already received, instead
+of hashing the whole body before sending anything.
+
 Replays are refused: the timestamp must be within ``window_s`` of the server clock and a nonce
 is accepted once. A push retried with the same signed request (its first response was lost)
 gets the first response back instead of being applied twice.
@@ -36,6 +43,9 @@ SECRET_BYTES = 32
 HEADER_TIMESTAMP = "X-Elephas-Timestamp"
 HEADER_NONCE = "X-Elephas-Nonce"
 HEADER_SIGNATURE = "X-Elephas-Signature"
+SIGNATURE_TRAILER = "trailer"
+"""Value of the signature header of a request whose signature follows its body."""
+TRAILER_BYTES = 64
 MAX_NONCE_CHARS = 64
 MAX_TIMESTAMP_CHARS = 32
 
@@ -194,6 +204,7 @@ class BodyMac:
             body: The whole body buffer.
             received: How many bytes of it have arrived.
         """
+        received = min(received, self.length)  # bytes past the signed length: a trailer
         if received > self._done:
             self.feed(memoryview(body).cast("B")[self._done:received])
 
@@ -304,14 +315,47 @@ class Verifier:
         """A :class:`BodyMac` to feed while receiving the body of a request with ``headers``.
 
         Returns ``None`` when the headers lack a well-formed timestamp or nonce: such a request
-        is refused by :meth:`verify` whatever its body.
+        is refused by :meth:`verify` whatever its body. With a trailing signature the MAC covers
+        ``length - TRAILER_BYTES`` bytes (and is fed nothing past them).
         """
         timestamp = headers.get(HEADER_TIMESTAMP)
         nonce = headers.get(HEADER_NONCE)
         if (not timestamp or not nonce or len(nonce) > MAX_NONCE_CHARS
                 or len(timestamp) > MAX_TIMESTAMP_CHARS):
             return None
+        if headers.get(HEADER_SIGNATURE) == SIGNATURE_TRAILER:
+            if length < TRAILER_BYTES:
+                return None
+            length -= TRAILER_BYTES
         return self.signer.body_mac(timestamp, nonce, length)
+
+
+def split_trailer(headers: Mapping[str, str], body: Buffer) -> tuple[Mapping[str, str], Buffer]:
+    """Move a trailing signature (see the module docstring) from the body into the headers.
+
+    Args:
+        headers: The request's authentication headers.
+        body: The whole received body.
+
+    Returns:
+        ``(headers, body)`` unchanged when the signature header is not ``'trailer'``; else the
+        headers with the signature from the trailer and the body without it.
+
+    Raises:
+        AuthenticationError: If the body is shorter than a trailer or the trailer is not ASCII.
+    """
+    if headers.get(HEADER_SIGNATURE) != SIGNATURE_TRAILER:
+        return headers, body
+    view = memoryview(body).cast("B")
+    if len(view) < TRAILER_BYTES:
+        raise AuthenticationError(f"Expected a body ending in a {TRAILER_BYTES}-byte signature, "
+                                  f"received {len(view)} bytes.")
+    try:
+        signature = bytes(view[-TRAILER_BYTES:]).decode("ascii")
+    except UnicodeDecodeError:
+        raise AuthenticationError("Expected a hex signature after the body, received "
+                                  "non-ASCII bytes.") from None
+    return {**headers, HEADER_SIGNATURE: signature}, view[:-TRAILER_BYTES]
 
 
 class ReplayEntry:

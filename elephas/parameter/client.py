@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 
 from elephas.parameter import codec, netio
-from elephas.parameter.auth import Buffer, Signer
+from elephas.parameter.auth import (
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    SIGNATURE_TRAILER,
+    TRAILER_BYTES,
+    Buffer,
+    Signer,
+)
+from elephas.parameter.buffers import BufferPool
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +38,58 @@ _RETRYABLE = (OSError, ConnectionError)
 def _segments(body: Buffer | list[Buffer]) -> list[memoryview]:
     parts = body if isinstance(body, list) else [body]
     return [memoryview(p).cast("B") for p in parts]
+
+
+class SignedBody:
+    """A request body sent with its signature after it (``X-Elephas-Signature: trailer``).
+
+    Each chunk is hashed just before it is sent, so the client's hashing overlaps the transfer
+    and the server's hashing of what already arrived, where signing first would hash the whole
+    body before the first byte leaves. The timestamp and nonce are fixed at creation, so a
+    retry resends the same signed request (the server answers it with its first response).
+
+    Args:
+        signer: The client's signer.
+        method: The request method.
+        path: The request path with query string.
+        segments: The body, as buffers sent back to back.
+    """
+
+    CHUNK_BYTES = 1 << 19
+
+    def __init__(self, signer: Signer, method: str, path: str, segments: list[memoryview]) -> None:
+        self.signer, self.method, self.path, self.segments = signer, method, path, segments
+        stamp = signer.stamp()
+        self.timestamp, self.nonce = stamp[HEADER_TIMESTAMP], stamp[HEADER_NONCE]
+        self.headers = {**stamp, HEADER_SIGNATURE: SIGNATURE_TRAILER}
+        self.body_length = sum(len(v) for v in segments)
+        self.length = self.body_length + TRAILER_BYTES
+
+    def send(self, sock: socket.socket, head: Buffer) -> None:
+        """Send ``head``, then the body chunk by chunk while hashing it, then the signature."""
+        mac = self.signer.body_mac(self.timestamp, self.nonce, self.body_length)
+        pending: list[Buffer] = [head]
+        for segment in self.segments:
+            for start in range(0, len(segment), self.CHUNK_BYTES):
+                chunk = segment[start:start + self.CHUNK_BYTES]
+                mac.feed(chunk)
+                pending.append(chunk)
+                netio.send_segments(sock, pending)
+                pending = []
+        signature = self.signer.tag(self.method, self.path, self.timestamp, self.nonce, mac=mac)
+        netio.send_segments(sock, [*pending, signature.encode("ascii")])
+
+
+def _send_request(sock: socket.socket, head: Buffer, body: list[memoryview] | SignedBody) -> None:
+    """Send a request's head and body (a :class:`SignedBody` hashes while it sends)."""
+    if isinstance(body, SignedBody):
+        body.send(sock, head)
+    else:
+        netio.send_segments(sock, [head, *body])
+
+
+def _length(body: list[memoryview] | SignedBody) -> int:
+    return body.length if isinstance(body, SignedBody) else sum(len(v) for v in body)
 
 
 def _push_meta(worker_id: str, attempt_id: str, version_seen: int, samples: int,
@@ -64,6 +125,23 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+class ReceiveBuffers:
+    """Where response bodies are received: large ones into pooled buffers that are reused once
+    the arrays decoded from them are gone (no page faults on every pull), small ones into new
+    arrays."""
+
+    POOLED_FROM_BYTES = 1 << 16
+
+    def __init__(self) -> None:
+        self._pool = BufferPool(keep=2)
+
+    def get(self, nbytes: int) -> np.ndarray:
+        """A writable ``uint8`` array of ``nbytes`` bytes."""
+        if nbytes >= self.POOLED_FROM_BYTES:
+            return self._pool.get(nbytes)
+        return np.empty(nbytes, dtype=np.uint8)
+
+
 class _HttpChannel:
     """One keep-alive HTTP/1.1 connection, spoken directly over a socket.
 
@@ -78,26 +156,27 @@ class _HttpChannel:
         self.host, self.port, self.timeout = host, port, timeout
         self._sock: socket.socket | None = None
         self._host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        self._buffers = ReceiveBuffers()
 
     def request(self, method: str, path: str, headers: dict[str, str],
-                body: Buffer | list[Buffer]) -> tuple[int, dict, np.ndarray | None]:
-        segments = _segments(body)
-        length = sum(len(v) for v in segments)
+                body: Buffer | list[Buffer] | SignedBody) -> tuple[int, dict, np.ndarray | None]:
+        body = body if isinstance(body, SignedBody) else _segments(body)
+        length = _length(body)
         if self._sock is None:  # first call, or the server closed the previous connection
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            netio.tune(sock)
+            netio.tune(sock, self.timeout)
             self._sock = sock
         sock = self._sock
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}",
                  f"Content-Length: {length}", *(f"{k}: {v}" for k, v in headers.items())]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        netio.send_segments(sock, [head, *segments])
+        _send_request(sock, head, body)
         status, fields, rest = _read_head(sock)
         declared = fields.get("content-length")
         if declared is not None:
             if not declared.isdigit() or int(declared) > netio.MAX_INFO_BYTES:
                 raise ConnectionError(f"Expected a valid Content-Length, received {declared[:40]!r}.")
-            payload = np.empty(int(declared), dtype=np.uint8)
+            payload = self._buffers.get(int(declared))
             view = memoryview(payload)
             got = min(len(rest), len(view))
             view[:got] = rest[:got]
@@ -164,20 +243,20 @@ class _SocketChannel:
         self.host, self.port, self.timeout = host, port, timeout
         self._sock: socket.socket | None = None
         self._prefix = bytearray(netio.RESPONSE.size)
+        self._buffers = ReceiveBuffers()
 
     def request(self, method: str, path: str, headers: dict[str, str],
-                body: Buffer | list[Buffer]) -> tuple[int, dict, np.ndarray | None]:
-        segments = _segments(body)
+                body: Buffer | list[Buffer] | SignedBody) -> tuple[int, dict, np.ndarray | None]:
+        body = body if isinstance(body, SignedBody) else _segments(body)
         if self._sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            netio.tune(sock)
+            netio.tune(sock, self.timeout)
             self._sock = sock
         sock = self._sock
         auth = json.dumps({"method": method, "path": path, **headers}).encode()
-        length = sum(len(v) for v in segments)
-        netio.send_segments(sock, [netio.REQUEST.pack(netio.REQUEST_MAGIC,
-                                                      netio.PROTOCOL_VERSION, len(auth),
-                                                      length), auth, *segments])
+        head = netio.REQUEST.pack(netio.REQUEST_MAGIC, netio.PROTOCOL_VERSION, len(auth),
+                                  _length(body)) + auth
+        _send_request(sock, head, body)
         if not netio.recv_exactly(sock, memoryview(self._prefix)):
             raise ConnectionError("Connection closed by the server before a response.")
         magic, version, status, info_len, body_len = netio.RESPONSE.unpack(self._prefix)
@@ -189,7 +268,7 @@ class _SocketChannel:
             raise ConnectionError("Connection closed before the response info.")
         payload = None
         if body_len:
-            payload = np.empty(body_len, dtype=np.uint8)
+            payload = self._buffers.get(body_len)
             if not netio.recv_exactly(sock, memoryview(payload)):
                 raise ConnectionError("Connection closed before the response body.")
         info = json.loads(raw) if info_len else {}
@@ -324,17 +403,22 @@ class ParameterClient:
 
     def _call(self, method: str, path: str, body: Buffer | list[Buffer],
               resign: bool) -> tuple[dict, np.ndarray | None]:
-        headers = self._signer.sign(method, path, body)
+        segments: list[memoryview] | SignedBody = _segments(body)
+        if any(len(v) for v in segments):  # signed while sent, signature after the body
+            segments = SignedBody(self._signer, method, path, segments)
+            headers = segments.headers
+        else:
+            headers = self._signer.sign(method, path, segments)
         delay = self.backoff_s
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
-                if resign:
-                    headers = self._signer.sign(method, path, body)
+                if resign and not isinstance(segments, SignedBody):
+                    headers = self._signer.sign(method, path, segments)
             try:
-                status, info, payload = self._channel.request(method, path, headers, body)
+                status, info, payload = self._channel.request(method, path, headers, segments)
             except _RETRYABLE as exc:
                 self._channel.close()
                 last = exc

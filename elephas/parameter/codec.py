@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,7 +111,8 @@ def _header(entries: list, meta: dict[str, Any] | None) -> bytes:
 
 
 def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
-           meta: dict[str, Any] | None = None) -> bytearray:
+           meta: dict[str, Any] | None = None,
+           allocate: Callable[[int], Any] | None = None) -> bytearray | np.ndarray:
     """Encode arrays into one contiguous payload.
 
     The arrays are copied exactly once, straight into the payload buffer (this copy is the
@@ -123,9 +124,12 @@ def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
         compression: ``'none'``, ``'fp16'`` (float32/float64 arrays travel as float16) or
             ``'zlib'`` (the data section is deflated).
         meta: JSON-serialisable metadata (worker id, version, ...).
+        allocate: ``allocate(nbytes)`` returns the writable buffer the payload is written into
+            (e.g. :meth:`elephas.parameter.buffers.BufferPool.get`; not used for ``'zlib'``);
+            default: a new ``bytearray``.
 
     Returns:
-        The payload.
+        The payload (what ``allocate`` returned, when given).
     """
     check_compression(compression)
     entries = []
@@ -139,16 +143,19 @@ def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
     prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES[compression], len(header))
     data_bytes = sum(sizes)
     head = len(prefix) + len(header)
-    out = bytearray(head + data_bytes)
-    out[:len(prefix)] = prefix
-    out[len(prefix):head] = header
+    zlib_out = compression == "zlib"
+    out = bytearray(head + data_bytes) if allocate is None or zlib_out else allocate(head + data_bytes)
+    view = memoryview(out).cast("B")
+    view[:len(prefix)] = prefix
+    view[len(prefix):head] = header
+    del view
     offset = head
     for a, (_, _, wire), size in zip(arrays, entries, sizes):
         if size:
             dest = np.frombuffer(out, dtype=wire, count=a.size, offset=offset)
             np.copyto(dest, a.reshape(-1), casting="unsafe")
         offset += size
-    if compression == "zlib":
+    if zlib_out:
         compressed = zlib.compress(memoryview(out)[head:], 1)
         out = out[:head] + compressed
     return out

@@ -104,7 +104,7 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        netio.tune(self.connection)
+        netio.tune(self.connection, self.timeout)
         self.server.register(self)
 
     def finish(self) -> None:

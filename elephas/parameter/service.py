@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
+
 from elephas.parameter import codec
-from elephas.parameter.auth import AuthenticationError, BodyMac, Buffer, Verifier
+from elephas.parameter.auth import AuthenticationError, BodyMac, Buffer, Verifier, split_trailer
 from elephas.parameter.state import ServerState, UpdateRejected
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ class Reply:
 
     status: int
     info: dict
-    payload: bytes | bytearray | memoryview | None = None
+    payload: bytes | bytearray | memoryview | np.ndarray | None = None
 
     def json_body(self) -> bytes:
         """The info dict as JSON bytes."""
@@ -99,6 +101,7 @@ class ParameterService:
         if too_large is not None:
             return too_large
         try:
+            headers, body = split_trailer(headers, body)
             entry, fresh = self.verifier.verify(method, path, headers, body, mac)
         except AuthenticationError as exc:
             self.state.count_refused(f"auth_{exc.reason}")

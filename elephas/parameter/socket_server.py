@@ -96,8 +96,7 @@ class SocketTransport:
 
     def _serve(self, conn: socket.socket, peer: tuple) -> None:
         try:
-            conn.settimeout(self.idle_timeout_s)
-            netio.tune(conn)
+            netio.tune(conn, self.idle_timeout_s)
             buffer = bytearray()
             prefix = bytearray(netio.REQUEST.size)
             while self._handle_one(conn, prefix, buffer):

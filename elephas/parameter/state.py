@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from elephas.parameter import codec
+from elephas.parameter.buffers import BufferPool
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ class ServerState:
         self._refused: Counter[str] = Counter()
         self._bytes_in = 0
         self._bytes_out = 0
-        self._payload_cache: dict[str, tuple[int, bytearray]] = {}
+        self._payload_cache: dict[str, tuple[int, bytearray | np.ndarray]] = {}
+        self._payloads = BufferPool()  # encoded centers, reused once no send refers to them
         self.started_at = time.time()
 
     # ----- reading --------------------------------------------------------------------------
@@ -129,7 +131,7 @@ class ServerState:
         with self._lock_for_read():
             return [w.copy() for w in self._center], self._version
 
-    def encoded_parameters(self, compression: str = "none") -> tuple[bytearray, int]:
+    def encoded_parameters(self, compression: str = "none") -> tuple[bytearray | np.ndarray, int]:
         """The center weights encoded for the wire, cached per version and compression.
 
         Args:
@@ -145,7 +147,7 @@ class ServerState:
             with self._lock_for_read():
                 version = self._version
                 payload = codec.encode(self._center, codec.KIND_PARAMETERS, "none",
-                                       {"version": version})
+                                       {"version": version}, allocate=self._payloads.get)
         else:
             weights, version = self.pull()
             payload = codec.encode(weights, codec.KIND_PARAMETERS, compression,
