@@ -60,7 +60,10 @@ def test_first_element_skips_empty_partitions(sc):
 
 
 def _executor_root(sc) -> str:
-    return sc.parallelize([0], 1).map(lambda _: block_store.local_root()).collect()[0]
+    """The executors' staging root, created if no fit has staged anything yet."""
+    root = sc.parallelize([0], 1).map(lambda _: block_store.local_root()).collect()[0]
+    os.makedirs(root, exist_ok=True)
+    return root
 
 
 def _fit(sc, stage: bool, callbacks=None, partitions: int = 3):
