@@ -213,3 +213,22 @@ def test_custom_strategy_can_be_registered():
         assert get_frequency(None, strategy) == "epoch"
     finally:
         _STRATEGIES.pop("halving_test", None)
+
+
+def _freeze_count_after_preparing(_):
+    import gc
+
+    from elephas.engine.runtime import WorkerRuntime, prepare_worker
+
+    prepare_worker(WorkerRuntime(threads=1))
+    return gc.get_freeze_count()
+
+
+def test_task_workers_exempt_loaded_modules_from_garbage_collection_but_the_driver_does_not(sc):
+    """PySpark's daemon collects garbage after every task; elephas's tasks freeze Keras/TF first."""
+    import gc
+
+    before = gc.get_freeze_count()
+    counts = sc.parallelize(range(2), 2).map(_freeze_count_after_preparing).collect()
+    assert all(c > 50_000 for c in counts)  # Keras and its backend are loaded and frozen
+    assert gc.get_freeze_count() == before  # nothing is frozen in the driver

@@ -8,7 +8,6 @@ import pytest
 from elephas.parameter import codec
 from elephas.parameter.buffers import BufferPool
 
-
 DERIVED = {
     "slice": lambda b: b[100:],
     "reshape": lambda b: b.reshape(256, 256),
