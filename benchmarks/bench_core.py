@@ -59,6 +59,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3,
                    help="model initialisations per configuration; accuracy on this task varies by several "
                         "points between seeds even for plain Keras, so means are compared")
+    p.add_argument("--only", nargs="+", default=None,
+                   help="run only the configurations whose label contains one of these strings "
+                        "(e.g. 'hogwild freq=batch'); plain Keras always runs")
+    p.add_argument("--no-predict", action="store_true", help="skip the distributed predict part")
     args = p.parse_args()
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
              .config("spark.driver.memory", "4g").getOrCreate())
@@ -86,6 +90,11 @@ def main() -> None:
         configs += [(mode, f, {}) for mode in ("asynchronous", "hogwild") for f in ("epoch", "batch")]
         configs += [(mode, "batch", {"parameter_server_mode": "socket", "background_push": True})
                     for mode in ("asynchronous", "hogwild")]
+    def label(mode, freq, extra):
+        return f"{mode} freq={freq}" + (f" {extra}" if extra else "")
+
+    if args.only:
+        configs = [c for c in configs if any(o in label(*c) for o in args.only)]
     for mode, freq, extra in configs:
         warm = SparkModel(model(), mode=mode, frequency=freq, **extra)
         warm.fit(to_simple_rdd(sc, x[:2000], y[:2000], 2), epochs=1, batch_size=BATCH)
@@ -96,18 +105,25 @@ def main() -> None:
             sm.fit(rdd, epochs=EPOCHS, batch_size=BATCH)
             elapsed = time.perf_counter() - t
             runs.append((EPOCHS * len(x) / elapsed, sm.master_network.evaluate(xt, yt, verbose=0)[1]))
-        rows.append((f"{mode} freq={freq}" + (f" {extra}" if extra else ""), runs))
+        rows.append((label(mode, freq, extra), runs))
 
     keras_sps = float(np.mean([r[0] for r in keras_runs]))
     keras_acc = float(np.mean([r[1] for r in keras_runs]))
     print(f"\nmeans over model seeds {seeds} (accuracy range in brackets)")
+    print("(Δ points: mean accuracy minus plain Keras's; s.e.: standard error of the per-seed "
+          "differences, each configuration and Keras starting from the same initialisation)")
     print(f"{'configuration':58s} {'samples/s':>10s} {'x Keras':>8s} {'test acc':>9s} {'[min, max]':>16s} "
-          f"{'Δ points':>9s}")
-    for label, runs in rows:
+          f"{'Δ points':>9s} {'s.e.':>5s}")
+    for name, runs in rows:
         sps, accs = float(np.mean([r[0] for r in runs])), [r[1] for r in runs]
         acc = float(np.mean(accs))
-        print(f"{label:58s} {sps:10.0f} {sps / keras_sps:8.2f} {acc:9.4f} "
-              f"[{min(accs):.3f}, {max(accs):.3f}] {100 * (acc - keras_acc):+9.2f}")
+        diffs = 100 * (np.array(accs) - np.array([r[1] for r in keras_runs]))
+        se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
+        print(f"{name:58s} {sps:10.0f} {sps / keras_sps:8.2f} {acc:9.4f} "
+              f"[{min(accs):.3f}, {max(accs):.3f}] {100 * (acc - keras_acc):+9.2f} {se:5.2f}")
+    if args.no_predict:
+        spark.stop()
+        return
 
     # distributed predict over rows already in Spark vs single-process predict
     xp = np.random.default_rng(3).random((args.predict_rows, 784), dtype=np.float32)
