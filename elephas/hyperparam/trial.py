@@ -164,8 +164,7 @@ def make_trial_fn(
             if runtime is not None:
                 from elephas.engine.runtime import prepare_worker
 
-                prepare_worker(runtime)
-                freeze_worker_heap()
+                prepare_worker(runtime)  # also exempts Keras from the daemon's gc.collect()
             if source is not None:
                 register_source(*source)
             data = tuple(data_broadcast.value) if data_broadcast is not None else ()
@@ -193,37 +192,6 @@ def register_source(filename: str, source: str) -> None:
 
     lines = source.splitlines(keepends=True)
     linecache.cache[filename] = (len(source), None, lines, filename)
-
-
-_HEAP_FROZEN = False
-
-
-def freeze_worker_heap() -> bool:
-    """Exempt what this Python worker has loaded (TensorFlow, Keras, ...) from cyclic garbage collection.
-
-    PySpark's daemon runs a full ``gc.collect()`` after every task of a reused worker. With
-    TensorFlow imported that walks several hundred thousand objects, about 0.15 CPU-seconds, between
-    every two trials (which, one task per trial, is on the critical path of the slot). ``gc.freeze()``
-    moves the objects alive now into the collector's permanent generation, so later collections only
-    walk what the trials themselves allocate. Called at the start of the first trial in a worker
-    (right after the daemon's own collection when the worker is reused, so no garbage is frozen),
-    once per process; frozen objects are still freed by reference counting, only cycles among them
-    are never collected, which for loaded modules does not matter. Never called in the driver.
-
-    Returns:
-        Whether this call froze the heap (``False`` when it was frozen already).
-    """
-    global _HEAP_FROZEN
-    if _HEAP_FROZEN:
-        return False
-    import gc
-
-    import keras  # noqa: F401 - freeze the framework with the rest; the trial imports it anyway
-
-    gc.freeze()
-    _HEAP_FROZEN = True
-    logger.debug("froze %d objects in this worker", gc.get_freeze_count())
-    return True
 
 
 def _release_keras_state() -> None:
