@@ -1,12 +1,15 @@
-"""Pooled byte buffers: reused once unreferenced, never while anything made from them lives."""
+"""Pooled byte buffers (reused once unreferenced, never while anything made from them lives) and
+the parameter server's center versions kept in the payloads that pulls send."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from elephas.engine.strategies.base import Strategy
 from elephas.parameter import codec
 from elephas.parameter.buffers import BufferPool
+from elephas.parameter.state import ServerState
 
 DERIVED = {
     "slice": lambda b: b[100:],
@@ -62,3 +65,60 @@ def test_encoding_into_a_pooled_buffer_equals_a_fresh_encoding():
         np.testing.assert_array_equal(got, want)
     zipped = codec.encode(arrays, codec.KIND_PARAMETERS, "zlib", allocate=pool.get)
     assert isinstance(zipped, bytearray)  # compressed payloads are not written into the pool
+
+
+class _Scaled(Strategy):
+    """C ← C + Δ/(staleness + 1): a rule of its own, so server_apply_to copies then applies."""
+
+    def server_apply(self, center, update, staleness=0):
+        for c, u in zip(center, update):
+            c += u / (staleness + 1)
+
+
+class _Failing(Strategy):
+    def server_apply(self, center, update, staleness=0):
+        center[0] += update[0]
+        raise RuntimeError("boom after the first array")
+
+
+@pytest.mark.parametrize("strategy, expected", [(Strategy(), 3.0), (_Scaled(), 2.0)],
+                         ids=["sum (fused)", "own rule (copy, then apply)"])
+def test_server_apply_to_writes_the_result_and_leaves_the_center(strategy, expected):
+    center = [np.ones((2, 3), np.float32), np.arange(4, dtype=np.float32)]
+    update = [np.full((2, 3), 2.0, np.float32), np.full(4, 2.0, np.float32)]
+    out = [np.empty_like(c) for c in center]
+    strategy.server_apply_to(center, update, out, staleness=1)
+    np.testing.assert_array_equal(center[0], np.ones((2, 3)))
+    np.testing.assert_array_equal(center[1], np.arange(4))
+    np.testing.assert_array_equal(out[0], np.full((2, 3), expected))
+    np.testing.assert_array_equal(out[1], np.arange(4) + expected - 1.0)
+
+
+def test_locked_center_versions_are_payloads_that_pulls_send_without_copying():
+    state = ServerState([np.zeros(1000, np.float32), np.zeros((3, 4), np.float32)], Strategy())
+    first, version = state.encoded_parameters()
+    assert version == 0 and state.encoded_parameters()[0] is first  # no encoding per pull
+    snapshot = bytes(first)
+    ones = [np.ones(1000, np.float32), np.ones((3, 4), np.float32)]
+    assert state.apply(ones, worker_id="w", attempt_id="a", version_seen=0) == 1
+    second, version = state.encoded_parameters()
+    assert version == 1 and second is not first
+    assert bytes(first) == snapshot  # the payload of version 0 was not written again
+    decoded = codec.decode(second)
+    assert decoded.meta == {"version": 1}
+    for got in decoded.arrays:
+        np.testing.assert_array_equal(got, np.ones(got.shape))
+    weights, _ = state.pull()
+    np.testing.assert_array_equal(weights[1], np.ones((3, 4)))
+
+
+def test_an_apply_that_raises_leaves_center_and_version_as_they_were():
+    state = ServerState([np.zeros(5, np.float32), np.zeros(2, np.float32)], _Failing())
+    with pytest.raises(RuntimeError, match="boom"):
+        state.apply([np.ones(5, np.float32), np.ones(2, np.float32)], worker_id="w",
+                    attempt_id="a", version_seen=0)
+    weights, version = state.pull()
+    assert version == 0
+    assert not any(w.any() for w in weights)
+    payload, version = state.encoded_parameters()
+    assert version == 0 and not any(a.any() for a in codec.decode(payload).arrays)

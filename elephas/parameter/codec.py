@@ -161,6 +161,41 @@ def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
     return out
 
 
+def encode_views(like: Sequence[np.ndarray], kind: int, meta: dict[str, Any] | None = None,
+                 allocate: Callable[[int], Any] | None = None) -> tuple[Any, list[np.ndarray]]:
+    """An uncompressed payload for arrays shaped and typed like ``like``, with its data section
+    left to be written through the returned views.
+
+    Used by the parameter server to compute a new version of the center straight into the
+    payload that pulls of that version send, instead of encoding a copy of it per version.
+
+    Args:
+        like: Arrays whose shapes and dtypes the payload declares (their values are not read).
+        kind: ``KIND_PARAMETERS`` or ``KIND_UPDATE``.
+        meta: JSON-serialisable metadata.
+        allocate: ``allocate(nbytes)`` returns the writable buffer (default: a new ``bytearray``).
+
+    Returns:
+        ``(payload, views)``: the payload (header written, data undefined) and one writable
+        array per entry of ``like``, in the payload's data section.
+    """
+    entries = [[list(a.shape), wire_dtype(a.dtype), wire_dtype(a.dtype)] for a in like]
+    header = _header(entries, meta)
+    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES["none"], len(header))
+    head = len(prefix) + len(header)
+    sizes = [int(a.size) * np.dtype(a.dtype).itemsize for a in like]
+    out = bytearray(head + sum(sizes)) if allocate is None else allocate(head + sum(sizes))
+    view = memoryview(out).cast("B")
+    view[:len(prefix)] = prefix
+    view[len(prefix):head] = header
+    arrays, offset = [], head
+    for a, (_, dtype, _), size in zip(like, entries, sizes):
+        arrays.append(np.frombuffer(view, dtype=dtype, count=int(a.size), offset=offset)
+                      .reshape(a.shape))
+        offset += size
+    return out, arrays
+
+
 def encode_segments(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
                     meta: dict[str, Any] | None = None) -> list[bytes | bytearray | memoryview]:
     """Encode arrays as buffers to send back to back, without copying the array data.

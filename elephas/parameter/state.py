@@ -118,6 +118,8 @@ class ServerState:
         self._bytes_out = 0
         self._payload_cache: dict[str, tuple[int, bytearray | np.ndarray]] = {}
         self._payloads = BufferPool()  # encoded centers, reused once no send refers to them
+        if self.locked:  # each version of the center lives in the payload pulls of it send
+            self._center = self._publish(self._center, None, 0)
         self.started_at = time.time()
 
     # ----- reading --------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class ServerState:
             ``(payload, version)``; the payload must not be modified.
         """
         cached = self._payload_cache.get(compression)
-        if cached is not None and cached[0] == self._version:
+        if cached is not None and cached[0] == self._version:  # always so for locked + 'none'
             return cached[1], cached[0]
         if compression == "none":
             with self._lock_for_read():
@@ -213,7 +215,8 @@ class ServerState:
         if self.locked:
             with self._apply_lock:
                 staleness = self._version - version_seen
-                self.strategy.server_apply(self._center, list(update), staleness)
+                self._center = self._publish(self._center, list(update), self._version + 1,
+                                             staleness)
                 self._version += 1
                 version = self._version
         else:
@@ -239,6 +242,27 @@ class ServerState:
             stats.attempts.add(record.attempt_id)
             self._attempt_updates[record.attempt_id] += 1
         return version
+
+    def _publish(self, center: list[np.ndarray], update: list[np.ndarray] | None, version: int,
+                 staleness: int = 0) -> list[np.ndarray]:
+        """Compute the center of ``version`` (``center`` with ``update`` applied, or ``center``
+        itself when ``update`` is ``None``) straight into a new uncompressed payload, cache that
+        payload as what pulls of ``version`` send, and return the center's arrays (views of it).
+
+        The arrays of earlier versions are never written again, so a pull being sent, or an
+        apply that raises half-way, cannot expose a half-updated center; their buffers go back
+        to the pool once no send refers to them. Called under the apply lock (or before any
+        request is served).
+        """
+        payload, views = codec.encode_views(center, codec.KIND_PARAMETERS, {"version": version},
+                                            allocate=self._payloads.get)
+        if update is None:
+            for view, c in zip(views, center):
+                np.copyto(view, c)
+        else:
+            self.strategy.server_apply_to(center, update, views, staleness)
+        self._payload_cache["none"] = (version, payload)
+        return views
 
     # ----- bookkeeping ----------------------------------------------------------------------
     def count_refused(self, reason: str, worker_id: str | None = None) -> None:

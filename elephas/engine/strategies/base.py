@@ -70,6 +70,30 @@ class Strategy:
         for c, u in zip(center, update):
             np.add(c, u, out=c, casting="unsafe")
 
+    def server_apply_to(self, center: Weights, update: Weights, out: Weights,
+                        staleness: int = 0) -> None:
+        """Write the center after ``update`` into ``out``, leaving ``center`` as it was.
+
+        The parameter server of locked strategies computes each version of the center into the
+        buffer that pulls of that version send, so a pull never copies the center. This copies
+        ``center`` into ``out`` and applies :meth:`server_apply` there, so a strategy only ever
+        defines ``server_apply``; for the plain sum of this base class the copy and the add are
+        one pass (``out = center + update``).
+
+        Args:
+            center: The current center weights (not modified).
+            update: What a worker sent.
+            out: Arrays shaped and typed like ``center`` that receive the result.
+            staleness: As for :meth:`server_apply`.
+        """
+        if type(self).server_apply is Strategy.server_apply:
+            for c, u, o in zip(center, update, out):
+                np.add(c, u, out=o, casting="unsafe")
+            return
+        for c, o in zip(center, out):
+            np.copyto(o, c)
+        self.server_apply(out, update, staleness)
+
     def train_window(self, model: Any, xs: list[np.ndarray], ys: list[np.ndarray],
                      batch_size: int) -> dict[str, float]:
         """Train one communication window locally; return its mean loss and metrics.
