@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -60,8 +61,9 @@ def main() -> None:
                    help="model initialisations per configuration; accuracy on this task varies by several "
                         "points between seeds even for plain Keras, so means are compared")
     p.add_argument("--only", nargs="+", default=None,
-                   help="run only the configurations whose label contains one of these strings "
-                        "(e.g. 'hogwild freq=batch'); plain Keras always runs")
+                   help="run only the configurations whose label matches one of these regular "
+                        "expressions in full (e.g. 'hogwild freq=batch' or 'hogwild.*'); plain "
+                        "Keras always runs")
     p.add_argument("--no-predict", action="store_true", help="skip the distributed predict part")
     args = p.parse_args()
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
@@ -94,7 +96,7 @@ def main() -> None:
         return f"{mode} freq={freq}" + (f" {extra}" if extra else "")
 
     if args.only:
-        configs = [c for c in configs if any(o in label(*c) for o in args.only)]
+        configs = [c for c in configs if any(re.fullmatch(o, label(*c)) for o in args.only)]
     for mode, freq, extra in configs:
         warm = SparkModel(model(), mode=mode, frequency=freq, **extra)
         warm.fit(to_simple_rdd(sc, x[:2000], y[:2000], 2), epochs=1, batch_size=BATCH)
