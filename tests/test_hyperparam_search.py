@@ -220,6 +220,9 @@ class ScriptedRunner:
     def close(self):
         self.pool.shutdown(wait=True)
 
+    def outcomes(self):
+        return {}
+
 
 def scripted_search(runner, algo, max_evals=6, seed=2):
     class Scripted(HyperParamModel):

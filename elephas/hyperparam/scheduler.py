@@ -1,8 +1,9 @@
 """Keep every trial slot busy while a seeded search stays reproducible.
 
-Trials start one at a time, each as its own one-task Spark job, as soon as a slot frees up; there
-are no rounds that wait for their slowest trial. What makes a seeded run reproducible is the
-history each suggestion sees: with ``lag = num_workers`` slots, trial ``i`` is suggested from
+Trials start one at a time as soon as a slot frees up (on Spark, in long-running slot tasks,
+:mod:`elephas.hyperparam.slots`); there are no rounds that wait for their slowest trial. What
+makes a seeded run reproducible is the history each suggestion sees: with ``lag = num_workers``
+slots, trial ``i`` is suggested from
 
 * trials ``0 .. i - lag`` with their outcomes (loss or failure), and
 * trials ``i - lag + 1 .. i - 1`` as pending (their points are known, their outcomes are not),
@@ -134,7 +135,11 @@ class ReproducibleSuggester:
 
 
 class TrialRunner(Protocol):
-    """Starts one trial and returns a future of its outcome."""
+    """Starts one trial and returns a future of its outcome.
+
+    The future may carry only what the suggestions need (loss, status, error); :meth:`outcomes`
+    then returns the full outcomes (with the models) after :meth:`close`.
+    """
 
     def submit(self, fn: TrialFn, item: tuple[int, dict[str, Any]]) -> Future[TrialOutcome]: ...
 
@@ -142,9 +147,14 @@ class TrialRunner(Protocol):
 
     def close(self) -> None: ...
 
+    def outcomes(self) -> dict[int, TrialOutcome]: ...
+
 
 class SparkTrialRunner:
     """Runs each trial as a one-task Spark job from one of ``slots`` driver threads.
+
+    Used for search spaces whose values cannot travel as JSON to slot tasks
+    (:func:`elephas.hyperparam.values.space_is_sendable`); the trial's values ride in the task.
 
     SparkContext accepts jobs from several threads; the jobs of a search share one job group, so
     :meth:`cancel` stops the ones still running (on an error or Ctrl-C on the driver).
@@ -182,6 +192,10 @@ class SparkTrialRunner:
         """Wait for the driver threads and stop them."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def outcomes(self) -> dict[int, TrialOutcome]:
+        """Nothing beyond the futures: they carry the full outcomes."""
+        return {}
+
 
 class LocalTrialRunner:
     """Runs each trial in this process when it is submitted (for tests and debugging)."""
@@ -197,3 +211,7 @@ class LocalTrialRunner:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def outcomes(self) -> dict[int, TrialOutcome]:
+        """Nothing beyond the futures: they carry the full outcomes."""
+        return {}

@@ -1,7 +1,8 @@
 """Distributed hyper-parameter search: hyperopt suggests, Spark runs the trials.
 
-Each trial is a one-task Spark job started from one of ``num_workers`` driver threads as soon as a
-slot frees up, so a slow trial holds up only its own slot. The outcomes are written into an
+``num_workers`` long-running slot tasks ask the driver for their next trial over an authenticated
+channel (:mod:`elephas.hyperparam.slots`) as soon as they finish one, so a slow trial holds up only
+its own slot and no Spark job is started per trial. The outcomes are written into an
 ordinary ``hyperopt.Trials``. A run with a ``seed`` stays reproducible because each suggestion
 sees a history fixed by the trial's id, not by which trial happened to finish first (see
 :mod:`elephas.hyperparam.scheduler`). Only a SparkContext is needed.
@@ -38,8 +39,10 @@ from elephas.hyperparam.scheduler import (
     SparkTrialRunner,
     TrialRunner,
 )
+from elephas.hyperparam.slots import SlotTrialRunner
 from elephas.hyperparam.templates import TemplatedModel, has_templates, parse_model
 from elephas.hyperparam.trial import TrialOutcome, constant_build, make_trial_fn
+from elephas.hyperparam.values import space_is_sendable
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class HyperParamModel:
 
     Args:
         sc: The SparkContext (``None`` runs the trials in this process, one after the other).
-        num_workers: Trials run at once (one Spark task each); also the batch size of suggestions.
+        num_workers: Trials run at once (one long-running Spark task each).
         custom_objects: Objects needed to rebuild the trained models on the driver.
 
     Attributes:
@@ -399,6 +402,11 @@ class HyperParamModel:
             if running:  # an error or an interrupt on the driver: stop the trials still running
                 runner.cancel()
             runner.close()
+        by_tid = {t["tid"]: t for t in trials._dynamic_trials}
+        for tid, outcome in runner.outcomes().items():  # slot tasks: the models come back at the end
+            if tid in by_tid:
+                _write_back(by_tid[tid], outcome, log=False)
+        trials.refresh()
         if job_failures_only:
             err_type, message, tb = next(iter(finished.values())).error or ("", "", "")
             raise RuntimeError(
@@ -410,9 +418,14 @@ class HyperParamModel:
         return trials
 
     def _make_runner(self) -> TrialRunner:
-        """The execution back-end: one-task Spark jobs, or in-process trials without a SparkContext."""
+        """The execution back-end: slot tasks on Spark (one-task jobs per trial for spaces whose
+        values cannot travel as JSON), or in-process trials without a SparkContext."""
         if self.sc is None:
             return LocalTrialRunner()
+        if space_is_sendable(self.space):
+            return SlotTrialRunner(self.sc, self.num_workers, self.space)
+        logger.info("the search space computes values with functions of its own: each trial runs as "
+                    "its own Spark job, with its values")
         return SparkTrialRunner(self.sc, self.num_workers)
 
     def _readable(self, trial: dict[str, Any]) -> dict[str, Any]:
@@ -442,7 +455,7 @@ def _flat_vals(trial: dict[str, Any]) -> dict[str, Any]:
     return spec_from_misc(trial["misc"])
 
 
-def _write_back(trial: dict[str, Any], outcome: TrialOutcome) -> None:
+def _write_back(trial: dict[str, Any], outcome: TrialOutcome, log: bool = True) -> None:
     trial["refresh_time"] = coarse_utcnow()
     if outcome.ok:
         trial["state"] = JOB_STATE_DONE
@@ -451,7 +464,8 @@ def _write_back(trial: dict[str, Any], outcome: TrialOutcome) -> None:
         err_type, message, tb = outcome.error or ("Exception", "", "")
         trial["state"] = JOB_STATE_ERROR
         trial["misc"]["error"] = (err_type, tb)
-        logger.warning("trial %d failed: %s: %s", outcome.tid, err_type, message)
+        if log:
+            logger.warning("trial %d failed: %s: %s", outcome.tid, err_type, message)
 
 
 def _raise_if_all_failed(trials: Trials) -> None:
