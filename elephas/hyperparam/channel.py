@@ -29,6 +29,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from elephas.parameter import netio
+
 logger = logging.getLogger(__name__)
 
 NONCE_BYTES = 16
@@ -95,20 +97,26 @@ class _Framer:
         return message
 
 
+class ChannelClosed(ChannelError):
+    """The peer closed the connection between two frames (how a slot task says goodbye)."""
+
+
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
     """Read exactly ``n`` bytes.
 
     Raises:
-        ChannelError: The peer closed the connection first.
+        ChannelClosed: The peer closed the connection before the first of them.
+        ChannelError: The peer closed the connection part-way.
     """
-    chunks, got = [], 0
-    while got < n:
-        chunk = sock.recv(min(n - got, 1 << 20))
-        if not chunk:
-            raise ChannelError(f"The connection closed after {got} of {n} bytes.")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+    buffer = bytearray(n)
+    try:
+        if not netio.recv_exactly(sock, memoryview(buffer)):
+            raise ChannelClosed("The connection was closed.")
+    except ChannelError:
+        raise
+    except ConnectionError as exc:
+        raise ChannelError(str(exc)) from None
+    return bytes(buffer)
 
 
 class ChannelServer:
@@ -130,16 +138,8 @@ class ChannelServer:
                  advertised_host: str = "127.0.0.1"):
         self.handler = handler
         self._secret = secret
-        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-        self._listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind((bind_host, 0))
-            self._listener.listen(64)
-        except OSError as exc:
-            self._listener.close()
-            raise OSError(exc.errno, f"Could not bind the hyper-parameter trial channel to "
-                                     f"{bind_host}: {exc.strerror}.") from exc
+        self._listener = netio.bind_listener(bind_host, 0, backlog=64,
+                                             purpose="the hyper-parameter trial channel")
         self.address = (advertised_host, self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -172,7 +172,7 @@ class ChannelServer:
 
     def _serve(self, conn: socket.socket, peer: Any) -> None:
         try:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            netio.tune(conn)
             conn.settimeout(HANDSHAKE_TIMEOUT_S)
             server_nonce = secrets.token_bytes(NONCE_BYTES)
             conn.sendall(server_nonce)
@@ -183,8 +183,10 @@ class ChannelServer:
             while True:
                 framer.send(self.handler(request))
                 request = framer.receive()
+        except ChannelClosed:
+            pass  # the slot task is done
         except ChannelError as exc:
-            if not self._stopped and "closed after 0 of" not in str(exc):
+            if not self._stopped:
                 logger.warning("trial channel connection from %s dropped: %s", peer, exc)
         except OSError as exc:
             if not self._stopped:
@@ -237,7 +239,7 @@ class ChannelClient:
     def __init__(self, address: tuple[str, int], secret: bytes, connect_timeout: float = HANDSHAKE_TIMEOUT_S):
         self.sock = socket.create_connection(tuple(address), timeout=connect_timeout)
         try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            netio.tune(self.sock)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             client_nonce = secrets.token_bytes(NONCE_BYTES)
             self.sock.sendall(client_nonce)

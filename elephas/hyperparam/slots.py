@@ -392,17 +392,9 @@ class SlotTrialRunner:
 
 def channel_hosts(sc: Any) -> tuple[str, str]:
     """``(advertised, bind)``: the executors reach the driver at ``spark.driver.host`` (127.0.0.1
-    without one); the channel listens on loopback when that is a loopback address, else on all
-    interfaces (the rule the parameter server follows)."""
-    import ipaddress
+    without one); the channel listens as the parameter server does
+    (:func:`~elephas.parameter.netio.default_bind_host`)."""
+    from elephas.parameter.netio import default_bind_host
 
     host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
-    if host == "localhost":
-        return host, "127.0.0.1"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host, "0.0.0.0"
-    if address.is_loopback:
-        return host, host
-    return host, "::" if address.version == 6 else "0.0.0.0"
+    return host, default_bind_host(host)

@@ -9,24 +9,26 @@ MAC: Poly1305 body tag inside HMAC-SHA256, replay protection), :mod:`~elephas.pa
 push and pull in a helper thread) and :mod:`~elephas.parameter.server` (lifecycle).
 """
 
-from elephas.parameter.auth import AuthenticationError, new_secret
-from elephas.parameter.client import MODES, ParameterClient, ParameterServerError
-from elephas.parameter.codec import COMPRESSIONS, WireFormatError
-from elephas.parameter.server import HOST_ENV_VAR, ParameterServer, resolve_advertised_host
-from elephas.parameter.state import ServerState, UpdateRejected, WindowRecord
+from elephas._lazy import lazy_exports
 
-__all__ = [
-    "AuthenticationError",
-    "COMPRESSIONS",
-    "HOST_ENV_VAR",
-    "MODES",
-    "ParameterClient",
-    "ParameterServer",
-    "ParameterServerError",
-    "ServerState",
-    "UpdateRejected",
-    "WindowRecord",
-    "WireFormatError",
-    "new_secret",
-    "resolve_advertised_host",
-]
+# Imported on first use, so that a worker importing only the client or the wire helpers does not
+# load the server side (Flask, werkzeug).
+_EXPORTS = {
+    "AuthenticationError": "elephas.parameter.auth",
+    "new_secret": "elephas.parameter.auth",
+    "MODES": "elephas.parameter.client",
+    "ParameterClient": "elephas.parameter.client",
+    "ParameterServerError": "elephas.parameter.client",
+    "COMPRESSIONS": "elephas.parameter.codec",
+    "WireFormatError": "elephas.parameter.codec",
+    "HOST_ENV_VAR": "elephas.parameter.server",
+    "ParameterServer": "elephas.parameter.server",
+    "resolve_advertised_host": "elephas.parameter.server",
+    "ServerState": "elephas.parameter.state",
+    "UpdateRejected": "elephas.parameter.state",
+    "WindowRecord": "elephas.parameter.state",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

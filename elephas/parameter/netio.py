@@ -27,8 +27,15 @@ MAX_AUTH_BYTES = 16 * 1024
 MAX_INFO_BYTES = 256 * 1024 * 1024
 
 
-def bind_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
+def bind_listener(host: str, port: int, backlog: int = 128,
+                  purpose: str = "the parameter server") -> socket.socket:
     """A listening TCP socket with ``SO_REUSEADDR`` (``port=0``: the OS picks a free port).
+
+    Args:
+        host: Interface to bind (IPv4 or IPv6 literal, or a name).
+        port: Port to bind.
+        backlog: Pending connections the kernel queues.
+        purpose: What listens, for the error message.
 
     Raises:
         OSError: If the address cannot be bound; the message names ``host:port``.
@@ -41,9 +48,23 @@ def bind_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"Could not bind the parameter server to {host}:{port}: "
+        raise OSError(exc.errno, f"Could not bind {purpose} to {host}:{port}: "
                                  f"{exc.strerror}. Use port=0 for a free port.") from exc
     return sock
+
+
+def default_bind_host(advertised: str) -> str:
+    """The interface to listen on for executors that connect to ``advertised``: that loopback
+    address when it is one, else all interfaces."""
+    if advertised == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(advertised)
+    except ValueError:
+        return "0.0.0.0"
+    if address.is_loopback:
+        return advertised
+    return "::" if address.version == 6 else "0.0.0.0"
 
 
 def _is_ipv6(host: str) -> bool:

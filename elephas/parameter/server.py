@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from elephas.parameter import codec
 from elephas.parameter.auth import Signer, Verifier, coerce_secret, new_secret
 from elephas.parameter.client import ParameterClient, check_mode
 from elephas.parameter.http_server import HttpTransport
+from elephas.parameter.netio import default_bind_host
 from elephas.parameter.service import ParameterService, default_max_body_bytes
 from elephas.parameter.socket_server import SocketTransport
 from elephas.parameter.state import ServerState
@@ -33,19 +33,6 @@ def resolve_advertised_host(host: str | None = None, driver_host: str | None = N
         if candidate:
             return candidate
     return "127.0.0.1"
-
-
-def default_bind_host(advertised: str) -> str:
-    """Loopback when the advertised address is loopback, else all interfaces."""
-    if advertised == "localhost":
-        return "127.0.0.1"
-    try:
-        address = ipaddress.ip_address(advertised)
-    except ValueError:
-        return "0.0.0.0"
-    if address.is_loopback:
-        return advertised
-    return "::" if address.version == 6 else "0.0.0.0"
 
 
 class ParameterServer:
