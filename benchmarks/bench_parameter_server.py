@@ -94,9 +94,6 @@ class RawLoopback:
         except OSError:
             return
 
-    def client(self) -> callable:
-        return raw_round_trip(self.port, self.nbytes)
-
     def close(self) -> None:
         self.listener.close()
         for c in self.conns:

@@ -132,32 +132,12 @@ def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
         The payload (what ``allocate`` returned, when given).
     """
     check_compression(compression)
-    entries = []
-    sizes = []
-    for a in arrays:
-        dtype = wire_dtype(a.dtype)
-        wire = "<f2" if compression == "fp16" and dtype in _FLOAT_CASTS else dtype
-        entries.append([list(a.shape), dtype, wire])
-        sizes.append(int(a.size) * np.dtype(wire).itemsize)
-    header = _header(entries, meta)
-    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES[compression], len(header))
-    data_bytes = sum(sizes)
-    head = len(prefix) + len(header)
     zlib_out = compression == "zlib"
-    out = bytearray(head + data_bytes) if allocate is None or zlib_out else allocate(head + data_bytes)
-    view = memoryview(out).cast("B")
-    view[:len(prefix)] = prefix
-    view[len(prefix):head] = header
-    del view
-    offset = head
-    for a, (_, _, wire), size in zip(arrays, entries, sizes):
-        if size:
-            dest = np.frombuffer(out, dtype=wire, count=a.size, offset=offset)
-            np.copyto(dest, a.reshape(-1), casting="unsafe")
-        offset += size
+    out, head, views = _layout(arrays, kind, compression, meta, None if zlib_out else allocate)
+    for view, a in zip(views, arrays):
+        np.copyto(view, a, casting="unsafe")
     if zlib_out:
-        compressed = zlib.compress(memoryview(out)[head:], 1)
-        out = out[:head] + compressed
+        out = out[:head] + zlib.compress(memoryview(out)[head:], 1)
     return out
 
 
@@ -179,21 +159,34 @@ def encode_views(like: Sequence[np.ndarray], kind: int, meta: dict[str, Any] | N
         ``(payload, views)``: the payload (header written, data undefined) and one writable
         array per entry of ``like``, in the payload's data section.
     """
-    entries = [[list(a.shape), wire_dtype(a.dtype), wire_dtype(a.dtype)] for a in like]
+    out, _, views = _layout(like, kind, "none", meta, allocate)
+    return out, views
+
+
+def _layout(like: Sequence[np.ndarray], kind: int, compression: str, meta: dict[str, Any] | None,
+            allocate: Callable[[int], Any] | None) -> tuple[Any, int, list[np.ndarray]]:
+    """Allocate a payload for arrays like ``like``, write its prefix and header, and return
+    ``(payload, header end, writable views of the data section in the wire dtypes)``; for
+    ``'zlib'`` the data section is laid out uncompressed (the caller deflates it)."""
+    entries, sizes = [], []
+    for a in like:
+        dtype = wire_dtype(a.dtype)
+        wire = "<f2" if compression == "fp16" and dtype in _FLOAT_CASTS else dtype
+        entries.append([list(a.shape), dtype, wire])
+        sizes.append(int(a.size) * np.dtype(wire).itemsize)
     header = _header(entries, meta)
-    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES["none"], len(header))
+    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, kind, _COMPRESSION_CODES[compression], len(header))
     head = len(prefix) + len(header)
-    sizes = [int(a.size) * np.dtype(a.dtype).itemsize for a in like]
     out = bytearray(head + sum(sizes)) if allocate is None else allocate(head + sum(sizes))
     view = memoryview(out).cast("B")
     view[:len(prefix)] = prefix
     view[len(prefix):head] = header
     arrays, offset = [], head
-    for a, (_, dtype, _), size in zip(like, entries, sizes):
-        arrays.append(np.frombuffer(view, dtype=dtype, count=int(a.size), offset=offset)
+    for a, (_, _, wire), size in zip(like, entries, sizes):
+        arrays.append(np.frombuffer(view, dtype=wire, count=int(a.size), offset=offset)
                       .reshape(a.shape))
         offset += size
-    return out, arrays
+    return out, head, arrays
 
 
 def encode_segments(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
