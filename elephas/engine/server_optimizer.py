@@ -41,20 +41,34 @@ class ServerOptimizer:
         return cls(identifier or "sgd", 1.0 if learning_rate is None else learning_rate,
                    0.9 if momentum is None else momentum)
 
-    def apply(self, center: list[np.ndarray], delta: list[np.ndarray]) -> list[np.ndarray]:
-        """Return the new center weights for the averaged ``delta``."""
+    def step(self, delta: list[np.ndarray]) -> list[np.ndarray]:
+        """The step added to the center for the averaged ``delta`` (updates the momentum)."""
         lr = self.learning_rate
         if self.name == "sgd":
-            return [c + (lr * d).astype(c.dtype) for c, d in zip(center, delta)]
+            return [d if lr == 1.0 else (lr * d).astype(d.dtype) for d in delta]
         if self._velocity is None:
             self._velocity = [np.zeros_like(d) for d in delta]
         mu = self.momentum
-        self._velocity = [mu * v + d for v, d in zip(self._velocity, delta)]
+        self._velocity = [(mu * v + d).astype(d.dtype) for v, d in zip(self._velocity, delta)]
         if self.name == "momentum":
             steps = self._velocity
         else:
             steps = [mu * v + d for v, d in zip(self._velocity, delta)]
-        return [c + (lr * s).astype(c.dtype) for c, s in zip(center, steps)]
+        return [(lr * s).astype(d.dtype) for s, d in zip(steps, delta)]
+
+    __call__ = step
+
+    def apply(self, center: list[np.ndarray], delta: list[np.ndarray]) -> list[np.ndarray]:
+        """Return the new center weights for the averaged ``delta``."""
+        return [c + s.astype(c.dtype) for c, s in zip(center, self.step(delta))]
+
+    def state(self) -> list[np.ndarray] | None:
+        """A copy of the momentum (``None`` before the first step), for :meth:`restore`."""
+        return None if self._velocity is None else [v.copy() for v in self._velocity]
+
+    def restore(self, state: list[np.ndarray] | None) -> None:
+        """Go back to a momentum taken with :meth:`state` (an epoch restarted)."""
+        self._velocity = None if state is None else [v.copy() for v in state]
 
     def get_config(self) -> dict[str, Any]:
         """Settings as plain values."""

@@ -367,12 +367,15 @@ class ParameterClient:
 
     def push_and_pull(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
                       version_seen: int, samples: int = 0,
-                      metrics: dict[str, float] | None = None, epoch: int = 0
+                      metrics: dict[str, float] | None = None, epoch: int = 0,
+                      round: int | None = None, stage_attempt: int | None = None,  # noqa: A002
                       ) -> tuple[int, list[np.ndarray], int]:
         """:meth:`push`, answered with the center weights after the update (one request, where
         a push and a pull take two).
 
-        Arguments as for :meth:`push`.
+        Arguments as for :meth:`push`, plus ``round`` and ``stage_attempt`` for a synchronous
+        round (see :mod:`elephas.parameter.rounds`): the request is then answered once every
+        partition of the round has pushed.
 
         Returns:
             ``(version, center, center_version)``: the version the update produced, the center
@@ -385,6 +388,9 @@ class ParameterClient:
             ConnectionError: If the server could not be reached.
         """
         meta = _push_meta(worker_id, attempt_id, version_seen, samples, metrics, epoch)
+        if round is not None:  # a synchronous round: the server answers once the round closed
+            meta["round"] = int(round)
+            meta["stage_attempt"] = int(stage_attempt or 0)
         segments = codec.encode_segments(update, codec.KIND_UPDATE, self.compression, meta)
         info, payload = self._call("POST", f"/update?pull=1&compression={self.compression}",
                                    segments, resign=False)

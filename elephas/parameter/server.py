@@ -57,6 +57,8 @@ class ParameterServer:
         replay_window_s: Accepted clock difference between executors and driver.
         client_timeout_s: Time-out written into :meth:`client_config`.
         max_records: Window records kept at most.
+        state: A ready server state to serve instead of a new :class:`ServerState` (e.g. the
+            synchronous rounds of :class:`~elephas.parameter.rounds.RoundState`).
 
     Example:
         >>> with ParameterServer(weights, strategy, mode="socket") as server:
@@ -70,14 +72,15 @@ class ParameterServer:
                  bind_host: str | None = None, secret: bytes | str | None = None,
                  compression: str = "none", max_body_bytes: int | None = None,
                  idle_timeout_s: float = 600.0, replay_window_s: float = 600.0,
-                 client_timeout_s: float = 60.0, max_records: int = 1_000_000) -> None:
+                 client_timeout_s: float = 60.0, max_records: int = 1_000_000,
+                 state: ServerState | None = None) -> None:
         self.mode = check_mode(mode)
         self.compression = codec.check_compression(compression)
         self.host = resolve_advertised_host(host, driver_host)
         self.bind_host = bind_host or default_bind_host(self.host)
         self.requested_port = int(port)
         self.secret = coerce_secret(secret) if secret is not None else new_secret()
-        self.state = ServerState(weights, strategy, max_records=max_records)
+        self.state = state if state is not None else ServerState(weights, strategy, max_records=max_records)
         self.max_body_bytes = max_body_bytes or default_max_body_bytes(self.state.nbytes)
         self.idle_timeout_s = idle_timeout_s
         self.client_timeout_s = client_timeout_s
@@ -124,6 +127,9 @@ class ParameterServer:
     def stop(self) -> None:
         """Stop serving, close connections, join threads and release the port (idempotent)."""
         transport, self._transport = self._transport, None
+        wake = getattr(self.state, "stop", None)
+        if callable(wake):  # pushes waiting for a synchronous round are answered, not left hanging
+            wake()
         if transport is not None:
             transport.stop()
             logger.info("Parameter server on %s stopped after %d updates.", self.address,

@@ -170,6 +170,7 @@ class ParameterService:
             version_seen = _int_field(meta, "version_seen")
             samples = _int_field(meta, "samples")
             epoch = _int_field(meta, "epoch")
+            rounds = {name: _int_field(meta, name) for name in ("round", "stage_attempt") if name in meta}
             metrics = meta.get("metrics") or {}
             if not isinstance(metrics, dict) or not all(
                     isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -182,7 +183,7 @@ class ParameterService:
         try:  # ServerState.apply counts its own refusals
             version = self.state.apply(decoded.arrays, worker_id=worker_id,
                                        attempt_id=attempt_id, version_seen=version_seen,
-                                       samples=samples, metrics=metrics, epoch=epoch)
+                                       samples=samples, metrics=metrics, epoch=epoch, **rounds)
         except UpdateRejected as exc:
             return Reply(exc.status, {"error": str(exc), "reason": exc.reason})
         return Reply(200, {"version": version})
