@@ -24,14 +24,26 @@ without them). A client can then hash each chunk of the body just before sending
 hashing overlaps the transfer and the server's hashing of the chunks already received, instead
 of hashing the whole body before sending anything.
 
-Replays are refused: the timestamp must be within ``window_s`` of the server clock and a nonce
-is accepted once. A push retried with the same signed request (its first response was lost)
-gets the first response back instead of being applied twice.
+A request with a body larger than :data:`PREAUTH_BODY_BYTES` also carries a head signature,
+checked before a byte of the body is read (so that a peer without the secret cannot make the
+server allocate or wait for a large body)::
+
+    head_signature = HMAC-SHA256(secret, "elephas-head-v2\n{method}\n{path}\n{timestamp}\n"
+                                         "{nonce}\n{transported length}\n")
+
+where the transported length is the body as sent (with a trailing signature, if any).
+
+Replays: the timestamp must be within ``window_s`` of the server clock (checked first, so a
+request captured earlier gets nothing once its window is over), and each nonce names one
+request: the same nonce with another signature is refused, and the same signed request again (a
+push retried because its first response was lost) gets the first response back instead of
+being applied twice.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -43,11 +55,17 @@ SECRET_BYTES = 32
 HEADER_TIMESTAMP = "X-Elephas-Timestamp"
 HEADER_NONCE = "X-Elephas-Nonce"
 HEADER_SIGNATURE = "X-Elephas-Signature"
+HEADER_HEAD_SIGNATURE = "X-Elephas-Head-Signature"
+PREAUTH_BODY_BYTES = 64 * 1024
+"""Largest body read without a head signature (see the module docstring)."""
 SIGNATURE_TRAILER = "trailer"
 """Value of the signature header of a request whose signature follows its body."""
 TRAILER_BYTES = 64
 MAX_NONCE_CHARS = 64
 MAX_TIMESTAMP_CHARS = 32
+_NONCE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}(\.[0-9]{0,9})?")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 Buffer = bytes | bytearray | memoryview
 """A contiguous byte buffer (numpy arrays qualify through ``memoryview``)."""
@@ -109,8 +127,10 @@ class Signer:
 
     Example:
         >>> signer = Signer(new_secret())
-        >>> headers = signer.sign("POST", "/update", b"body")
+        >>> headers = signer.sign("GET", "/stats")
         >>> sorted(headers) == sorted([HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE])
+        True
+        >>> HEADER_HEAD_SIGNATURE in signer.sign("POST", "/update", b"body")
         True
     """
 
@@ -126,7 +146,7 @@ class Signer:
             nonce: The request's nonce, as sent.
             length: The body's length in bytes.
         """
-        context = f"elephas-body-key-v2\n{timestamp}\n{nonce}\n{length}\n".encode()
+        context = _encode(f"elephas-body-key-v2\n{timestamp}\n{nonce}\n{length}\n")
         one_time_key = hmac.digest(self._key, context, "sha256")
         return BodyMac(self._poly1305(one_time_key), timestamp, nonce, length)
 
@@ -154,9 +174,21 @@ class Signer:
             for view in views:
                 mac.feed(view)
         body_tag = mac.finalize()
-        context = (f"elephas-mac-v2\n{method}\n{path}\n{timestamp}\n{nonce}\n"
-                   f"{mac.length}\n").encode()
+        context = _encode(f"elephas-mac-v2\n{method}\n{path}\n{timestamp}\n{nonce}\n{mac.length}\n")
         return hmac.digest(self._key, context + body_tag, "sha256").hex()
+
+    def head_tag(self, method: str, path: str, timestamp: str, nonce: str, length: int) -> str:
+        """The hex head signature of a request whose body is ``length`` bytes as sent.
+
+        Args:
+            method: The request method.
+            path: The request path with query string.
+            timestamp: The request's timestamp, as sent.
+            nonce: The request's nonce, as sent.
+            length: The transported body length (including a trailing signature).
+        """
+        context = _encode(f"elephas-head-v2\n{method}\n{path}\n{timestamp}\n{nonce}\n{length}\n")
+        return hmac.digest(self._key, context, "sha256").hex()
 
     def sign(self, method: str, path: str, body: Buffer | Sequence[Buffer] = b"") -> dict[str, str]:
         """Headers that authenticate a request: timestamp, nonce and signature.
@@ -167,8 +199,12 @@ class Signer:
             body: The body as one buffer or as the segments sent back to back.
         """
         headers = self.stamp()
-        headers[HEADER_SIGNATURE] = self.tag(method, path, headers[HEADER_TIMESTAMP],
-                                             headers[HEADER_NONCE], body)
+        timestamp, nonce = headers[HEADER_TIMESTAMP], headers[HEADER_NONCE]
+        headers[HEADER_SIGNATURE] = self.tag(method, path, timestamp, nonce, body)
+        segments = body if isinstance(body, (list, tuple)) else [body]
+        length = sum(len(memoryview(s).cast("B")) for s in segments)
+        if length:
+            headers[HEADER_HEAD_SIGNATURE] = self.head_tag(method, path, timestamp, nonce, length)
         return headers
 
     @staticmethod
@@ -249,14 +285,72 @@ class Verifier:
         self.signer = signer
         self.window_s = window_s
         self.max_nonces = max_nonces
-        self._seen: OrderedDict[str, tuple[float, ReplayEntry]] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[float, str, ReplayEntry]] = OrderedDict()
         self._floor = 0.0
         self._lock = threading.Lock()
+
+    def check_head(self, method: str, path: str, headers: Mapping[str, str], length: int) -> None:
+        """What is checked before the body is read: a body over :data:`PREAUTH_BODY_BYTES`
+        needs a head signature; when there is one, the headers must be well formed, the
+        timestamp fresh and the head signature valid.
+
+        Args:
+            method: The request method.
+            path: The request path with query string.
+            headers: The request's authentication headers.
+            length: The declared (transported) body length.
+
+        Raises:
+            AuthenticationError: If the request is to be refused without reading its body.
+        """
+        head = headers.get(HEADER_HEAD_SIGNATURE)
+        if head is None:
+            if length > PREAUTH_BODY_BYTES:
+                raise AuthenticationError(
+                    f"Expected a {HEADER_HEAD_SIGNATURE} header with a body over "
+                    f"{PREAUTH_BODY_BYTES} bytes, received a request without one.", status=401,
+                    reason="missing")
+            return  # a small body: read, then verified with the rest of the request
+        timestamp, nonce = self._fresh(headers)
+        expected = self.signer.head_tag(method, path, timestamp, nonce, length)
+        if not (isinstance(head, str) and _HEX64.fullmatch(head)
+                and hmac.compare_digest(expected, head)):
+            raise AuthenticationError("Expected a valid head signature made with this fit's "
+                                      "secret, received one that does not match.")
+
+    def _fresh(self, headers: Mapping[str, str]) -> tuple[str, str]:
+        """The well-formed timestamp and nonce of ``headers``, the timestamp within the window.
+
+        Raises:
+            AuthenticationError: 401 when missing, 403 when malformed or expired.
+        """
+        timestamp = headers.get(HEADER_TIMESTAMP)
+        nonce = headers.get(HEADER_NONCE)
+        signature = headers.get(HEADER_SIGNATURE)
+        if not timestamp or not nonce or not signature:
+            raise AuthenticationError(
+                f"Expected headers {HEADER_TIMESTAMP}, {HEADER_NONCE} and {HEADER_SIGNATURE}; "
+                "received a request without them.", status=401, reason="missing")
+        if not (isinstance(timestamp, str) and isinstance(nonce, str) and isinstance(signature, str)
+                and _TIMESTAMP.fullmatch(timestamp) and _NONCE.fullmatch(nonce)
+                and (signature == SIGNATURE_TRAILER or _HEX64.fullmatch(signature))):
+            raise AuthenticationError("Expected a decimal timestamp, a nonce of at most "
+                                      f"{MAX_NONCE_CHARS} letters, digits, '-' or '_' and a "
+                                      "64-hex-digit signature, received malformed values.")
+        ts = float(timestamp)
+        now = time.time()
+        if abs(now - ts) > self.window_s or ts <= self._floor:
+            raise AuthenticationError(
+                f"Expected a timestamp within {self.window_s:g} s of the server clock "
+                f"({now:.0f}), received {ts:.0f}; check the clocks of driver and executors.",
+                reason="expired")
+        return timestamp, nonce
 
     def verify(self, method: str, path: str, headers: Mapping[str, str],
                body: Buffer | Sequence[Buffer] = b"",
                mac: BodyMac | None = None) -> tuple[ReplayEntry, bool]:
-        """Check a request.
+        """Check a request: well-formed headers, then the time window, then the signature, then
+        the nonce.
 
         Args:
             method: The request method.
@@ -271,43 +365,33 @@ class Verifier:
             and ``False``.
 
         Raises:
-            AuthenticationError: If anything does not check out.
+            AuthenticationError: If anything does not check out (a nonce seen with another
+                signature is refused as replayed).
         """
-        timestamp = headers.get(HEADER_TIMESTAMP)
-        nonce = headers.get(HEADER_NONCE)
-        signature = headers.get(HEADER_SIGNATURE)
-        if not timestamp or not nonce or not signature:
-            raise AuthenticationError(
-                f"Expected headers {HEADER_TIMESTAMP}, {HEADER_NONCE} and {HEADER_SIGNATURE}; "
-                "received a request without them.", status=401, reason="missing")
-        if (len(nonce) > MAX_NONCE_CHARS or len(timestamp) > MAX_TIMESTAMP_CHARS
-                or len(signature) != 64):
-            raise AuthenticationError("Expected a 64-hex-digit signature and short nonce and "
-                                      "timestamp, received malformed values.")
-        try:
-            ts = float(timestamp)
-        except ValueError:
-            raise AuthenticationError(f"Expected a numeric timestamp, received {timestamp!r}.") from None
+        timestamp, nonce = self._fresh(headers)
+        signature = headers[HEADER_SIGNATURE]
         expected = self.signer.tag(method, path, timestamp, nonce, body, mac)
         if not hmac.compare_digest(expected, signature):
             raise AuthenticationError("Expected a valid signature made with this fit's secret, "
                                       "received one that does not match.")
+        ts = float(timestamp)
         now = time.time()
-        key = signature
         with self._lock:
-            known = self._seen.get(key)
+            known = self._seen.get(nonce)
             if known is not None:
-                return known[1], False
-            if not (ts == ts and abs(now - ts) <= self.window_s) or ts <= self._floor:
+                if known[1] != signature:
+                    raise AuthenticationError("Expected a fresh nonce, received one already used "
+                                              "by another request.", reason="replayed")
+                return known[2], False
+            if ts <= self._floor:
                 raise AuthenticationError(
-                    f"Expected a timestamp within {self.window_s:g} s of the server clock "
-                    f"({now:.0f}), received {ts:.0f}; check the clocks of driver and executors.",
-                    reason="expired")
+                    f"Expected a timestamp after {self._floor:.0f} (older nonces are forgotten), "
+                    f"received {ts:.0f}.", reason="expired")
             entry = ReplayEntry()
-            self._seen[key] = (ts, entry)
+            self._seen[nonce] = (ts, signature, entry)
             while self._seen and (len(self._seen) > self.max_nonces
                                   or next(iter(self._seen.values()))[0] < now - 2 * self.window_s):
-                _, (old_ts, _) = self._seen.popitem(last=False)
+                _, (old_ts, _, _) = self._seen.popitem(last=False)
                 self._floor = max(self._floor, old_ts)
             return entry, True
 
@@ -320,14 +404,20 @@ class Verifier:
         """
         timestamp = headers.get(HEADER_TIMESTAMP)
         nonce = headers.get(HEADER_NONCE)
-        if (not timestamp or not nonce or len(nonce) > MAX_NONCE_CHARS
-                or len(timestamp) > MAX_TIMESTAMP_CHARS):
+        if not (isinstance(timestamp, str) and isinstance(nonce, str)
+                and _TIMESTAMP.fullmatch(timestamp) and _NONCE.fullmatch(nonce)):
             return None
         if headers.get(HEADER_SIGNATURE) == SIGNATURE_TRAILER:
             if length < TRAILER_BYTES:
                 return None
             length -= TRAILER_BYTES
         return self.signer.body_mac(timestamp, nonce, length)
+
+
+def _encode(context: str) -> bytes:
+    """UTF-8 bytes of a signing context (lone surrogates from a peer's JSON kept as bytes, so
+    encoding never raises; such a request's signature simply does not match)."""
+    return context.encode("utf-8", "surrogatepass")
 
 
 def split_trailer(headers: Mapping[str, str], body: Buffer) -> tuple[Mapping[str, str], Buffer]:

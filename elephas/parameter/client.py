@@ -19,6 +19,7 @@ import numpy as np
 
 from elephas.parameter import codec, netio
 from elephas.parameter.auth import (
+    HEADER_HEAD_SIGNATURE,
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
@@ -61,9 +62,10 @@ class SignedBody:
         self.signer, self.method, self.path, self.segments = signer, method, path, segments
         stamp = signer.stamp()
         self.timestamp, self.nonce = stamp[HEADER_TIMESTAMP], stamp[HEADER_NONCE]
-        self.headers = {**stamp, HEADER_SIGNATURE: SIGNATURE_TRAILER}
         self.body_length = sum(len(v) for v in segments)
         self.length = self.body_length + TRAILER_BYTES
+        head = signer.head_tag(method, path, self.timestamp, self.nonce, self.length)
+        self.headers = {**stamp, HEADER_SIGNATURE: SIGNATURE_TRAILER, HEADER_HEAD_SIGNATURE: head}
 
     def send(self, sock: socket.socket, head: Buffer) -> None:
         """Send ``head``, then the body chunk by chunk while hashing it, then the signature."""
@@ -152,8 +154,8 @@ class _HttpChannel:
     and body in separate calls.)
     """
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(self, host: str, port: int, timeout: float, max_bytes: int = netio.MAX_INFO_BYTES) -> None:
+        self.host, self.port, self.timeout, self.max_bytes = host, port, timeout, max_bytes
         self._sock: socket.socket | None = None
         self._host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
         self._buffers = ReceiveBuffers()
@@ -174,8 +176,8 @@ class _HttpChannel:
         status, fields, rest = _read_head(sock)
         declared = fields.get("content-length")
         if declared is not None:
-            if not declared.isdigit() or int(declared) > netio.MAX_INFO_BYTES:
-                raise ConnectionError(f"Expected a valid Content-Length, received {declared[:40]!r}.")
+            if not (declared.isascii() and declared.isdigit()) or int(declared) > self.max_bytes:
+                raise _oversized(self.max_bytes, f"a Content-Length of {declared[:40]!r}", self.host, self.port)
             payload = self._buffers.get(int(declared))
             view = memoryview(payload)
             got = min(len(rest), len(view))
@@ -183,9 +185,12 @@ class _HttpChannel:
             if got < len(view) and not netio.recv_exactly(sock, view[got:]):
                 raise ConnectionError(f"Connection closed after {got} of {len(view)} bytes.")
         else:  # no length: the body runs to the end of the connection
-            chunks = [bytes(rest)]
+            chunks, size = [bytes(rest)], len(rest)
             while chunk := sock.recv(1 << 16):
                 chunks.append(chunk)
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise _oversized(self.max_bytes, "more", self.host, self.port)
             payload = np.frombuffer(b"".join(chunks), dtype=np.uint8)
             fields["connection"] = "close"
         if fields.get("connection", "").lower() == "close":
@@ -197,7 +202,9 @@ class _HttpChannel:
         raw = payload.tobytes()
         try:
             info = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):
+            info = None
+        if not isinstance(info, dict):
             info = {"error": raw[:200].decode("utf-8", "replace")}
         return status, info, None
 
@@ -208,6 +215,13 @@ class _HttpChannel:
 
 
 _MAX_HEAD_BYTES = 64 * 1024
+
+
+def _oversized(limit: int, received: str, host: str, port: int) -> ParameterServerError:
+    address = f"{host}:{port}"
+    return ParameterServerError(f"Expected a response of at most {limit} bytes (the model's size "
+                                f"and some slack) from {address}, received {received}; refused "
+                                "before reading it.", 502, address)
 
 
 def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytearray]:
@@ -239,8 +253,8 @@ def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytearray]:
 class _SocketChannel:
     """One persistent TCP connection speaking the frames of :mod:`netio`."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(self, host: str, port: int, timeout: float, max_bytes: int = netio.MAX_INFO_BYTES) -> None:
+        self.host, self.port, self.timeout, self.max_bytes = host, port, timeout, max_bytes
         self._sock: socket.socket | None = None
         self._prefix = bytearray(netio.RESPONSE.size)
         self._buffers = ReceiveBuffers()
@@ -263,6 +277,8 @@ class _SocketChannel:
         if magic != netio.RESPONSE_MAGIC or info_len > netio.MAX_INFO_BYTES:
             raise ConnectionError(f"Expected a response frame {netio.RESPONSE_MAGIC!r}, "
                                   f"received {bytes(magic)!r} (info length {info_len}).")
+        if body_len > self.max_bytes:
+            raise _oversized(self.max_bytes, f"a body length of {body_len}", self.host, self.port)
         raw = bytearray(info_len)
         if info_len and not netio.recv_exactly(sock, memoryview(raw)):
             raise ConnectionError("Connection closed before the response info.")
@@ -271,7 +287,12 @@ class _SocketChannel:
             payload = self._buffers.get(body_len)
             if not netio.recv_exactly(sock, memoryview(payload)):
                 raise ConnectionError("Connection closed before the response body.")
-        info = json.loads(raw) if info_len else {}
+        try:
+            info = json.loads(raw) if info_len else {}
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            info = None
+        if not isinstance(info, dict):
+            raise ConnectionError("Expected a JSON object as the response info, received something else.")
         return status, info, payload
 
     def close(self) -> None:
@@ -293,6 +314,10 @@ class ParameterClient:
         retries: Extra attempts after a connection error, time-out or 503.
         backoff_s: First wait between attempts (doubled each time, at most ``max_backoff_s``).
         max_backoff_s: Longest wait between attempts.
+        max_payload_bytes: Largest response, and largest decoded center, accepted (a larger one
+            raises :class:`ParameterServerError` before it is read or inflated);
+            :meth:`ParameterServer.client_config` sets it from the model's size. Default:
+            256 MiB.
 
     Example:
         >>> client = ParameterClient("127.0.0.1", port, mode="socket", secret=secret_hex)
@@ -304,7 +329,8 @@ class ParameterClient:
 
     def __init__(self, host: str, port: int, mode: str = "http", secret: bytes | str = b"",
                  compression: str = "none", timeout: float = 60.0, retries: int = 5,
-                 backoff_s: float = 0.05, max_backoff_s: float = 2.0) -> None:
+                 backoff_s: float = 0.05, max_backoff_s: float = 2.0,
+                 max_payload_bytes: int | None = None) -> None:
         self.host = str(host)
         self.port = int(port)
         self.mode = check_mode(mode)
@@ -313,9 +339,10 @@ class ParameterClient:
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
         self.max_backoff_s = float(max_backoff_s)
+        self.max_payload_bytes = int(max_payload_bytes or netio.MAX_INFO_BYTES)
         self._signer = Signer(secret)
         channel = _HttpChannel if mode == "http" else _SocketChannel
-        self._channel = channel(self.host, self.port, self.timeout)
+        self._channel = channel(self.host, self.port, self.timeout, self.max_payload_bytes)
 
     @property
     def address(self) -> str:
@@ -332,7 +359,12 @@ class ParameterClient:
         if payload is None:
             raise ParameterServerError(f"Expected weights from {self.address}, received an "
                                        "empty response.", 502, self.address)
-        decoded = codec.decode(payload)
+        try:
+            decoded = codec.decode(payload, max_data_bytes=self.max_payload_bytes)
+        except codec.WireFormatError as exc:
+            raise ParameterServerError(f"Expected weights of at most {self.max_payload_bytes} bytes "
+                                       f"in the wire format from {self.address}, received a payload "
+                                       f"that does not decode: {exc}", 502, self.address) from None
         if decoded.kind != codec.KIND_PARAMETERS:
             raise ParameterServerError(f"Expected a parameters payload from {self.address}, "
                                        f"received kind {decoded.kind}.", 502, self.address)
@@ -368,12 +400,12 @@ class ParameterClient:
     def push_and_pull(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
                       version_seen: int, samples: int = 0,
                       metrics: dict[str, float] | None = None, epoch: int = 0,
-                      round: int | None = None, stage_attempt: int | None = None,  # noqa: A002
+                      round: int | None = None, task_attempt: int | None = None,  # noqa: A002
                       ) -> tuple[int, list[np.ndarray], int]:
         """:meth:`push`, answered with the center weights after the update (one request, where
         a push and a pull take two).
 
-        Arguments as for :meth:`push`, plus ``round`` and ``stage_attempt`` for a synchronous
+        Arguments as for :meth:`push`, plus ``round`` and ``task_attempt`` for a synchronous
         round (see :mod:`elephas.parameter.rounds`): the request is then answered once every
         partition of the round has pushed.
 
@@ -390,11 +422,14 @@ class ParameterClient:
         meta = _push_meta(worker_id, attempt_id, version_seen, samples, metrics, epoch)
         if round is not None:  # a synchronous round: the server answers once the round closed
             meta["round"] = int(round)
-            meta["stage_attempt"] = int(stage_attempt or 0)
+            meta["task_attempt"] = int(task_attempt or 0)
         segments = codec.encode_segments(update, codec.KIND_UPDATE, self.compression, meta)
         info, payload = self._call("POST", f"/update?pull=1&compression={self.compression}",
                                    segments, resign=False)
-        center, center_version = self._decode_parameters(payload, info)
+        if payload is None:  # the answer to a retry of an update already applied: no weights
+            center, center_version = self.pull()
+        else:
+            center, center_version = self._decode_parameters(payload, info)
         return int(info["version"]), center, center_version
 
     def stats(self) -> dict[str, Any]:
@@ -425,6 +460,9 @@ class ParameterClient:
                     headers = self._signer.sign(method, path, segments)
             try:
                 status, info, payload = self._channel.request(method, path, headers, segments)
+            except ParameterServerError:  # a response refused unread: the connection is spent
+                self._channel.close()
+                raise
             except _RETRYABLE as exc:
                 self._channel.close()
                 last = exc

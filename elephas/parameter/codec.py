@@ -17,6 +17,7 @@ from a fixed allow-list and arrays are views made with :func:`numpy.frombuffer`.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ PREFIX = struct.Struct("<4sHBBI")
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MAX_ARRAYS = 100_000
 MAX_NDIM = 32
+MAX_DATA_BYTES = 1 << 44
+"""Largest data section :func:`decode` accepts at all (a bound for callers that give none)."""
 DATA_ALIGNMENT = 64
 
 KIND_PARAMETERS = 1
@@ -225,8 +228,9 @@ def encode_segments(arrays: Sequence[np.ndarray], kind: int, compression: str = 
 def _parse_header(raw: memoryview) -> tuple[list[tuple[tuple[int, ...], str, str]], dict]:
     try:
         header = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WireFormatError(f"Expected a UTF-8 JSON header, received undecodable bytes ({exc}).") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise WireFormatError(f"Expected a UTF-8 JSON header, received undecodable bytes "
+                              f"({type(exc).__name__}).") from None
     if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
         raise WireFormatError("Expected a header object with an 'arrays' list.")
     meta = header.get("meta", {})
@@ -237,7 +241,8 @@ def _parse_header(raw: memoryview) -> tuple[list[tuple[tuple[int, ...], str, str
                               f"{len(header['arrays'])}.")
     specs = []
     for i, entry in enumerate(header["arrays"]):
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], list)):
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], list)
+                and isinstance(entry[1], str) and isinstance(entry[2], str)):
             raise WireFormatError(f"Expected array entry {i} as [shape, dtype, wire_dtype], "
                                   f"received {entry!r:.200}.")
         shape, dtype, wire = entry
@@ -262,7 +267,8 @@ def decode(payload: bytes | bytearray | memoryview, *,
     Args:
         payload: The received bytes. Arrays of uncompressed payloads are views into it, so keep
             it alive (and unmodified) while they are used.
-        max_data_bytes: Upper bound on the decoded data section (bounds zlib inflation).
+        max_data_bytes: Upper bound on the decoded data section (bounds zlib inflation);
+            at most :data:`MAX_DATA_BYTES` in any case.
 
     Returns:
         The decoded payload.
@@ -289,12 +295,13 @@ def decode(payload: bytes | bytearray | memoryview, *,
         raise WireFormatError(f"Expected a header of at most {min(MAX_HEADER_BYTES, len(view))} "
                               f"bytes, received a header length of {header_len}.")
     specs, meta = _parse_header(view[PREFIX.size:head])
-    sizes = [int(np.prod(shape, dtype=np.int64)) * np.dtype(wire).itemsize
-             for shape, _, wire in specs]
+    # Python integers: a product of declared dimensions must not wrap around as int64 would
+    sizes = [math.prod(shape) * np.dtype(wire).itemsize for shape, _, wire in specs]
     expected = sum(sizes)
-    if max_data_bytes is not None and expected > max_data_bytes:
-        raise WireFormatError(f"Expected at most {max_data_bytes} data bytes, the header "
-                              f"declares {expected}.")
+    bound = MAX_DATA_BYTES if max_data_bytes is None else min(max_data_bytes, MAX_DATA_BYTES)
+    if expected > bound:
+        raise WireFormatError(f"Expected at most {bound} data bytes, the header declares "
+                              f"{expected}.")
     data = view[head:]
     if compression == "zlib":
         inflater = zlib.decompressobj()

@@ -5,10 +5,17 @@ and ``GET /health`` (open, reports nothing but liveness). Werkzeug's development
 every connection after one response; :class:`KeepAliveRequestHandler` replaces its response
 writer so a worker keeps one connection for the whole fit, and sends headers and payload with
 one scatter-gather ``sendmsg`` call.
+
+What a peer without the secret can make the server hold is bounded: connections (and their
+threads) by a :class:`~elephas.parameter.netio.ConnectionTable`, which also enforces the
+whole-request deadline; a request head by :data:`MAX_HEAD_BYTES`; a body by
+:meth:`~elephas.parameter.service.ParameterService.check_head`, which runs before a byte of it
+is read.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 import time
@@ -25,7 +32,12 @@ logger = logging.getLogger(__name__)
 
 _BODY_READ = "elephas.body_read"
 _READ_BYTES = 1 << 20  # hash each MiB as it arrives
-_local = threading.local()
+MAX_HEAD_BYTES = 16 * 1024
+"""Longest request head (request line and headers) read."""
+_local = threading.local()  # per connection thread: its receive buffer and its Connection entry
+_BUSY = (b"HTTP/1.1 503 SERVICE UNAVAILABLE\r\nContent-Type: application/json\r\n"
+         b"Content-Length: 55\r\nConnection: close\r\n\r\n"
+         b'{"error":"too many connections; retry later","busy":1}\n')
 
 
 def create_app(service: ParameterService) -> Flask:
@@ -46,18 +58,23 @@ def create_app(service: ParameterService) -> Flask:
             return _response(Reply(411, {"error": "Expected a Content-Length, received a "
                                                   "chunked body."}))
         length = request.content_length or 0
-        too_large = service.check_length(length)
-        if too_large is not None:
-            return _response(too_large)
+        path = environ.get("RAW_URI") or request.full_path
+        peer = environ.get("REMOTE_ADDR")
+        refused = service.check_head(request.method, path, request.headers, length, peer)
+        if refused is not None:
+            return _response(refused)
         mac = service.body_mac(request.headers, length)
         try:
             body = _read_body(environ["wsgi.input"], length, mac)
         except (OSError, ConnectionError) as exc:
-            service.state.count_refused("malformed")
-            return _response(Reply(400, {"error": f"Expected {length} body bytes: {exc}"}))
+            return _response(service.refuse(400, "malformed", f"Expected {length} body bytes: {exc}",
+                                            peer))
         environ[_BODY_READ] = True
-        path = environ.get("RAW_URI") or request.full_path
-        reply = service.handle(request.method, path, request.headers, body, mac)
+        entry = getattr(_local, "entry", None)
+        if entry is not None:
+            entry.pause()  # handling may take long (a push waiting for its round): no deadline
+        reply = service.handle(request.method, path, request.headers, body, mac,
+                               trust=entry.trust if entry is not None else None, peer=peer)
         response = _response(reply)
         service.state.count_bytes(length, response.content_length or 0)
         return response
@@ -106,6 +123,40 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         super().setup()
         netio.tune(self.connection, self.timeout)
         self.server.register(self)
+        self._rfile = self.rfile
+
+    def handle_one_request(self) -> None:
+        """Wait for the next request (idle time-out), then read its head under the request
+        deadline, at most :data:`MAX_HEAD_BYTES` of it."""
+        try:
+            first = self._rfile.peek(1)
+        except (OSError, ValueError):
+            first = b""
+        if not first:
+            self.close_connection = True
+            return
+        entry = getattr(_local, "entry", None)
+        if entry is not None:
+            entry.begin()
+        self.rfile = _LimitedHead(self._rfile, MAX_HEAD_BYTES)
+        try:
+            super().handle_one_request()
+        finally:
+            self.rfile = self._rfile
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.rfile = self._rfile  # the body is read from the socket's own reader
+        return ok
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors of the request head (too long, malformed): answered, counted, the connection closed."""
+        self.server.refused(code, message or "malformed request head", self.client_address)
+        self.close_connection = True
+        try:
+            super().send_error(code, message, explain)
+        except OSError:
+            pass
 
     def finish(self) -> None:
         try:
@@ -120,7 +171,11 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         logger.debug("Parameter server: " + format, *args)
 
     def run_wsgi(self) -> None:
-        environ = self.make_environ()
+        try:
+            environ = self.make_environ()
+        except Exception:  # a request line werkzeug cannot make sense of
+            self.send_error(400, "Expected a valid request target")
+            return
         self.environ = environ
         started: list[Any] = []
 
@@ -149,7 +204,12 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         lines.append(f"Content-Length: {sum(len(c) for c in chunks)}\r\n")
         lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
         self.close_connection = not keep_alive
+        entry = getattr(_local, "entry", None)
+        if entry is not None:
+            entry.begin()
         netio.send_segments(self.connection, ["".join(lines).encode("latin-1"), *chunks])
+        if entry is not None:
+            entry.pause()
         self.log_request(status.split(" ", 1)[0])
 
 
@@ -157,11 +217,38 @@ def _no_write(data: bytes) -> None:
     raise RuntimeError("Expected the app to return its body, received a write() call.")
 
 
+class _LimitedHead:
+    """The socket's reader while a request head is read: ``readline`` fails once the head is
+    longer than ``limit`` bytes (``http.server`` would read 100 header lines of 64 KiB each)."""
+
+    def __init__(self, rfile: Any, limit: int) -> None:
+        self._rfile = rfile
+        self._left = limit
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._rfile.readline(self._left + 1 if size < 0 else min(size, self._left + 1))
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rfile, name)
+
+
 class _Server(BaseWSGIServer):
     """Type of the werkzeug server with the connection registry attached."""
 
     register: Any
     unregister: Any
+    refused: Any
+
+
+def _handle_error(request: Any, client_address: Any) -> None:
+    """An error escaping a connection's handler: one debug line, not socketserver's traceback on
+    stderr."""
+    logger.debug("Parameter server: connection from %s ended with an error", client_address,
+                 exc_info=logger.isEnabledFor(logging.DEBUG))
 
 
 class HttpTransport:
@@ -172,10 +259,15 @@ class HttpTransport:
         host: Interface to bind.
         port: Port to bind (0: OS-assigned).
         idle_timeout_s: An idle keep-alive connection is closed after this long.
+        max_connections: Connections (and handler threads) at most; see
+            :class:`~elephas.parameter.netio.ConnectionTable`.
+        request_timeout_s: Whole-request deadline (see :class:`~elephas.parameter.netio.Connection`).
     """
 
     def __init__(self, service: ParameterService, host: str, port: int = 0,
-                 idle_timeout_s: float = 600.0) -> None:
+                 idle_timeout_s: float = 600.0,
+                 max_connections: int = netio.DEFAULT_MAX_CONNECTIONS,
+                 request_timeout_s: float = netio.DEFAULT_REQUEST_TIMEOUT_S) -> None:
         self.service = service
         listener = netio.bind_listener(host, port)
         try:
@@ -186,12 +278,17 @@ class HttpTransport:
         finally:
             listener.close()  # werkzeug serves a duplicate of the descriptor
         self.port: int = self._server.server_address[1]
+        self._table = netio.ConnectionTable(max_connections, request_timeout_s,
+                                            name=f"elephas-ps-http-{self.port}")
         self._handlers: dict[KeepAliveRequestHandler, threading.Thread] = {}
         self._connections: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._stopping = False
         self._server.register = self._register
         self._server.unregister = self._unregister
+        self._server.refused = lambda status, message, peer: service.refuse(
+            status, "malformed", message, peer)
+        self._server.handle_error = _handle_error
         # werkzeug runs each connection in a daemon thread that ``server_close`` does not join;
         # the threads are started here instead, so that ``stop`` can join every one of them.
         self._server.process_request = self._process_request
@@ -210,12 +307,26 @@ class HttpTransport:
             self._handlers.pop(handler, None)
 
     def _process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self._server.process_request_thread, args=(request, client_address),
+        entry = self._table.admit(request)
+        if entry is None:
+            self.service.refuse(503, "busy", f"Expected at most {self._table.limit} connections, "
+                                             "all in use by workers; retry later.", client_address)
+            netio.refuse_connection(request, _BUSY)
+            return
+        thread = threading.Thread(target=self._serve_connection, args=(request, client_address, entry),
                                   daemon=True, name=f"elephas-ps-http-{self.port}-conn")
         with self._lock:
             self._connections = {t for t in self._connections if t.is_alive()}
             self._connections.add(thread)
         thread.start()
+
+    def _serve_connection(self, request: Any, client_address: Any, entry: netio.Connection) -> None:
+        _local.entry = entry
+        try:
+            self._server.process_request_thread(request, client_address)
+        finally:
+            _local.entry = None
+            self._table.release(entry)
 
     def start(self) -> None:
         """Start serving in a background thread."""
@@ -228,6 +339,7 @@ class HttpTransport:
             self._stopping = True
             handlers = list(self._handlers)
         if not self._thread.is_alive():
+            self._table.close_all()
             self._server.server_close()
             return
         for handler in handlers:
@@ -240,6 +352,7 @@ class HttpTransport:
             connections = list(self._connections)
         for handler in handlers:
             _shutdown(handler)
+        self._table.close_all()
         for thread in connections:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive() or any(t.is_alive() for t in connections):

@@ -13,9 +13,13 @@ Socket transport frames (all integers little-endian)::
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import socket
 import struct
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 
 REQUEST = struct.Struct("<4sBxxxIQ")
@@ -25,6 +29,9 @@ RESPONSE_MAGIC = b"ELPR"
 PROTOCOL_VERSION = 1
 MAX_AUTH_BYTES = 16 * 1024
 MAX_INFO_BYTES = 256 * 1024 * 1024
+BIND_ENV_VAR = "ELEPHAS_PARAMETER_SERVER_BIND_HOST"
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_REQUEST_TIMEOUT_S = 120.0
 
 
 def bind_listener(host: str, port: int, backlog: int = 128,
@@ -53,18 +60,65 @@ def bind_listener(host: str, port: int, backlog: int = 128,
     return sock
 
 
-def default_bind_host(advertised: str) -> str:
-    """The interface to listen on for executors that connect to ``advertised``: that loopback
-    address when it is one, else all interfaces."""
+def default_bind_host(advertised: str, driver_bind_address: str | None = None) -> str:
+    """The interface to listen on for executors that connect to ``advertised``.
+
+    Order: the ``ELEPHAS_PARAMETER_SERVER_BIND_HOST`` environment variable; then
+    ``driver_bind_address`` (what Spark calls ``spark.driver.bindAddress``); then the advertised
+    address itself when it belongs to this machine (a loopback address, an address of one of its
+    interfaces, or a name that resolves to one), as Spark binds its own driver; else all
+    interfaces (``0.0.0.0``, or ``::`` for an IPv6 address), for an advertised address that is
+    not local (a NAT or a proxy in between).
+
+    Args:
+        advertised: The address the executors are told to connect to.
+        driver_bind_address: The driver's bind address, when the cluster sets one.
+
+    Returns:
+        The host to bind.
+    """
+    for explicit in (os.environ.get(BIND_ENV_VAR), driver_bind_address):
+        if explicit:
+            return explicit
     if advertised == "localhost":
         return "127.0.0.1"
+    local = _local_address(advertised)
+    if local is not None:
+        return local
+    return "::" if _is_ipv6(advertised) else "0.0.0.0"
+
+
+def _local_address(host: str) -> str | None:
+    """``host`` as an address of this machine (itself, or what the name resolves to), or ``None``
+    when it is not one (binding it fails)."""
     try:
-        address = ipaddress.ip_address(advertised)
+        candidates = [str(ipaddress.ip_address(host))]
     except ValueError:
-        return "0.0.0.0"
-    if address.is_loopback:
-        return advertised
-    return "::" if address.version == 6 else "0.0.0.0"
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return None
+        candidates = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in candidates:
+        if ipaddress.ip_address(address).is_loopback:
+            return address
+        family = socket.AF_INET6 if _is_ipv6(address) else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((address, 0))
+        except OSError:
+            continue
+        return address
+    return None
+
+
+def default_max_connections(expected_workers: int | None) -> int:
+    """The connection cap for ``expected_workers`` workers: twice as many (room for a worker whose
+    connection is being replaced, a driver-side client and a retry) and at least 8, or
+    :data:`DEFAULT_MAX_CONNECTIONS` when the number of workers is not known."""
+    if not expected_workers:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(8, 2 * int(expected_workers))
 
 
 def _is_ipv6(host: str) -> bool:
@@ -152,3 +206,173 @@ def send_segments(sock: socket.socket, segments: Iterable[bytes | bytearray | me
                 views[0] = views[0][sent:]
                 sent = 0
     return total
+
+
+class Connection:
+    """One admitted connection of a :class:`ConnectionTable`: its socket, whether it has sent an
+    authenticated request yet, and the monotonic time by which what it is sending (or being sent)
+    must be done.
+
+    An untrusted connection (nothing authenticated yet) keeps the deadline it was admitted with:
+    it has ``request_timeout_s`` in all to authenticate a request. A trusted one is under a
+    deadline only while a request arrives or its reply leaves (:meth:`begin` / :meth:`pause`),
+    never while the server handles it (a handler may wait, e.g. for a round to close) or while
+    the connection is idle between requests (the socket's idle time-out covers that).
+    """
+
+    __slots__ = ("sock", "trusted", "deadline", "timeout_s")
+
+    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+        self.sock = sock
+        self.trusted = False
+        self.timeout_s = timeout_s
+        self.deadline: float | None = time.monotonic() + timeout_s
+
+    def begin(self) -> None:
+        """A request started arriving (or a reply starts leaving): arm the deadline."""
+        if self.trusted:
+            self.deadline = time.monotonic() + self.timeout_s
+
+    def pause(self) -> None:
+        """The request is in and is being handled (or the reply is out): no deadline."""
+        if self.trusted:
+            self.deadline = None
+
+    def trust(self) -> None:
+        """The connection sent an authenticated request: no longer evictable, no deadline now."""
+        self.trusted = True
+        self.deadline = None
+
+    def close_now(self) -> None:
+        """Shut the socket down, so that whatever its handler is blocked in returns at once."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class ConnectionTable:
+    """Bounds a server's connections (and so its handler threads) and enforces request deadlines.
+
+    At most ``limit`` connections are admitted at a time. When a new one arrives at the cap, the
+    oldest connection that has not authenticated anything yet is shut down to make room (so idle
+    or slow unauthenticated peers cannot lock workers out); when every admitted connection is
+    trusted, the new one is refused. A reaper thread shuts down connections whose deadline has
+    passed, which bounds how long a peer that sends (or reads) a byte at a time can hold a
+    request, whatever the socket's per-call time-outs.
+
+    Args:
+        limit: Connections admitted at most.
+        request_timeout_s: Whole-request deadline (see :class:`Connection`).
+        name: Name of the reaper thread.
+        tick_s: How often the reaper looks at the deadlines.
+    """
+
+    def __init__(self, limit: int, request_timeout_s: float, name: str, tick_s: float = 0.2) -> None:
+        if limit < 1:
+            raise ValueError(f"Expected max_connections >= 1, received {limit}.")
+        self.limit = int(limit)
+        self.request_timeout_s = float(request_timeout_s)
+        self.tick_s = min(tick_s, self.request_timeout_s / 4)
+        self._entries: dict[Connection, None] = {}  # insertion order: oldest first
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._reaper = threading.Thread(target=self._reap, daemon=True, name=f"{name}-reaper")
+        self._reaper.start()
+
+    def admit(self, sock: socket.socket, wait_s: float = 2.0) -> Connection | None:
+        """Admit ``sock``, evicting the oldest untrusted connection when at the cap.
+
+        Returns:
+            The connection's entry, or ``None`` when it is refused (every admitted connection is
+            trusted, or the evicted one did not end within ``wait_s``).
+        """
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while len(self._entries) >= self.limit and not self._stopping:
+                victim = next((c for c in self._entries if not c.trusted), None)
+                if victim is None:
+                    return None
+                victim.close_now()
+                victim.deadline = 0.0
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.05))
+            if self._stopping:
+                return None
+            entry = Connection(sock, self.request_timeout_s)
+            self._entries[entry] = None
+            return entry
+
+    def release(self, entry: Connection) -> None:
+        """Forget a connection whose handler is done with it."""
+        with self._cond:
+            self._entries.pop(entry, None)
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._entries)
+
+    def close_all(self) -> None:
+        """Shut every admitted connection down and stop the reaper (the server is stopping)."""
+        with self._cond:
+            self._stopping = True
+            entries = list(self._entries)
+            self._cond.notify_all()
+        for entry in entries:
+            entry.close_now()
+        self._reaper.join()
+
+    def _reap(self) -> None:
+        with self._cond:
+            while not self._stopping:
+                self._cond.wait(self.tick_s)
+                now = time.monotonic()
+                for entry in self._entries:
+                    if entry.deadline is not None and entry.deadline <= now:
+                        entry.deadline = None
+                        entry.close_now()
+
+
+def refuse_connection(sock: socket.socket, reply: bytes) -> None:
+    """Send ``reply`` if the socket takes it at once, then close it (a refused connection)."""
+    try:
+        sock.setblocking(False)
+        sock.send(reply)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+class RateLimitedLog:
+    """Logs at most one line per ``interval_s``, saying how many were left out in between.
+
+    Refused requests come from the network, where anyone can send them by the thousand; a line
+    each (let alone a traceback) would let them flood the driver's log.
+
+    Args:
+        log: The logger.
+        interval_s: Shortest time between two lines.
+    """
+
+    def __init__(self, log: logging.Logger, interval_s: float = 10.0) -> None:
+        self._log = log
+        self.interval_s = interval_s
+        self._next = 0.0
+        self._skipped = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, level: int, message: str, *args: object) -> None:
+        """Log ``message % args`` at ``level`` unless a line went out less than ``interval_s`` ago."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next:
+                self._skipped += 1
+                return
+            skipped, self._skipped, self._next = self._skipped, 0, now + self.interval_s
+        if skipped:
+            message += f" ({skipped} similar lines left out)"
+        self._log.log(level, message, *args)

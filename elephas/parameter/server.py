@@ -13,7 +13,7 @@ from elephas.parameter import codec
 from elephas.parameter.auth import Signer, Verifier, coerce_secret, new_secret
 from elephas.parameter.client import ParameterClient, check_mode
 from elephas.parameter.http_server import HttpTransport
-from elephas.parameter.netio import default_bind_host
+from elephas.parameter.netio import DEFAULT_REQUEST_TIMEOUT_S, default_bind_host, default_max_connections
 from elephas.parameter.service import ParameterService, default_max_body_bytes
 from elephas.parameter.socket_server import SocketTransport
 from elephas.parameter.state import ServerState
@@ -49,7 +49,11 @@ class ParameterServer:
         host: Advertised host (overrides the environment variable and ``driver_host``).
         port: Port to bind; 0 (default) lets the OS choose a free one.
         driver_host: Fallback advertised host, e.g. ``spark.driver.host``.
-        bind_host: Interface to bind (default: loopback for a loopback host, else all).
+        bind_host: Interface to bind. Default: the ``ELEPHAS_PARAMETER_SERVER_BIND_HOST``
+            environment variable, then ``driver_bind_address``, then the advertised host when it
+            is an address of this machine, else all interfaces
+            (:func:`~elephas.parameter.netio.default_bind_host`).
+        driver_bind_address: The driver's bind address (``spark.driver.bindAddress``), if set.
         secret: Per-fit secret (bytes or hex); a random one by default.
         compression: Compression clients made by :meth:`client_config` use.
         max_body_bytes: Request size cap (default: model size + 25 % + 64 KiB).
@@ -57,6 +61,16 @@ class ParameterServer:
         replay_window_s: Accepted clock difference between executors and driver.
         client_timeout_s: Time-out written into :meth:`client_config`.
         max_records: Window records kept at most.
+        expected_workers: How many workers (tasks) will connect at once, if known; sets the
+            default ``max_connections``.
+        max_connections: Connections served at once (each holds a thread). Default: twice
+            ``expected_workers`` (at least 8), or 64 when that is not known. At the cap, the
+            oldest connection that has not authenticated a request is closed to make room; when
+            all are workers', a new connection is refused with 503 (clients retry).
+        request_timeout_s: Whole-request deadline: a request must arrive completely (and its
+            reply leave) within this long, and a new connection must authenticate a request
+            within it; time spent handling a request (a push waiting for its round) does not
+            count.
         state: A ready server state to serve instead of a new :class:`ServerState` (e.g. the
             synchronous rounds of :class:`~elephas.parameter.rounds.RoundState`).
 
@@ -73,17 +87,21 @@ class ParameterServer:
                  compression: str = "none", max_body_bytes: int | None = None,
                  idle_timeout_s: float = 600.0, replay_window_s: float = 600.0,
                  client_timeout_s: float = 60.0, max_records: int = 1_000_000,
-                 state: ServerState | None = None) -> None:
+                 state: ServerState | None = None, driver_bind_address: str | None = None,
+                 expected_workers: int | None = None, max_connections: int | None = None,
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
         self.mode = check_mode(mode)
         self.compression = codec.check_compression(compression)
         self.host = resolve_advertised_host(host, driver_host)
-        self.bind_host = bind_host or default_bind_host(self.host)
+        self.bind_host = bind_host or default_bind_host(self.host, driver_bind_address)
         self.requested_port = int(port)
         self.secret = coerce_secret(secret) if secret is not None else new_secret()
         self.state = state if state is not None else ServerState(weights, strategy, max_records=max_records)
         self.max_body_bytes = max_body_bytes or default_max_body_bytes(self.state.nbytes)
         self.idle_timeout_s = idle_timeout_s
         self.client_timeout_s = client_timeout_s
+        self.max_connections = int(max_connections or default_max_connections(expected_workers))
+        self.request_timeout_s = float(request_timeout_s)
         self._signer = Signer(self.secret)
         self.service = ParameterService(self.state, Verifier(self._signer, replay_window_s),
                                         self.max_body_bytes)
@@ -111,7 +129,8 @@ class ParameterServer:
             return self
         transport_cls = HttpTransport if self.mode == "http" else SocketTransport
         self._transport = transport_cls(self.service, self.bind_host, self.requested_port,
-                                        self.idle_timeout_s)
+                                        self.idle_timeout_s, self.max_connections,
+                                        self.request_timeout_s)
         self.port = self._transport.port
         self._transport.start()
         try:
@@ -142,7 +161,7 @@ class ParameterServer:
                                "call start() first.")
         return {"host": self.host, "port": self.port, "mode": self.mode,
                 "secret": self.secret.hex(), "compression": self.compression,
-                "timeout": self.client_timeout_s}
+                "timeout": self.client_timeout_s, "max_payload_bytes": self.max_body_bytes}
 
     def client(self, **overrides: Any) -> ParameterClient:
         """A client for this server (``overrides`` replace :meth:`client_config` values)."""

@@ -118,6 +118,7 @@ class ServerState:
         self._bytes_out = 0
         self._payload_cache: dict[str, tuple[int, bytearray | np.ndarray]] = {}
         self._payloads = BufferPool()  # encoded centers, reused once no send refers to them
+        self._scratch = threading.local()  # lock-free rules: where a result is checked first
         if self.locked:  # each version of the center lives in the payload pulls of it send
             self._center = self._publish(self._center, None, 0)
         self.started_at = time.time()
@@ -201,7 +202,9 @@ class ServerState:
             The version after this update.
 
         Raises:
-            UpdateRejected: If the update or its metadata is invalid; nothing changes then.
+            UpdateRejected: If the update or its metadata is invalid, or if the center after it
+                would not be finite (422, reason ``'nonfinite_result'``: e.g. two finite pushes
+                near the float32 maximum); nothing changes then.
         """
         try:
             self.check_update(update)
@@ -212,20 +215,25 @@ class ServerState:
         except UpdateRejected as exc:
             self.count_refused(exc.reason, worker_id)
             raise
-        if self.locked:
-            with self._apply_lock:
-                staleness = self._version - version_seen
-                self._center = self._publish(self._center, list(update), self._version + 1,
-                                             staleness)
-                self._version += 1
-                version = self._version
-        else:
-            with self._meta_lock:
-                staleness = self._version - version_seen
-            self.strategy.server_apply(self._center, list(update), staleness)
-            with self._meta_lock:
-                self._version += 1
-                version = self._version
+        try:
+            if self.locked:
+                with self._apply_lock:
+                    staleness = self._version - version_seen
+                    self._center = self._publish(self._center, list(update), self._version + 1,
+                                                 staleness)
+                    self._version += 1
+                    version = self._version
+            else:
+                with self._meta_lock:
+                    staleness = self._version - version_seen
+                self._check_result(self._center, list(update), staleness)
+                self.strategy.server_apply(self._center, list(update), staleness)
+                with self._meta_lock:
+                    self._version += 1
+                    version = self._version
+        except UpdateRejected as exc:
+            self.count_refused(exc.reason, worker_id)
+            raise
         record = WindowRecord(worker_id=str(worker_id), attempt_id=str(attempt_id),
                               epoch=int(epoch), samples=int(samples),
                               metrics={k: float(v) for k, v in (metrics or {}).items()},
@@ -261,8 +269,20 @@ class ServerState:
                 np.copyto(view, c)
         else:
             self.strategy.server_apply_to(center, update, views, staleness)
+            _require_finite(views)  # before anything refers to the new version
         self._payload_cache["none"] = (version, payload)
         return views
+
+    def _check_result(self, center: list[np.ndarray], update: list[np.ndarray],
+                      staleness: int) -> None:
+        """For the lock-free rules, which apply in place: compute the result into this thread's
+        scratch arrays first and refuse the update if it is not finite (checked against the center
+        as read then, as the rule reads it without a lock)."""
+        scratch = getattr(self._scratch, "arrays", None)
+        if scratch is None:
+            scratch = self._scratch.arrays = [np.empty_like(c) for c in center]
+        self.strategy.server_apply_to(center, update, scratch, staleness)
+        _require_finite(scratch)
 
     # ----- bookkeeping ----------------------------------------------------------------------
     def count_refused(self, reason: str, worker_id: str | None = None) -> None:
@@ -322,3 +342,12 @@ class ServerState:
                 "locked": self.locked,
                 "uptime_s": time.time() - self.started_at,
             }
+
+
+def _require_finite(arrays: Sequence[np.ndarray]) -> None:
+    """Raise :class:`UpdateRejected` (422) if a float array holds NaN or infinity."""
+    for i, a in enumerate(arrays):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise UpdateRejected(f"Expected a finite center after the update, received an update "
+                                 f"that makes array {i} overflow to infinity or NaN; nothing was "
+                                 "applied.", status=422, reason="nonfinite_result")
