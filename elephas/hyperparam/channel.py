@@ -15,6 +15,12 @@ direction on the connection from 0. The secret is random per search and reaches 
 inside the Spark job, so only the search's own tasks can ask for trials or report outcomes, a frame
 cannot be replayed on another connection (other nonces) or within one (other sequence number), and
 a task only runs trials that the driver sent. A frame with a wrong tag closes the connection.
+
+What a peer without the secret can cost the driver is bounded: the first frame of a connection
+(read before anything is authenticated) may declare at most :data:`FIRST_FRAME_BYTES`; the set-up
+and that frame must complete within :data:`HANDSHAKE_TIMEOUT_S` in all (a peer sending a byte at a
+time is cut off then); and at most ``max_connections`` connections are served at once, the oldest
+one that has not authenticated a frame being closed to make room for a new one.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ logger = logging.getLogger(__name__)
 NONCE_BYTES = 16
 TAG_BYTES = 32
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+FIRST_FRAME_BYTES = 64 * 1024
+"""Largest first frame of a connection (a slot's first request is a few hundred bytes)."""
 HANDSHAKE_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 64
 _HEADER = struct.Struct(">I")
 _CONTEXT = "elephas-trials-v1"
 
@@ -78,10 +87,10 @@ class _Framer:
         self.sock.sendall(_HEADER.pack(len(payload)) + tag + payload)
         self._sent += 1
 
-    def receive(self) -> dict[str, Any]:
+    def receive(self, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
         (length,) = _HEADER.unpack(recv_exactly(self.sock, _HEADER.size))
-        if length > MAX_PAYLOAD_BYTES:
-            raise ChannelError(f"Expected a frame of at most {MAX_PAYLOAD_BYTES} bytes. "
+        if length > max_bytes:
+            raise ChannelError(f"Expected a frame of at most {max_bytes} bytes. "
                                f"Received: a length of {length}.")
         tag = recv_exactly(self.sock, TAG_BYTES)
         payload = recv_exactly(self.sock, length)
@@ -90,8 +99,8 @@ class _Framer:
         self._received += 1
         try:
             message = json.loads(payload)
-        except ValueError as exc:
-            raise ChannelError(f"Expected a JSON message. Received: {exc}.") from None
+        except (ValueError, RecursionError) as exc:
+            raise ChannelError(f"Expected a JSON message. Received: {type(exc).__name__}.") from None
         if not isinstance(message, dict):
             raise ChannelError(f"Expected a JSON object. Received: {type(message).__name__}.")
         return message
@@ -132,16 +141,24 @@ class ChannelServer:
         secret: The per-search secret.
         bind_host: Interface to listen on.
         advertised_host: Address the executors connect to.
+        max_connections: Connections served at once (about twice the slots; see the module
+            docstring for what happens at the cap).
+        handshake_timeout_s: Time a new connection has to complete the set-up and send its
+            first authenticated frame.
     """
 
     def __init__(self, handler: Handler, secret: bytes, bind_host: str = "127.0.0.1",
-                 advertised_host: str = "127.0.0.1"):
+                 advertised_host: str = "127.0.0.1", max_connections: int = MAX_CONNECTIONS,
+                 handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S):
         self.handler = handler
         self._secret = secret
         self._listener = netio.bind_listener(bind_host, 0, backlog=64,
                                              purpose="the hyper-parameter trial channel")
         self.address = (advertised_host, self._listener.getsockname()[1])
         self._lock = threading.Lock()
+        self._table = netio.ConnectionTable(max_connections, handshake_timeout_s,
+                                            name="elephas-trial-channel")
+        self._log_drop = netio.RateLimitedLog(logger)
         self._connections: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._stopped = False
@@ -160,25 +177,33 @@ class ChannelServer:
                 conn, peer = self._listener.accept()
             except OSError:  # the listener was closed by stop()
                 return
+            entry = self._table.admit(conn)
+            if entry is None:  # every connection is an authenticated slot's
+                self._log_drop(logging.WARNING, "trial channel: refused a connection from %s: "
+                               "%d connections in use", peer, self._table.limit)
+                conn.close()
+                continue
             with self._lock:
                 if self._stopped:
+                    self._table.release(entry)
                     conn.close()
                     return
                 self._connections.add(conn)
-                thread = threading.Thread(target=self._serve, args=(conn, peer), daemon=True,
+                thread = threading.Thread(target=self._serve, args=(conn, peer, entry), daemon=True,
                                           name=f"elephas-trial-channel-{peer[1]}")
                 self._threads.append(thread)
             thread.start()
 
-    def _serve(self, conn: socket.socket, peer: Any) -> None:
+    def _serve(self, conn: socket.socket, peer: Any, entry: netio.Connection) -> None:
         try:
             netio.tune(conn)
-            conn.settimeout(HANDSHAKE_TIMEOUT_S)
+            conn.settimeout(HANDSHAKE_TIMEOUT_S)  # per call; the table's deadline bounds the whole
             server_nonce = secrets.token_bytes(NONCE_BYTES)
             conn.sendall(server_nonce)
             client_nonce = recv_exactly(conn, NONCE_BYTES)
             framer = _Framer(conn, self._secret, server_nonce, client_nonce, outgoing="reply")
-            request = framer.receive()
+            request = framer.receive(FIRST_FRAME_BYTES)
+            entry.trust()  # the peer holds the secret: no deadline, not evictable
             conn.settimeout(None)  # a slot may run a long trial between two requests
             while True:
                 framer.send(self.handler(request))
@@ -187,13 +212,15 @@ class ChannelServer:
             pass  # the slot task is done
         except ChannelError as exc:
             if not self._stopped:
-                logger.warning("trial channel connection from %s dropped: %s", peer, exc)
+                self._log_drop(logging.WARNING, "trial channel connection from %s dropped: %s",
+                               peer, exc)
         except OSError as exc:
             if not self._stopped:
                 logger.debug("trial channel connection from %s ended: %s", peer, exc)
         except Exception:  # a handler bug: drop this connection, keep serving the others
             logger.exception("trial channel handler failed for a request from %s", peer)
         finally:
+            self._table.release(entry)
             with self._lock:
                 self._connections.discard(conn)
             conn.close()
@@ -214,6 +241,7 @@ class ChannelServer:
             except OSError:
                 pass
         self._acceptor.join()
+        self._table.close_all()
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
