@@ -141,6 +141,9 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         self.rfile = _LimitedHead(self._rfile, MAX_HEAD_BYTES)
         try:
             super().handle_one_request()
+        except http.client.LineTooLong:  # the request line alone is over the limit
+            self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+            self.send_error(414, f"Expected a request head of at most {MAX_HEAD_BYTES} bytes")
         finally:
             self.rfile = self._rfile
 

@@ -268,7 +268,8 @@ class ServerState:
             for view, c in zip(views, center):
                 np.copyto(view, c)
         else:
-            self.strategy.server_apply_to(center, update, views, staleness)
+            with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned about
+                self.strategy.server_apply_to(center, update, views, staleness)
             _require_finite(views)  # before anything refers to the new version
         self._payload_cache["none"] = (version, payload)
         return views
@@ -281,7 +282,8 @@ class ServerState:
         scratch = getattr(self._scratch, "arrays", None)
         if scratch is None:
             scratch = self._scratch.arrays = [np.empty_like(c) for c in center]
-        self.strategy.server_apply_to(center, update, scratch, staleness)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.strategy.server_apply_to(center, update, scratch, staleness)
         _require_finite(scratch)
 
     # ----- bookkeeping ----------------------------------------------------------------------
