@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +49,8 @@ def _optimizer(identifier: Any) -> Any:
 
     if isinstance(identifier, keras.optimizers.Optimizer):
         return type(identifier).from_config(identifier.get_config())
-    try:
-        return keras.optimizers.get(identifier)
+    try:  # on a copy: Keras rewrites the class name of a config dict it deserializes
+        return keras.optimizers.get(copy.deepcopy(identifier))
     except (ValueError, TypeError) as err:
         raise ValueError(f"Could not interpret worker_optimizer: {identifier!r}. Expected an optimizer "
                          "name ('adagrad', 'adam', 'sgd', ...), a config dict or a "

@@ -10,6 +10,7 @@ keeps it under the spec's id; later tasks only call ``set_weights``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import uuid
@@ -81,8 +82,8 @@ class ModelSpec:
 
         with keras.saving.custom_object_scope(self.custom_objects):
             model = keras.models.model_from_json(self.config_json, custom_objects=self.custom_objects)
-            if compile and self.compile_config is not None:
-                model.compile_from_config(self.compile_config)
+            if compile and self.compile_config is not None:  # a copy: Keras edits configs it deserializes
+                model.compile_from_config(copy.deepcopy(self.compile_config))
         return model
 
     def to_dict(self) -> dict[str, Any]:

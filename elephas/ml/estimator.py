@@ -9,6 +9,7 @@ driver, rebuilds and compiles the Keras model from its JSON config, trains it wi
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from typing import Any
@@ -84,8 +85,8 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
         """
         config = json.loads(self._require_config())
         compile_config = dict(config.get("compile_config") or {})
-        if self.getOrDefault("optimizer_config") is not None:
-            compile_config["optimizer"] = self.getOrDefault("optimizer_config")
+        if self.getOrDefault("optimizer_config") is not None:  # a copy: Keras edits what it deserializes
+            compile_config["optimizer"] = copy.deepcopy(self.getOrDefault("optimizer_config"))
         if self.getOrDefault("loss") is not None:
             compile_config["loss"] = self.getOrDefault("loss")
         if self.getOrDefault("metrics") is not None:

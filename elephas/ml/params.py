@@ -80,13 +80,42 @@ def model_to_config_json(model: Any) -> str:
 _NUMBERED = re.compile(r"^(.*?)(_\d+)?$")
 
 
+def optimizer_from_config(config: str | dict[str, Any]) -> Any:
+    """A new Keras optimizer from a name or ``keras.optimizers.serialize`` output; ``config`` is left as it was.
+
+    ``keras.optimizers.deserialize`` rewrites the dict it is given (its ``class_name`` becomes the
+    lower-case alias, e.g. ``'adadelta'``), and Keras cannot deserialize that dict a second time
+    (``Could not deserialize 'keras.optimizers.adadelta'``). Every elephas path that turns a
+    serialized optimizer into an object goes through here, on a deep copy.
+
+    Args:
+        config: An optimizer name or a serialized optimizer.
+
+    Returns:
+        The optimizer.
+
+    Example:
+        >>> import keras
+        >>> config = keras.optimizers.serialize(keras.optimizers.SGD(0.1))
+        >>> type(optimizer_from_config(config)).__name__, config["class_name"]
+        ('SGD', 'SGD')
+    """
+    import copy
+
+    import keras
+
+    return keras.optimizers.deserialize(copy.deepcopy(config))
+
+
 def to_optimizer_config(value: Any) -> dict[str, Any]:
     """An optimizer as ``keras.optimizers.serialize`` output (``{'class_name', 'config', ...}``).
 
     Accepts that output, an optimizer's ``get_config()`` (its ``name`` gives the class, e.g.
     ``'adadelta'``), a dict with ``class_name`` and the config keys inline, an optimizer name
-    (``'adam'``), or an optimizer instance.
+    (``'adam'``), or an optimizer instance. The result is a new dict; ``value`` is not changed.
     """
+    import copy
+
     import keras
 
     if isinstance(value, keras.optimizers.Optimizer):
@@ -103,10 +132,10 @@ def to_optimizer_config(value: Any) -> dict[str, Any]:
                         f"Received: {_type_name(value)}.")
     if "class_name" in value:
         if "config" in value:
-            serialized = dict(value)
+            serialized = copy.deepcopy(dict(value))
         else:
             serialized = {"class_name": value["class_name"],
-                          "config": {k: v for k, v in value.items() if k != "class_name"}}
+                          "config": copy.deepcopy({k: v for k, v in value.items() if k != "class_name"})}
     elif "name" in value:
         base = _NUMBERED.match(str(value["name"])).group(1)
         try:
@@ -121,11 +150,11 @@ def to_optimizer_config(value: Any) -> dict[str, Any]:
                          "serialize output) or 'name' (an optimizer's get_config()). Received keys: "
                          f"{sorted(value)}.")
     try:  # resolve now so a typo fails when it is set, not on the executors
-        keras.optimizers.deserialize(serialized)
+        optimizer = optimizer_from_config(serialized)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"optimizer_config could not be turned into an optimizer: {exc}. "
                          f"Received: {value!r}.") from None
-    return serialized
+    return dict(keras.optimizers.serialize(optimizer))  # canonical form (class name as Keras writes it)
 
 
 def to_loss(value: Any) -> str | dict[str, Any]:

@@ -1,0 +1,115 @@
+"""What a new user meets first: the seed notebook's flow, registered custom layers, clear errors.
+
+Each test here pins one defect a newcomer ran into (issue 12).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_blobs, make_dense_model
+
+
+def _otto_like_df(spark, n: int = 240, features: int = 6, classes: int = 3, seed: int = 0):
+    """A DataFrame shaped like the Otto notebook's: a dense feature vector and a string category."""
+    from pyspark.ml.linalg import Vectors
+
+    x, y = make_blobs(n, features, classes, seed=seed)
+    labels = y.argmax(axis=1)
+    rows = [(Vectors.dense(row.astype(float).tolist()), f"Class_{int(c) + 1}") for row, c in zip(x, labels)]
+    return spark.createDataFrame(rows, ["features", "category"]).repartition(2)
+
+
+@pytest.mark.parametrize("make_optimizer", ["Adadelta", "SGD"])
+def test_seed_notebook_flow_fits_with_serialized_optimizer(spark, make_optimizer):
+    """The Otto notebook (seed 002): uncompiled model JSON, a serialized optimizer and every setter,
+    then ``Pipeline([...indexer, scaler, estimator]).fit(df)``."""
+    import keras
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import StandardScaler, StringIndexer
+
+    from elephas.ml_model import ElephasEstimator
+
+    train_df = _otto_like_df(spark)
+    nb_classes = train_df.select("category").distinct().count()
+    input_dim = len(train_df.select("features").first()[0])
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential()
+    model.add(keras.Input((input_dim,)))
+    model.add(keras.layers.Dense(32))
+    model.add(keras.layers.Activation("relu"))
+    model.add(keras.layers.Dropout(0.1))
+    model.add(keras.layers.Dense(nb_classes))
+    model.add(keras.layers.Activation("softmax"))
+
+    if make_optimizer == "Adadelta":
+        optimizer = keras.optimizers.Adadelta(learning_rate=1.0)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=0.1)
+    serialized = keras.optimizers.serialize(optimizer)
+    class_name = serialized["class_name"]
+
+    string_indexer = StringIndexer(inputCol="category", outputCol="index_category")
+    scaler = StandardScaler(inputCol="features", outputCol="scaled_features", withStd=True, withMean=True)
+    estimator = ElephasEstimator()
+    estimator.setFeaturesCol("scaled_features")
+    estimator.setLabelCol("index_category")
+    estimator.set_keras_model_config(model.to_json())
+    estimator.set_optimizer_config(serialized)
+    estimator.set_loss("categorical_crossentropy")
+    estimator.set_metrics(["acc"])
+    estimator.set_categorical_labels(True)
+    estimator.set_nb_classes(nb_classes)
+    estimator.set_num_workers(2)
+    estimator.set_nb_epoch(8)
+    estimator.set_batch_size(16)
+    estimator.set_verbosity(0)
+    estimator.set_validation_split(0.15)
+
+    assert serialized["class_name"] == class_name, "setting the optimizer must not edit the user's dict"
+    assert estimator.get_optimizer_config()["class_name"] == class_name
+
+    fitted = Pipeline(stages=[string_indexer, scaler, estimator]).fit(train_df)
+    assert estimator.get_optimizer_config()["class_name"] == class_name
+    prediction = fitted.transform(train_df).select("index_category", "prediction").collect()
+    accuracy = np.mean([r.index_category == r.prediction for r in prediction])
+    assert accuracy > 0.8, accuracy
+    trained = fitted.stages[-1].get_model()
+    assert type(trained.optimizer).__name__ == class_name
+    # a second fit of the same estimator (the params were not consumed by the first)
+    Pipeline(stages=[string_indexer, scaler, estimator.copy({estimator.epochs: 1})]).fit(train_df)
+
+
+def test_trainer_worker_optimizer_from_serialized_config(spark):
+    """dist-keras trainers take ``worker_optimizer`` as a serialized config, more than once."""
+    import keras
+
+    from elephas.ml.adapter import to_data_frame
+    from elephas.trainers import SingleTrainer
+
+    x, y = make_blobs(120, 4, 3)
+    df = to_data_frame(spark.sparkContext, x, y, categorical=True)
+    from elephas.ml.transformers import OneHotTransformer
+
+    df = OneHotTransformer(output_dim=3, input_col="label", output_col="label_oh").transform(df)
+    serialized = keras.optimizers.serialize(keras.optimizers.SGD(learning_rate=0.1))
+    model = make_dense_model()
+    for _ in range(2):
+        trainer = SingleTrainer(model, worker_optimizer=serialized, loss="categorical_crossentropy",
+                                metrics=["accuracy"], features_col="features", label_col="label_oh",
+                                num_epoch=1, batch_size=16)
+        trained = trainer.train(df)
+        assert type(trained.optimizer).__name__ == "SGD"
+    assert serialized["class_name"] == "SGD"
+
+
+def test_adapter_importable_as_first_elephas_import():
+    """``from elephas.ml.adapter import to_data_frame`` as a program's first elephas import."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from elephas.ml.adapter import to_data_frame; "
+                           "from elephas.utils import to_data_frame as t; assert t is to_data_frame"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
