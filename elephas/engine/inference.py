@@ -313,14 +313,15 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
     infer = _scalar_iter_udf(infer_arrow, infer_pandas, StructType(fields))
 
     tmp = "__elephas_out"
-    result = df.withColumn(tmp, infer(*[_feature_expr(df, c) for c in fcols]))
+    source, inputs, staged = _udf_inputs(df, fcols)
+    result = source.withColumn(tmp, infer(*inputs))
     pred = F.col(f"{tmp}.pred")
     if output == "vector":
         pred = array_to_vector(pred)
     result = result.withColumn(output_col, pred)
     if probability_col:
         result = result.withColumn(probability_col, array_to_vector(F.col(f"{tmp}.prob")))
-    return result.drop(tmp)
+    return result.drop(tmp, *staged)
 
 
 def prefetched(source: Iterable[Any], convert: Any, depth: int = 1) -> Iterator[Any]:
@@ -432,3 +433,39 @@ def _feature_expr(df: Any, column: str) -> Any:
     if isinstance(dtype, (VectorUDT, MLlibVectorUDT)):
         return vector_to_array(F.col(column), "float32")
     return F.col(column)
+
+
+def _udf_inputs(df: Any, fcols: Sequence[str]) -> tuple[Any, list[Any], list[str]]:
+    """``(frame, input expressions, staged column names)`` for the prediction UDF over ``df``.
+
+    Spark 4.3 feeds an Arrow UDF straight from a columnar scan (Parquet files, batch or streaming)
+    and fails in the executors with ``[UNSUPPORTED_DATATYPE] Unsupported data type UDT(...)`` when a
+    user-defined type such as an ml Vector is among the scan's columns. When ``df`` holds one, the
+    feature arrays are computed in a projection of their own, which ``spark_partition_id()`` keeps
+    the optimizer from folding into the UDF's input: the UDF then reads rows, and every column of
+    ``df`` passes through unchanged. The staged columns are dropped again by the caller.
+    """
+    from pyspark.sql import functions as F
+
+    exprs = [_feature_expr(df, c) for c in fcols]
+    if not _has_udt(df.schema):
+        return df, exprs, []
+    names = [f"__elephas_in{i}" for i in range(len(fcols))]
+    rows = F.spark_partition_id() >= 0  # always true, but not deterministic
+    staged = df.withColumns({name: F.when(rows, expr) for name, expr in zip(names, exprs)})
+    return staged, [F.col(name) for name in names], names
+
+
+def _has_udt(data_type: Any) -> bool:
+    """Whether ``data_type`` is or contains a user-defined type (an ml/mllib Vector, ...)."""
+    from pyspark.sql.types import ArrayType, MapType, StructType, UserDefinedType
+
+    if isinstance(data_type, UserDefinedType):
+        return True
+    if isinstance(data_type, StructType):
+        return any(_has_udt(f.dataType) for f in data_type.fields)
+    if isinstance(data_type, ArrayType):
+        return _has_udt(data_type.elementType)
+    if isinstance(data_type, MapType):
+        return _has_udt(data_type.keyType) or _has_udt(data_type.valueType)
+    return False
