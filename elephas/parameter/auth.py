@@ -307,7 +307,7 @@ class Verifier:
         if head is None:
             if length > PREAUTH_BODY_BYTES:
                 raise AuthenticationError(
-                    f"Expected a {HEADER_HEAD_SIGNATURE} header with a body over "
+                    f"Expected the header {HEADER_HEAD_SIGNATURE} with a body over "
                     f"{PREAUTH_BODY_BYTES} bytes, received a request without one.", status=401,
                     reason="missing")
             return  # a small body: read, then verified with the rest of the request
