@@ -113,3 +113,32 @@ def test_adapter_importable_as_first_elephas_import():
                            "from elephas.utils import to_data_frame as t; assert t is to_data_frame"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_upstream_mode_and_frequency_enums(spark, blobs):
+    """``elephas.enums.modes.Mode`` / ``elephas.enums.frequency.Frequency`` work wherever a mode or a
+    frequency is taken, and equal our strings."""
+    from elephas.enums.frequency import Frequency
+    from elephas.enums.modes import Mode
+    from elephas.ml_model import ElephasEstimator
+    from elephas.spark_model import AsynchronousSparkModel, SparkMLlibModel, SparkModel
+
+    assert Mode.ASYNCHRONOUS == "asynchronous" and Mode.SYNCHRONOUS == "synchronous" and Mode.HOGWILD == "hogwild"
+    assert Frequency.EPOCH == "epoch" and Frequency.BATCH == "batch"
+    for mode in Mode:
+        assert SparkModel(make_dense_model(), mode=mode).mode == mode.value
+    spark_model = SparkModel(make_dense_model(), mode=Mode.HOGWILD, frequency=Frequency.BATCH)
+    assert (spark_model.mode, spark_model.frequency) == ("hogwild", "batch")
+    assert type(spark_model.frequency) is str
+    assert SparkMLlibModel(make_dense_model(), mode=Mode.ASYNCHRONOUS, frequency=Frequency.EPOCH).mode == "asynchronous"
+    assert AsynchronousSparkModel(make_dense_model(), frequency=Frequency.BATCH).frequency == "batch"
+    estimator = ElephasEstimator(make_dense_model(), mode=Mode.ASYNCHRONOUS, frequency=Frequency.BATCH)
+    assert estimator.get_mode() == "asynchronous" and type(estimator.get_mode()) is str
+    estimator.set_mode(Mode.HOGWILD)
+    estimator.set_frequency(Frequency.EPOCH)
+    assert (estimator.get_mode(), estimator.get_frequency()) == ("hogwild", "epoch")
+
+    x, y = blobs
+    history = SparkModel(make_dense_model(), mode=Mode.ASYNCHRONOUS, frequency=Frequency.BATCH).fit(
+        x, y, epochs=1, batch_size=32)
+    assert len(history.history["loss"]) == 1

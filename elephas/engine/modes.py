@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from enum import Enum
 from typing import Any
 
 from .strategies.adag import Adag
@@ -47,11 +48,17 @@ def strategy_knobs(mode: str) -> list[str]:
     return [name for name, p in params.items() if name != "self" and p.kind in kinds]
 
 
+def _plain(value: Any) -> Any:
+    """The value behind an enum member (``elephas.enums.Mode.HOGWILD`` -> ``'hogwild'``), else ``value``."""
+    return value.value if isinstance(value, Enum) else value
+
+
 def get_strategy(mode: str | Strategy, **knobs: Any) -> Strategy:
     """Return the strategy for ``mode``.
 
     Args:
-        mode: A mode name ('synchronous', 'asynchronous', 'hogwild', ...) or a Strategy instance.
+        mode: A mode name ('synchronous', 'asynchronous', 'hogwild', ...), an
+            ``elephas.enums.modes.Mode`` member, or a Strategy instance.
         **knobs: The strategy's own settings (e.g. ``rho``, ``learning_rate``, ``momentum``).
 
     Raises:
@@ -63,6 +70,7 @@ def get_strategy(mode: str | Strategy, **knobs: Any) -> Strategy:
             raise ValueError(f"Strategy knobs {sorted(knobs)} cannot be combined with a Strategy "
                              "instance; set them on the instance.")
         return mode
+    mode = _plain(mode)
     modes = valid_modes()
     if not isinstance(mode, str) or mode.lower() not in _STRATEGIES:
         raise ValueError(f"Could not interpret mode: {mode!r}. Expected one of {modes}.")
@@ -79,6 +87,7 @@ def get_frequency(frequency: str | int | None, strategy: Strategy) -> str | int:
 
     ``None`` gives the strategy's default.
     """
+    frequency = _plain(frequency)  # elephas.enums.frequency.Frequency
     if frequency is None:
         return strategy.default_frequency
     if isinstance(frequency, bool):

@@ -19,6 +19,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from pyspark.ml.param import Param, Params, TypeConverters
@@ -202,6 +203,7 @@ def to_frequency(value: Any) -> str:
     """'epoch', 'batch', or a positive number of batches (stored as its decimal string)."""
     if isinstance(value, bool):
         raise TypeError(f"frequency expected 'epoch', 'batch' or a positive int. Received: {value!r}.")
+    value = value.value if isinstance(value, Enum) else value  # elephas.enums.frequency.Frequency
     if isinstance(value, str) and value.lower() in ("epoch", "batch"):
         return value.lower()
     try:
@@ -214,7 +216,8 @@ def to_frequency(value: Any) -> str:
 
 
 def to_mode(value: Any) -> str:
-    """A training mode name, lower-cased (checked against the engine's modes at fit time)."""
+    """A training mode name (or ``elephas.enums.modes.Mode``), lower-cased (checked at fit time)."""
+    value = value.value if isinstance(value, Enum) else value
     if not isinstance(value, str):
         raise TypeError(f"mode expected a mode name such as 'synchronous'. Received: {_type_name(value)}.")
     return value.lower()
