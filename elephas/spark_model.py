@@ -98,9 +98,11 @@ class SparkModel:
                 raise ValueError(f"{flag} must be True or False. Received: {flag}={options[flag]!r}.")
         self._strategy = get_strategy(mode, **kwargs)
         self._frequency = get_frequency(frequency, self._strategy)
+        explicit = any(options.get(k) is not None for k in ("server_optimizer", "server_learning_rate",
+                                                            "server_momentum"))
         self._server_optimizer = ServerOptimizer.get(options.get("server_optimizer"),
                                                      options.get("server_learning_rate"),
-                                                     options.get("server_momentum"))
+                                                     options.get("server_momentum")) if explicit else None
         self._master_network = model
         self.mode = self._strategy.name
         self.parameter_server_mode = parameter_server_mode
@@ -146,7 +148,8 @@ class SparkModel:
             **{k: v for k, v in self.options.items() if k not in ("server_optimizer",
                                                                   "server_learning_rate",
                                                                   "server_momentum")},
-            **self._server_optimizer.get_config(),
+            **(self._server_optimizer.get_config() if self._server_optimizer is not None
+               else {"server_optimizer": None}),
         }
 
     # ------------------------------------------------------------------------------- plumbing
@@ -164,14 +167,29 @@ class SparkModel:
         return WorkerRuntime(base.backend, int(threads) if threads is not None else base.threads)
 
     @staticmethod
-    def _sc() -> Any:
-        from pyspark import SparkContext
+    def _on_connect(data: Any, what: str) -> bool:
+        """Whether ``data`` goes the DataFrame-only way of a Spark Connect session (RDDs raise there)."""
+        from .engine.session import is_connect, require_classic
 
-        sc = SparkContext._active_spark_context
-        if sc is None:
-            raise RuntimeError("No active SparkContext. Create a SparkSession (or SparkContext) first, "
-                               "e.g. SparkSession.builder.master('local[*]').getOrCreate().")
-        return sc
+        if is_connect(data) or (is_connect() and not is_dataframe(data)):
+            if is_rdd(data):
+                require_classic(what, data)
+            return True
+        return False
+
+    def _connect_runtime(self, data: Any) -> tuple[Any, WorkerRuntime]:
+        from .engine.session import connect_runtime, session_of
+
+        session = session_of(data)
+        base = connect_runtime(session)
+        threads = self.options.get("worker_threads")
+        return session, WorkerRuntime(base.backend, int(threads) if threads is not None else base.threads)
+
+    @staticmethod
+    def _sc(what: str = "This SparkModel call", hint: str | None = None) -> Any:
+        from .engine.session import RDD_HINT, require_classic
+
+        return require_classic(what, hint=hint or RDD_HINT)
 
     def _repartition(self, data: Any) -> Any:
         parts = data.rdd.getNumPartitions() if is_dataframe(data) else data.getNumPartitions()
@@ -284,7 +302,8 @@ class SparkModel:
         epochs = check_positive_int("epochs", epochs)
         batch_size = check_positive_int("batch_size", batch_size if batch_size is not None else self.batch_size)
         validation_split = check_fraction("validation_split", validation_split)
-        sc = self._sc()
+        sc = self._sc("SparkModel.fit", hint="Training on a Spark Connect session is not available yet; train on a "
+                      "classic SparkSession (predict and evaluate take DataFrames on both).")
         model = self._master_network
         io = data_mod.ModelIO.of(model)
         validation = None
@@ -372,6 +391,15 @@ class SparkModel:
         Example:
             >>> predictions = spark_model.predict(x_test)  # doctest: +SKIP
         """
+        if self._on_connect(data, "SparkModel.predict on an RDD"):
+            from .engine.frame_inference import predict_data
+
+            if batch_size is not None:
+                check_positive_int("batch_size", batch_size)
+            session, runtime = self._connect_runtime(data)
+            model = self._master_network
+            return predict_data(session, self._spec(), model.get_weights(), data_mod.ModelIO.of(model), data,
+                                features_col, runtime, batch_size or 1024, self.num_workers)
         sc = self._sc()
         model = self._master_network
         io = data_mod.ModelIO.of(model)
@@ -400,13 +428,20 @@ class SparkModel:
         Example:
             >>> loss, acc = spark_model.evaluate(x_test, y_test)  # doctest: +SKIP
         """
-        sc = self._sc()
         model = self._master_network
         io = data_mod.ModelIO.of(model)
         bs = check_positive_int("batch_size", batch_size if batch_size is not None else self.batch_size)
-        blocks, sample = self._training_blocks(sc, x, y, io, features_col, label_col)
-        logs = evaluate_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), bs,
-                               model, sample)
+        if self._on_connect(x, "SparkModel.evaluate on an RDD"):
+            from .engine.frame_inference import evaluate_data
+
+            session, runtime = self._connect_runtime(x)
+            logs = evaluate_data(session, self._spec(), model.get_weights(), model, io, x, y, features_col,
+                                 label_col, runtime, bs, self.num_workers)
+        else:
+            sc = self._sc()
+            blocks, sample = self._training_blocks(sc, x, y, io, features_col, label_col)
+            logs = evaluate_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), bs,
+                                   model, sample)
         if verbose:
             logger.info("evaluation: %s", " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return format_like_keras(logs)

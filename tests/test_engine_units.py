@@ -12,7 +12,7 @@ from elephas.engine.modes import get_frequency, get_strategy, valid_modes
 from elephas.engine.runtime import default_threads, gpu_environment, thread_environment
 from elephas.engine.server_optimizer import ServerOptimizer
 from elephas.engine.strategies.averaging import SynchronousAveraging
-from elephas.engine.worker import WindowPlan, merge_round
+from elephas.engine.worker import WindowPlan
 
 
 def test_unknown_mode_lists_valid_ones():
@@ -40,7 +40,8 @@ def test_frequency_values():
     assert get_frequency("EPOCH", s) == "epoch"
     assert get_frequency("batch", s) == "batch"
     assert get_frequency(np.int64(3), s) == 3
-    assert get_frequency(None, s) == "epoch"
+    assert get_frequency(None, s) == "auto"
+    assert get_frequency("Auto", s) == "auto"
     assert set(valid_modes()) >= {"synchronous", "asynchronous", "hogwild"}
 
 
@@ -64,14 +65,24 @@ def test_window_plan_epoch_and_batch():
 
 
 def test_sample_weighted_average_exact_numbers():
+    from elephas.parameter.rounds import RoundState
+
     # partition A: 3 samples, delta [1, 2]; partition B: 1 sample, delta [5, -2]
-    a = (3, [np.array([3.0, 6.0], np.float32)], {"loss": 3 * 0.5})
-    b = (1, [np.array([5.0, -2.0], np.float32)], {"loss": 1 * 0.1})
-    samples, wsum, metrics = merge_round(a, b)
-    assert samples == 4
-    avg = SynchronousAveraging.average(wsum, samples)
-    np.testing.assert_array_equal(avg[0], np.array([2.0, 1.0], np.float32))
-    assert metrics["loss"] == pytest.approx(1.5 + 0.1)
+    state = RoundState([np.zeros(2, np.float32)], SynchronousAveraging(), lambda d: d)
+    state.begin_epoch(0, {"0": 1, "1": 1})
+    import threading
+
+    first = threading.Thread(target=state.apply, args=([np.array([3.0, 6.0], np.float32)],),
+                             kwargs=dict(worker_id="0", attempt_id="a", version_seen=0, samples=3,
+                                         metrics={"loss": 0.5}, round=0, task_attempt=1))
+    first.start()
+    version = state.apply([np.array([5.0, -2.0], np.float32)], worker_id="1", attempt_id="b", version_seen=0,
+                          samples=1, metrics={"loss": 0.1}, round=0, task_attempt=2)
+    first.join(10)
+    assert version == 1 and not first.is_alive()
+    np.testing.assert_array_equal(state.pull()[0][0], np.array([2.0, 1.0], np.float32))
+    losses = {r.worker_id: (r.samples, r.metrics["loss"]) for r in state.records()}
+    assert losses == {"0": (3, 0.5), "1": (1, pytest.approx(0.1))}
     # no samples at all: a zero delta, never NaN
     zero = SynchronousAveraging.average([np.ones(2, np.float32)], 0)
     np.testing.assert_array_equal(zero[0], np.zeros(2))

@@ -36,6 +36,7 @@ def jobs_started(sc, fn):
 
 # ------------------------------------------------------------------------------ predict/evaluate
 @pytest.mark.parametrize("slices,empty", [(1, None), (2, None), (7, 3)])
+@pytest.mark.backend
 def test_predict_keeps_input_order(sc, slices, empty):
     x, _ = make_blobs(23)
     model = make_dense_model()
@@ -50,6 +51,7 @@ def test_predict_keeps_input_order(sc, slices, empty):
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
+@pytest.mark.backend
 def test_predict_numpy_and_dataframe(spark, sc):
     from pyspark.ml.linalg import Vectors
 
@@ -63,6 +65,7 @@ def test_predict_numpy_and_dataframe(spark, sc):
     np.testing.assert_allclose(sm.predict(df), expected, atol=1e-6)
 
 
+@pytest.mark.backend
 def test_evaluate_equals_keras(sc):
     x, y = make_blobs(150, seed=3)
     model = make_dense_model(metrics=("accuracy", keras.metrics.Precision(name="precision")))
@@ -106,6 +109,7 @@ def test_synchronous_average_weighted_by_samples_exact(sc):
         np.testing.assert_allclose(g, e, atol=1e-6)
 
 
+@pytest.mark.backend
 def test_fit_learns_and_merges_history(sc):
     x, y = make_blobs(300, seed=1)
     model = make_dense_model(optimizer=keras.optimizers.Adam(0.05))
@@ -120,6 +124,7 @@ def test_fit_learns_and_merges_history(sc):
     assert model.evaluate(x, y, verbose=0)[1] > 0.8
 
 
+@pytest.mark.backend
 def test_fit_numpy_with_validation_data_and_int_frequency(sc):
     x, y = make_blobs(120, seed=2)
     model = make_dense_model(optimizer=keras.optimizers.Adam(0.05))
@@ -205,6 +210,7 @@ def test_early_stopping_restores_best_weights(sc):
 
 # ---------------------------------------------------------------------------------- save / load
 @pytest.mark.parametrize("ext", [".keras", ".h5"])
+@pytest.mark.backend
 def test_save_load_roundtrip(sc, tmp_path, ext):
     x, _ = make_blobs(10)
     model = make_dense_model()
@@ -331,6 +337,7 @@ def test_task_failure_names_the_partition(sc):
 # ------------------------------------------------------------------------------- asynchronous
 @pytest.mark.parametrize("mode,transport,frequency", [("asynchronous", "http", "epoch"),
                                                       ("hogwild", "socket", "batch")])
+@pytest.mark.backend
 def test_async_modes_learn(sc, mode, transport, frequency):
     x, y = make_blobs(160, seed=6)
     model = make_dense_model(optimizer=keras.optimizers.Adam(0.05))
@@ -391,7 +398,9 @@ def test_learning_rate_changed_on_the_driver_reaches_workers(sc, mode):
 
 def test_mode_default_window_and_strategy_property():
     model = make_dense_model()
-    assert SparkModel(model).frequency == "epoch"
+    assert SparkModel(model).frequency == "auto"  # chosen from measured times, see engine.windows
+    assert SparkModel(model, mode="hogwild").frequency == "auto"
+    assert SparkModel(model, frequency="epoch").frequency == "epoch"
     downpour = SparkModel(model, mode="downpour")
     assert downpour.frequency == 5 and downpour.strategy.name == "downpour"
     assert SparkModel(model, mode="easgd", rho=2.0).frequency == 32

@@ -18,24 +18,16 @@ from typing import Any
 from ..parameter.server import ParameterServer
 from .async_worker import make_async_epoch_fn
 from .block_store import Missing, StagedBlocks
-from .driver import TrainingSettings, Validation, make_validate
+from .driver import TrainingSettings, Validation, epoch_metrics, make_validate
 from .errors import guard, run_job
-from .history import MetricSum, run_epochs
+from .history import run_epochs
 from .shipping import ModelSpec
+from .windows import bounds_for
 from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.5
-
-
-def epoch_metrics(records: list[Any], epoch: int) -> MetricSum:
-    """Sample-weighted metrics of one epoch from the server's window records."""
-    merged = MetricSum()
-    for r in records:
-        if r.epoch == epoch and r.samples > 0:
-            merged.add(r.samples, r.metrics)
-    return merged
 
 
 def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
@@ -58,7 +50,11 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
     total = sum(sizes)
     if total == 0:
         raise ValueError("The training data is empty: every partition has 0 rows.")
-    plan = WindowPlan(settings.batch_size, settings.frequency, settings.shuffle, settings.seed)
+    frequency = settings.frequency
+    if frequency == "auto":
+        frequency = bounds_for(strategy.name).initial
+        logger.info("frequency='auto': %s training exchanges every %d batches", strategy.name, frequency)
+    plan = WindowPlan(settings.batch_size, frequency, settings.shuffle, settings.seed)
     srv = settings.server
     group = f"elephas-{uuid.uuid4().hex[:12]}"
     server = ParameterServer(model.get_weights(), strategy, mode=srv.get("transport", "http"),

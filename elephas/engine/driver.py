@@ -1,41 +1,58 @@
-"""Driver side of training: validate, plan, run rounds, merge, history and callbacks.
+"""Driver side of training: settings, validation, and synchronous training in one stage per epoch.
 
-Synchronous rounds are Spark jobs: broadcast the weights, every partition trains one
-communication window, the driver sums ``samples·Δ`` and applies the sample-weighted mean (through
-the optional server optimizer). A retried task is harmless because the driver only merges what
-the job returned. Asynchronous strategies run through :mod:`elephas.engine.async_driver`.
+Synchronous training runs one Spark *barrier* stage per epoch over the staged blocks. Every task
+trains its partition window by window and, after each window, exchanges ``Σ samples·Δ`` with the
+other tasks through the round reducer (:mod:`.reducers`; on classic Spark the driver's parameter
+server in its synchronous-rounds policy, :mod:`elephas.parameter.rounds`). A round closes when
+every partition of the round has pushed; the sample-weighted mean delta goes through the server
+step (:mod:`.server_optimizer`) and every task continues from the new center. Between epochs the
+driver holds the center, validates, runs the Keras callbacks and records the History. There is
+no Spark job per round: the Spark UI shows one job per epoch (plus validation).
+
+Failures: Spark restarts a barrier stage as a whole; the epoch then restarts from the center the
+driver held at its start (the reducer refuses the dead attempt's pushes). A stage that cannot
+get all its task slots (an executor was lost) is cancelled after a grace period and the epoch
+runs again on the slots that are left. Asynchronous strategies run through
+:mod:`elephas.engine.async_driver`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .block_store import Missing, StagedBlocks
+from .block_store import StagedBlocks, resolve
 from .data import Block, block_size
-from .errors import guard, run_job
+from .errors import TaskFailedError, guard, run_job
 from .history import MetricSum, run_epochs
 from .inference import evaluate_blocks
 from .runtime import WorkerRuntime
 from .server_optimizer import ServerOptimizer
 from .shipping import ModelSpec
-from .strategies.averaging import SynchronousAveraging
+from .stage_worker import MissingBlockError, TaskReport, make_epoch_fn, merge_blocks
 from .strategies.base import Strategy
-from .worker import WindowPlan, make_round_fn, master_learning_rate, merge_round, unwrap
+from .windows import bounds_for, default_server_step
+from .worker import WindowPlan, master_learning_rate, unwrap
 
 logger = logging.getLogger(__name__)
-
-_COLLECT_LIMIT = 16
 
 
 @dataclass
 class TrainingSettings:
-    """Plain settings of one ``fit`` call, shared by every strategy."""
+    """Plain settings of one ``fit`` call, shared by every strategy.
+
+    ``frequency`` may be ``'auto'`` (the default of the synchronous, asynchronous and hogwild
+    modes: a window chosen from measured compute and exchange times, see :mod:`.windows`);
+    ``server_optimizer`` ``None`` is the synchronous rule's default server step (see
+    :func:`.windows.default_server_step`).
+    """
 
     strategy: Strategy
     frequency: str | int
@@ -45,7 +62,7 @@ class TrainingSettings:
     shuffle: bool = True
     seed: int = 0
     runtime: WorkerRuntime = field(default_factory=WorkerRuntime)
-    server_optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)
+    server_optimizer: ServerOptimizer | None = None
     server: dict[str, Any] = field(default_factory=dict)
     stage_blocks: bool = True
 
@@ -77,48 +94,6 @@ def split_validation(blocks: Any, fraction: float) -> tuple[Any, Any]:
     return blocks.map(head, preservesPartitioning=True), blocks.map(tail, preservesPartitioning=True)
 
 
-def _add(a: tuple | None, b: tuple | None) -> tuple | None:
-    if a is None or b is None:
-        return a if b is None else b
-    return merge_round(a, b)
-
-
-def reduce_rounds(rdd: Any, partitions: int) -> tuple[tuple | None, list[int]]:
-    """Sum the round results of all partitions.
-
-    Returns:
-        ``(result, missing)``: the summed result (``None`` if no partition had rows) and the
-        partitions whose staged block could not be mapped (see :mod:`.block_store`).
-    """
-    if partitions <= _COLLECT_LIMIT:
-        items = run_job(rdd.collect, "Training round")
-        missing = [m.partition for m in items if isinstance(m, Missing)]
-        results = [r for r in items if not isinstance(r, Missing)]
-        return (functools.reduce(merge_round, results) if results else None), missing
-
-    def seq(acc: tuple, item: Any) -> tuple:
-        if isinstance(item, Missing):
-            return acc[0], acc[1] + [item.partition]
-        return _add(acc[0], item), acc[1]
-
-    def comb(a: tuple, b: tuple) -> tuple:
-        return _add(a[0], b[0]), a[1] + b[1]
-
-    return run_job(lambda: rdd.treeAggregate((None, []), seq, comb, depth=2), "Training round")
-
-
-def run_round(staged: StagedBlocks, fn: Callable, partitions: int) -> tuple | None:
-    """One synchronous round over the staged blocks, partitions whose files went missing
-    trained from the original blocks in the same round."""
-    result, missing = reduce_rounds(staged.rdd.mapPartitionsWithIndex(fn), partitions)
-    if missing:
-        logger.info("round: %d staged block(s) not found on their executor; reading them from "
-                    "Spark instead", len(missing))
-        for item in staged.rerun(fn, missing, "Training round"):
-            result = _add(result, item)
-    return result
-
-
 def make_validate(sc: Any, model: Any, spec: ModelSpec, settings: TrainingSettings,
                   validation: Validation | None, sample: Any) -> Callable[[], dict[str, float]] | None:
     """The per-epoch validation function on the driver's current weights, if any."""
@@ -141,53 +116,281 @@ def make_validate(sc: Any, model: Any, spec: ModelSpec, settings: TrainingSettin
     return distributed
 
 
+_POLL_S = 0.5
+_MAX_REPLANS = 3
+SLOT_GRACE_S = 30.0
+"""How long a stage may lack task slots (an executor was lost) before it is cancelled and rerun."""
+
+
+def task_slots(sc: Any) -> int:
+    """How many tasks the cluster can run at once now (what a barrier stage needs)."""
+    try:
+        jsc = sc._jsc.sc()
+        profile = jsc.resourceProfileManager().defaultResourceProfile()
+        slots = int(jsc.maxNumConcurrentTasks(profile))
+        if slots > 0:
+            return slots
+    except Exception:  # noqa: BLE001 - older Spark or no JVM access: fall back below
+        logger.debug("maxNumConcurrentTasks unavailable", exc_info=True)
+    return max(1, int(sc.defaultParallelism))
+
+
+def fit_to_slots(blocks: Any, slots: int, cut: bool = False) -> Any:
+    """``blocks`` with at most ``slots`` partitions, as a barrier stage can run them.
+
+    A barrier stage needs every task scheduled at once, and Spark refuses a barrier stage whose
+    lineage changes the number of partitions (``coalesce``, ``union``, ...). Blocks are therefore
+    regrouped with a shuffle (partition ``p`` joins partition ``p mod slots``, rows kept in
+    partition order), which also cuts such a lineage (``cut=True`` asks for that alone).
+    """
+    partitions = blocks.getNumPartitions()
+    if partitions <= slots and not cut:
+        return blocks
+    target = min(partitions, slots)
+    if partitions > slots:
+        logger.info("synchronous training: the data has %d partitions but the cluster runs %d tasks at once; "
+                    "coalescing to %d partitions (a barrier stage needs all its tasks scheduled together).",
+                    partitions, slots, target)
+
+    def keyed(pid: int, items: Any) -> Any:
+        for block in resolve(items):
+            if not isinstance(block, tuple):
+                raise MissingBlockError(f"Expected the staged block of partition {block.partition} on this "
+                                        "executor, received none.")
+            yield pid % target, (pid, block)
+
+    def merge(pid: int, items: Any) -> Any:
+        found = [block for _, (_, block) in sorted(items, key=lambda kv: kv[1][0])]
+        yield merge_blocks(pid, found)
+
+    return (blocks.mapPartitionsWithIndex(keyed).partitionBy(target, lambda key: key)
+            .mapPartitionsWithIndex(merge, preservesPartitioning=True))
+
+
+def epoch_metrics(records: list[Any], epoch: int) -> MetricSum:
+    """Sample-weighted metrics of one epoch from the server's window records."""
+    merged = MetricSum()
+    for r in records:
+        if r.epoch == epoch and r.samples > 0:
+            merged.add(r.samples, r.metrics)
+    return merged
+
+
+class _SlotWatch:
+    """Cancels a stage's job group when the cluster has fewer slots than the stage needs for
+    longer than ``grace_s`` (Spark would otherwise wait for them forever)."""
+
+    def __init__(self, sc: Any, group: str, needed: int, grace_s: float) -> None:
+        self.sc, self.group, self.needed, self.grace_s = sc, group, needed, grace_s
+        self.fired = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="elephas-slot-watch", daemon=True)
+
+    def _run(self) -> None:
+        short_since: float | None = None
+        while not self._done.wait(2.0):
+            if task_slots(self.sc) >= self.needed:
+                short_since = None
+                continue
+            short_since = short_since or time.monotonic()
+            if time.monotonic() - short_since >= self.grace_s:
+                self.fired = True
+                logger.warning("the epoch stage needs %d task slots but the cluster has had fewer for %.0fs; "
+                               "cancelling it to run the epoch again on the slots left.", self.needed,
+                               self.grace_s)
+                self.sc.cancelJobGroup(self.group)
+                return
+
+    def __enter__(self) -> _SlotWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+class _Plan:
+    """The staged data of a fit, re-planned when slots are lost or staged files vanish."""
+
+    def __init__(self, sc: Any, blocks: Any, settings: TrainingSettings) -> None:
+        self.sc, self.blocks, self.settings = sc, blocks, settings
+        self.staged: StagedBlocks | None = None
+        self.replans = 0
+        self.stage(task_slots(sc))
+
+    def stage(self, slots: int, cut: bool = False) -> None:
+        if self.staged is not None:
+            self.staged.close()
+            self.staged = None
+        self.staged = StagedBlocks(fit_to_slots(self.blocks, slots, cut), self.settings.stage_blocks)
+        self.sizes = self.staged.sizes
+
+    def restage(self, replan: _Replan) -> None:
+        self.replans += 1
+        if self.replans > _MAX_REPLANS:
+            raise RuntimeError(f"Expected the epoch stage to run after re-staging the data, received {replan.why} "
+                               f"{self.replans} times.") from replan
+        self.stage(replan.slots, replan.cut)
+
+    def close(self) -> None:
+        if self.staged is not None:
+            self.staged.close()
+            self.staged = None
+
+
 def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
-                    callbacks: list[Any] | None = None, validation: Validation | None = None,
-                    sample: Any = None) -> Any:
-    """Train ``model`` (the driver's master copy) with synchronous rounds over ``blocks``.
+                  callbacks: list[Any] | None = None, validation: Validation | None = None,
+                  sample: Any = None) -> Any:
+    """Train ``model`` (the driver's master copy) synchronously, one barrier stage per epoch.
 
     Returns:
-        A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples.
+        A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples; its
+        ``window_records`` attribute lists every round's per-partition record as a dict, and
+        ``windows`` the window used in each epoch.
     """
     strategy = settings.strategy
-    if not isinstance(strategy, SynchronousAveraging):
+    if not strategy.synchronous:
         raise TypeError(f"fit_synchronous runs the synchronous strategy. Received: {strategy.name!r}.")
-    with StagedBlocks(blocks, settings.stage_blocks) as staged:
-        return _fit_staged(sc, model, spec, staged, settings, callbacks, validation, sample)
+    plan = _Plan(sc, blocks, settings)
+    try:
+        return _fit(sc, model, spec, plan, settings, callbacks, validation, sample)
+    finally:
+        plan.close()
 
 
-def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, settings: TrainingSettings,
-                callbacks: list[Any] | None, validation: Validation | None, sample: Any) -> Any:
-    strategy = settings.strategy
-    sizes = staged.sizes
-    if sum(sizes) == 0:
+def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSettings,
+         callbacks: list[Any] | None, validation: Validation | None, sample: Any) -> Any:
+    from ..parameter.rounds import RoundState
+    from ..parameter.server import ParameterServer
+
+    if sum(plan.sizes) == 0:
         raise ValueError("The training data is empty: every partition has 0 rows.")
-    plan = WindowPlan(settings.batch_size, settings.frequency, settings.shuffle, settings.seed)
-    rounds = max(plan.windows(n) for n in sizes)
-    logger.info("synchronous training: %d partitions (%d rows), %d round(s) per epoch",
-                len(sizes), sum(sizes), rounds)
-    server_opt = settings.server_optimizer
-    runtime = settings.runtime
+    workers = sum(1 for n in plan.sizes if n)
+    auto = settings.frequency == "auto"
+    bounds = bounds_for("synchronous")
+    window: list[Any] = [bounds.initial if auto else settings.frequency]
+    step = settings.server_optimizer or default_server_step(workers)
+    srv = settings.server
+    timeout = max(float(srv.get("timeout", 60.0)), 300.0)
+    state = RoundState(model.get_weights(), settings.strategy, step, round_timeout_s=timeout)
+    server = ParameterServer(model.get_weights(), settings.strategy, mode=srv.get("transport", "http"),
+                             host=srv.get("host"), port=int(srv.get("port", 0)), driver_host=srv.get("driver_host"),
+                             compression=srv.get("compression", "none"), client_timeout_s=timeout, state=state)
+    windows_used: list[Any] = []
+    with server:
+        reducer = {"kind": "server", "client": server.client_config()}
+        logger.info("synchronous training: %d partitions (%d rows), rounds reduced by the parameter server at %s "
+                    "(%s); server step %s; window %s", len(plan.sizes), sum(plan.sizes), server.address,
+                    server.mode, step.get_config(), "auto" if auto else window[0])
 
-    def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
-        metrics = MetricSum()
-        for window in range(rounds):
+        def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
             start = model.get_weights()
-            bc = sc.broadcast(start)
-            try:
-                fn = guard(make_round_fn(spec, runtime, bc, plan, epoch, window,
-                                         master_learning_rate(model)))
-                result = run_round(staged, fn, len(sizes))
-            finally:
-                bc.unpersist()
-            if result is None:
-                continue
-            samples, weighted_delta, weighted_metrics = result
-            delta = strategy.average(weighted_delta, samples)
-            model.set_weights(server_opt.apply(start, delta))
-            metrics.add_weighted(samples, weighted_metrics)
-            progress(window + 1, metrics.means())
-        return metrics.means()
+            while True:
+                wplan = WindowPlan(settings.batch_size, window[0], settings.shuffle, settings.seed)
+                counts = {str(p): wplan.windows(n) for p, n in enumerate(plan.sizes)}
+                state.begin_epoch(epoch, counts)
+                fn = make_epoch_fn(spec, settings.runtime, wplan, epoch, start, reducer, master_learning_rate(model))
+                try:
+                    reports = _run_stage(sc, plan, fn, state, epoch, settings, window[0], progress)
+                    break
+                except _Replan as replan:
+                    state.restart_epoch()
+                    model.set_weights(start)
+                    plan.restage(replan)
+            windows_used.append(window[0])
+            model.set_weights(state.pull()[0])
+            merged = epoch_metrics(state.records(), epoch)
+            progress(sum(plan.sizes), merged.means())
+            if auto:
+                window[0] = _next_window(reports, bounds, window[0], epoch)
+            return merged.means()
 
-    validate = make_validate(sc, model, spec, settings, validation, sample)
-    return run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, rounds, validate)
+        validate = make_validate(sc, model, spec, settings, validation, sample)
+        history = run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, sum(plan.sizes),
+                             validate)
+        history.window_records = [r.to_dict() for r in state.records()]
+        history.windows = windows_used
+        logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items() if k != "workers"})
+    return history
+
+
+class _Replan(Exception):
+    """The epoch stage must run again on re-staged data (``slots`` partitions at most)."""
+
+    def __init__(self, slots: int, why: str, cut: bool = False) -> None:
+        super().__init__(why)
+        self.slots, self.why, self.cut = slots, why, cut
+
+
+def _run_stage(sc: Any, plan: _Plan, fn: Any, state: Any, epoch: int, settings: TrainingSettings,
+               window: Any, progress: Callable[[int, dict[str, float]], None]) -> list[TaskReport]:
+    """Run one epoch's barrier stage; raise :class:`_Replan` when it must run again re-staged."""
+    staged = plan.staged
+    assert staged is not None
+    workers = len(plan.sizes)
+    group = f"elephas-{uuid.uuid4().hex[:12]}"
+    description = (f"elephas: epoch {epoch + 1}/{settings.epochs} (synchronous, {workers} workers, "
+                   f"window {window})")
+    total = sum(plan.sizes)
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(_POLL_S):
+            seen = epoch_metrics(state.records(), epoch)
+            if seen.samples:
+                progress(min(seen.samples, total), seen.means())
+
+    guarded = guard(lambda pid, it: fn(it))
+    rdd = staged.rdd.barrier().mapPartitions(lambda it: guarded(_partition_id(), it))
+    watcher = threading.Thread(target=poll, name="elephas-progress", daemon=True)
+    watcher.start()
+    sc.setJobGroup(group, description, True)
+    watch = _SlotWatch(sc, group, workers, SLOT_GRACE_S)
+    try:
+        with watch:
+            return run_job(rdd.collect, "Training")
+    except TaskFailedError as exc:
+        if "MissingBlockError" in str(exc):
+            logger.info("epoch %d: staged block(s) not found on their executor; staging them again and "
+                        "running the epoch again from its first center", epoch + 1)
+            raise _Replan(task_slots(sc), "missing staged blocks") from exc
+        raise
+    except Exception as exc:
+        if watch.fired:
+            raise _Replan(task_slots(sc), "too few task slots") from None
+        if "BarrierJobUnsupportedRDDChainException" in str(exc):
+            logger.info("the data's lineage changes its number of partitions, which a barrier stage does not "
+                        "allow; regrouping it with a shuffle once")
+            raise _Replan(task_slots(sc), "an unsupported lineage", cut=True) from None
+        raise
+    except BaseException:
+        sc.cancelJobGroup(group)
+        raise
+    finally:
+        done.set()
+        watcher.join()
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
+
+
+def _partition_id() -> int:
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return ctx.partitionId() if ctx is not None else 0
+
+
+def _next_window(reports: list[TaskReport], bounds: Any, current: int, epoch: int) -> int:
+    """The automatic window for the next epoch from what this epoch's tasks measured."""
+    active = [r for r in reports if r.batches and r.windows]
+    if not active:
+        return current
+    batch_s = sum(r.compute_s for r in active) / sum(r.batches for r in active)
+    exchange_s = sum(r.exchange_s for r in active) / sum(r.windows for r in active)
+    chosen = bounds.choose(batch_s, exchange_s)
+    logger.info("frequency='auto': epoch %d measured %.2f ms per batch and %.2f ms per round; window %d batches "
+                "from epoch %d on (was %d)", epoch + 1, 1e3 * batch_s, 1e3 * exchange_s, chosen, epoch + 2,
+                current)
+    return chosen
+

@@ -26,7 +26,7 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     DynSGD.name: DynSGD,
 }
 
-FREQUENCIES = ("epoch", "batch")
+FREQUENCIES = ("auto", "epoch", "batch")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
@@ -83,9 +83,11 @@ def get_strategy(mode: str | Strategy, **knobs: Any) -> Strategy:
 
 
 def get_frequency(frequency: str | int | None, strategy: Strategy) -> str | int:
-    """Validate a communication window: 'epoch', 'batch' or a positive number of batches.
+    """Validate a communication window: 'auto', 'epoch', 'batch' or a positive number of batches.
 
-    ``None`` gives the strategy's default.
+    ``None`` gives the strategy's default ('auto' for the synchronous, asynchronous and hogwild
+    modes: a window chosen from measured compute and exchange times, see
+    :mod:`elephas.engine.windows`).
     """
     frequency = _plain(frequency)  # elephas.enums.frequency.Frequency
     if frequency is None:
@@ -110,4 +112,6 @@ def window_batches(frequency: str | int, partition_batches: int) -> int:
         return max(1, partition_batches)
     if frequency == "batch":
         return 1
+    if frequency == "auto":
+        raise ValueError("frequency='auto' is resolved to a number of batches before training.")
     return int(frequency)

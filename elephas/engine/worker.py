@@ -1,23 +1,18 @@
-"""Executor side of synchronous training: one communication window of one partition per task.
+"""Executor-side building blocks shared by every mode: window plans, window training, learning rate.
 
-Everything here runs in Spark's Python workers and depends on plain values only (model spec,
-weights, settings); the Keras model is taken from the per-process cache.
+Everything here runs in Spark's Python workers and depends on plain values only; the synchronous
+epoch task is :mod:`.stage_worker`, the asynchronous one :mod:`.async_worker`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .block_store import Missing, resolve
-from .data import block_size
 from .modes import window_batches
-from .runtime import WorkerRuntime, prepare_worker
-from .shipping import ModelSpec, cached_model
 
 
 @dataclass(frozen=True)
@@ -69,17 +64,32 @@ def unwrap(arrays: list[np.ndarray]) -> Any:
     return arrays[0] if len(arrays) == 1 else list(arrays)
 
 
+_LOOP_BATCHES = 64
+"""Windows of at most this many batches are trained batch by batch (``train_on_batch``), which
+costs far less per call than ``Model.fit``; longer ones go through ``fit``."""
+
+
 def train_window(model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int,
                  shuffle: bool = False) -> dict[str, float]:
     """Train one window with the model's own compiled optimizer; return its mean metrics.
+
+    Short windows are trained batch by batch and their metrics averaged over the batches weighted
+    by rows (exact for the loss and mean metrics such as accuracy); long ones through ``fit``.
 
     ``shuffle`` lets Keras visit the window's batches in random order (used when the window is a
     whole partition, which saves copying the partition into a permuted order first).
     """
     n = int(xs[0].shape[0])
-    if n <= batch_size:
-        logs = model.train_on_batch(unwrap(xs), unwrap(ys), return_dict=True)
-        return {k: float(v) for k, v in logs.items()}
+    batches = math.ceil(n / batch_size)
+    if batches <= _LOOP_BATCHES and not (shuffle and batches > 1):
+        sums: dict[str, float] = {}
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            logs = model.train_on_batch(unwrap([x[start:stop] for x in xs]), unwrap([y[start:stop] for y in ys]),
+                                        return_dict=True)
+            for name, value in logs.items():  # the window's mean: batch values weighted by rows
+                sums[name] = sums.get(name, 0.0) + float(value) * (stop - start)
+        return {name: total / n for name, total in sums.items()}
     history = model.fit(unwrap(xs), unwrap(ys), batch_size=batch_size, epochs=1, shuffle=shuffle,
                         verbose=0)
     return {k: float(v[-1]) for k, v in history.history.items()}
@@ -110,46 +120,3 @@ def apply_learning_rate(model: Any, value: float | None) -> None:
             current.assign(value)
     else:
         model.optimizer.learning_rate = value
-
-
-def make_round_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, plan: WindowPlan,
-                  epoch: int, window: int, learning_rate: float | None = None):
-    """Build the function one synchronous round runs on every block.
-
-    It runs over blocks or staged block handles and yields ``(samples, Σ samples·Δ, {metric:
-    samples·value})`` for partitions that had rows in this window, nothing for the others, and a
-    :class:`~elephas.engine.block_store.Missing` for a staged block whose files are not here.
-    """
-
-    def run(pid: int, blocks: Iterable[Any]) -> Iterator[tuple[int, list[np.ndarray], dict[str, float]] | Missing]:
-        for block in resolve(blocks):
-            if isinstance(block, Missing):
-                yield block
-                continue
-            part, xs, ys = block
-            rows = block_size((part, xs, ys))
-            idx = plan.window_rows(rows, epoch, part, window) if rows else None
-            if idx is None or not len(idx):
-                continue
-            prepare_worker(runtime)
-            start = broadcast.value
-            model = cached_model(spec, start)
-            apply_learning_rate(model, learning_rate)
-            if len(idx) == rows:  # the window is the whole partition: no permuted copy
-                logs = train_window(model, xs, ys, plan.batch_size, shuffle=plan.shuffle)
-            else:
-                logs = train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
-            k = int(len(idx))
-            kf = np.float32(k)
-            delta = [(np.asarray(w) - w0) * kf for w, w0 in zip(model.get_weights(), start)]
-            yield k, delta, {name: k * value for name, value in logs.items()}
-
-    return run
-
-
-def merge_round(a: tuple, b: tuple) -> tuple:
-    """Add two round results (sample counts, weighted deltas, weighted metrics)."""
-    metrics = dict(a[2])
-    for name, value in b[2].items():
-        metrics[name] = metrics.get(name, 0.0) + value
-    return a[0] + b[0], [x + y for x, y in zip(a[1], b[1])], metrics

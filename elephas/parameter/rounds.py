@@ -13,11 +13,13 @@ Participants: the driver tells the state, per epoch, how many windows each parti
 of rows early simply stops pushing (nothing waits for it, nothing divides by zero), and a round
 of only empty partitions never happens.
 
-Stage attempts: Spark restarts a barrier stage as a whole when one task fails. The first push of
-a newer stage attempt resets the epoch: the center, the server step's state and the round
-counter go back to what they were when the epoch began, pushes still waiting from the dead
-attempt are answered 409, and later pushes of it are refused. Nothing of a dead attempt survives
-in the center.
+Stage attempts: Spark restarts a barrier stage as a whole when one task fails. Every push carries
+its task's ``taskAttemptId`` (unique and increasing: a restarted stage's tasks have larger ids than
+every task of the attempt before). The first push of a partition from a task with a larger id
+than the one registered for that partition starts a new attempt of the epoch: the center, the
+server step's state and the round counter go back to what they were when the epoch began, pushes
+still waiting from the dead attempt are answered 409, and later pushes of it (smaller ids) are
+refused. Nothing of a dead attempt survives in the center.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class RoundState(ServerState):
         >>> state = RoundState([np.zeros(2, np.float32)], SynchronousAveraging(), lambda d: d)
         >>> state.begin_epoch(0, {"0": 1})
         >>> state.apply([np.full(2, 4.0, np.float32)], worker_id="0", attempt_id="a",
-        ...             version_seen=0, samples=2, round=0, stage_attempt=0)
+        ...             version_seen=0, samples=2, round=0, task_attempt=7)
         1
         >>> state.pull()[0][0].tolist()
         [2.0, 2.0]
@@ -76,7 +78,7 @@ class RoundState(ServerState):
         self._cond = threading.Condition(self._apply_lock)
         self._epoch = -1
         self._windows: dict[str, int] = {}
-        self._stage_attempt = -1
+        self._tasks: dict[str, int] = {}
         self._round = 0
         self._pushed: set[str] = set()
         self._sum: list[np.ndarray] | None = None
@@ -96,7 +98,7 @@ class RoundState(ServerState):
             self._epoch = int(epoch)
             self._windows = {str(k): int(v) for k, v in windows.items() if int(v) > 0}
             self._start = (center, version, _state_of(self.step))
-            self._stage_attempt = -1
+            self._tasks = {}
             self._error = None
             self._reset_round(0)
 
@@ -114,7 +116,7 @@ class RoundState(ServerState):
     # ----- pushes -----------------------------------------------------------------------------
     def apply(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
               version_seen: int, samples: int = 0, metrics: dict[str, float] | None = None,
-              epoch: int = 0, round: int | None = None, stage_attempt: int = 0) -> int:  # noqa: A002
+              epoch: int = 0, round: int | None = None, task_attempt: int = 0) -> int:  # noqa: A002
         """Add one task's ``Σ samples·Δ`` to its round and wait until the round closes.
 
         Args:
@@ -126,7 +128,7 @@ class RoundState(ServerState):
             metrics: The window's loss and metrics (plain means).
             epoch: The epoch the push belongs to.
             round: The round (window index) within the epoch.
-            stage_attempt: The Spark stage attempt number of the task.
+            task_attempt: The Spark ``taskAttemptId`` of the pushing task.
 
         Returns:
             The version after the round closed.
@@ -146,10 +148,10 @@ class RoundState(ServerState):
         except UpdateRejected as exc:
             self.count_refused(exc.reason, worker_id)
             raise
-        round_index, stage_attempt = int(round), int(stage_attempt)
+        round_index, task_attempt = int(round), int(task_attempt)
         with self._cond:
             try:
-                self._admit(worker_id, int(epoch), round_index, stage_attempt)
+                self._admit(worker_id, int(epoch), round_index, task_attempt)
             except UpdateRejected as exc:
                 self._refuse(exc.reason, worker_id)
                 raise
@@ -174,45 +176,54 @@ class RoundState(ServerState):
                 self._cond.wait(left)
             if self._error is not None:
                 raise RoundClosed(self._error, status=422, reason="nonfinite")
-            if self._stopped or self._stage_attempt != stage_attempt or self._epoch != int(epoch):
+            if self._stopped or self._tasks.get(worker_id) != task_attempt or self._epoch != int(epoch):
                 raise RoundClosed("The round was abandoned (the stage was restarted or the fit ended) "
                                   "before it closed.")
             return self._version
 
-    def _admit(self, worker_id: str, epoch: int, round_index: int, stage_attempt: int) -> None:
-        """Check that a push belongs to the current round; start a newer stage attempt."""
+    def _admit(self, worker_id: str, epoch: int, round_index: int, task_attempt: int) -> None:
+        """Check that a push belongs to the current round; start a newer attempt of the epoch."""
         if self._stopped:
             raise RoundClosed("Expected a running fit, received a push after it ended.", status=410)
-        if self._error is not None and stage_attempt <= self._stage_attempt:
-            raise RoundClosed(self._error, status=422, reason="nonfinite")
         if epoch != self._epoch:
             raise RoundClosed(f"Expected a push of epoch {self._epoch}, received epoch {epoch}.")
-        if stage_attempt < self._stage_attempt:
-            raise RoundClosed(f"Expected stage attempt {self._stage_attempt}, received a push of the "
-                              f"earlier attempt {stage_attempt}.")
-        if stage_attempt > self._stage_attempt:
-            if self._stage_attempt >= 0:
-                logger.info("epoch %d: stage attempt %d started; the epoch restarts from its first "
-                            "center (attempt %d is abandoned).", epoch + 1, stage_attempt,
-                            self._stage_attempt)
-            self._restart_epoch(stage_attempt)
         if worker_id not in self._windows:
             raise RoundClosed(f"Expected a push from one of the partitions {sorted(self._windows, key=_order)},"
                               f" received one from {worker_id!r}.", status=400, reason="metadata")
+        known = self._tasks.get(worker_id)
+        if known is not None and task_attempt < known:
+            raise RoundClosed(f"Expected a push of task {known} for partition {worker_id}, received one of the "
+                              f"earlier task {task_attempt} (a restarted stage's dead attempt).")
+        if known is not None and task_attempt > known:
+            logger.info("epoch %d: partition %s runs in a new task (%d, was %d); the stage was restarted, so "
+                        "the epoch restarts from its first center.", epoch + 1, worker_id, task_attempt, known)
+            self._restart_epoch()
+        if self._error is not None:
+            raise RoundClosed(self._error, status=422, reason="nonfinite")
+        self._tasks[worker_id] = task_attempt
         if round_index != self._round:
             raise RoundClosed(f"Expected a push for round {self._round}, received round {round_index}.")
         if worker_id in self._pushed:
             raise RoundClosed(f"Expected one push per partition and round, received a second push "
                               f"from partition {worker_id} for round {round_index}.")
 
-    def _restart_epoch(self, stage_attempt: int) -> None:
+    def restart_epoch(self) -> None:
+        """Go back to the state the current epoch began with (the driver runs it again)."""
+        with self._cond:
+            self._restart_epoch()
+
+    def _restart_epoch(self) -> None:
         assert self._start is not None
         center, version, step_state = self._start
         if self._version != version:
             self._center = self._publish([c.copy() for c in center], None, version)
             self._version = version
         _restore(self.step, step_state)
-        self._stage_attempt = stage_attempt
+        with self._meta_lock:  # the abandoned attempt's windows leave the records and the history
+            for record in self._records:
+                if record.epoch == self._epoch:
+                    self._failed_attempts.add(record.attempt_id)
+        self._tasks = {}
         self._error = None
         self._reset_round(0)
 
@@ -236,7 +247,8 @@ class RoundState(ServerState):
         """Fold the round's sum into the center, record its windows and wake its pushes."""
         assert self._sum is not None
         if self._samples > 0:
-            mean = [(s / self._samples).astype(dtype) for s, (_, dtype) in zip(self._sum, self.spec)]
+            mean = [m.astype(dtype) for m, (_, dtype) in zip(self.strategy.average(self._sum, self._samples),
+                                                            self.spec)]
             step = self.step(mean)
             for i, s in enumerate(step):
                 if not np.isfinite(s).all():

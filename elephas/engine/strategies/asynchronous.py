@@ -12,7 +12,7 @@ class Asynchronous(Strategy):
 
     name: ClassVar[str] = "asynchronous"
     locked: ClassVar[bool] = True
-    default_frequency: ClassVar[str | int] = "epoch"
+    default_frequency: ClassVar[str | int] = "auto"
 
 
 class Hogwild(Strategy):
@@ -20,4 +20,4 @@ class Hogwild(Strategy):
 
     name: ClassVar[str] = "hogwild"
     locked: ClassVar[bool] = False
-    default_frequency: ClassVar[str | int] = "epoch"
+    default_frequency: ClassVar[str | int] = "auto"

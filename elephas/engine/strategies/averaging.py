@@ -19,7 +19,7 @@ class SynchronousAveraging(Strategy):
     name: ClassVar[str] = "synchronous"
     synchronous: ClassVar[bool] = True
     locked: ClassVar[bool] = True
-    default_frequency: ClassVar[str | int] = "epoch"
+    default_frequency: ClassVar[str | int] = "auto"
 
     @staticmethod
     def average(weighted_sum: Weights, total_samples: int) -> Weights:

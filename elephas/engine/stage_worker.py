@@ -1,0 +1,139 @@
+"""Executor side of synchronous training: one barrier task trains its partition for a whole epoch.
+
+The task trains window after window of its partition and, after each window, hands
+``Σ samples·Δ`` to the round's reducer (:mod:`.reducers`), which answers once every partition of
+the round has pushed, with the new center; the task continues from it. There is no Spark job per
+round: the epoch is one stage. Everything here depends on plain values only (model spec,
+weights, settings); the Keras model is taken from the per-process cache, so an epoch after the
+first builds nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .block_store import Missing, resolve
+from .data import Block, block_size
+from .reducers import open_round_reducer
+from .runtime import WorkerRuntime, prepare_worker
+from .shipping import ModelSpec, cached_model
+from .worker import WindowPlan, apply_learning_rate, take, train_window
+
+
+class MissingBlockError(RuntimeError):
+    """The staged files of a partition are not on the executor that runs its task."""
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """What one task of an epoch stage reports back (plain values, one row per task)."""
+
+    partition: int
+    rows: int
+    windows: int
+    batches: int
+    compute_s: float
+    exchange_s: float
+    attempt: str
+
+
+def merge_blocks(pid: int, blocks: list[Block]) -> Block:
+    """One block out of the blocks of a coalesced partition (rows concatenated in order)."""
+    blocks = [b for b in blocks if block_size(b)]
+    if not blocks:
+        return pid, [], []
+    if len(blocks) == 1:
+        return pid, blocks[0][1], blocks[0][2]
+    xs = [np.concatenate([b[1][i] for b in blocks]) for i in range(len(blocks[0][1]))]
+    ys = [np.concatenate([b[2][j] for b in blocks]) for j in range(len(blocks[0][2] or []))]
+    return pid, xs, ys
+
+
+def task_identity() -> tuple[int, int, str]:
+    """``(partition, taskAttemptId, attempt id)`` of the running (barrier) task."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None:
+        return 0, 0, "driver"
+    attempt = f"{ctx.stageId()}.{ctx.partitionId()}.{ctx.attemptNumber()}:{ctx.taskAttemptId()}"
+    return ctx.partitionId(), ctx.taskAttemptId(), attempt
+
+
+def check_finite(logs: dict[str, float], partition: int, epoch: int, window: int) -> None:
+    """Raise a clear error when a window's loss or a metric is NaN or infinite."""
+    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"Expected a finite loss and metrics, received {bad} in partition {partition}, "
+                                 f"epoch {epoch + 1}, window {window + 1}. Lower the learning rate, scale the "
+                                 "inputs or clip gradients (optimizer clipnorm=...).")
+
+
+def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epoch: int,
+                  start: list[np.ndarray], reducer: dict[str, Any], learning_rate: float | None = None):
+    """Build the function one synchronous epoch stage runs in every (barrier) task.
+
+    Args:
+        spec: The model description.
+        runtime: Worker thread and backend settings.
+        plan: How rows are cut into batches and windows.
+        epoch: The epoch (0-based).
+        start: The center weights at the start of the epoch.
+        reducer: The plain config of the round reducer (see :func:`.reducers.open_round_reducer`).
+        learning_rate: The driver optimizer's learning rate (``None``: keep the worker's).
+
+    Returns:
+        A ``mapPartitions`` function yielding one :class:`TaskReport` per task. A task whose
+        staged files are missing raises :class:`MissingBlockError` before its first round.
+    """
+
+    def run(items: Iterable[Any]) -> Iterator[TaskReport]:
+        pid, task_attempt, attempt = task_identity()
+        blocks = []
+        for block in resolve(items):
+            if isinstance(block, Missing):
+                raise MissingBlockError(f"Expected the staged block of partition {block.partition} on this "
+                                        "executor, received none (its local directory was cleaned or the task "
+                                        "ran elsewhere).")
+            blocks.append(block)
+        _, xs, ys = merge_blocks(pid, blocks)
+        rows = int(xs[0].shape[0]) if xs else 0
+        windows = plan.windows(rows)
+        if not windows:
+            yield TaskReport(pid, 0, 0, 0, 0.0, 0.0, attempt)
+            return
+        prepare_worker(runtime)
+        model = cached_model(spec, start)
+        apply_learning_rate(model, learning_rate)
+        exchange = open_round_reducer(reducer, str(pid), attempt, epoch, task_attempt)
+        center = start
+        compute = communicate = 0.0
+        try:
+            for window in range(windows):
+                idx = plan.window_rows(rows, epoch, pid, window)
+                t0 = time.perf_counter()
+                if len(idx) == rows and windows == 1:  # the window is the whole partition: no copy
+                    logs = train_window(model, xs, ys, plan.batch_size, shuffle=plan.shuffle)
+                else:
+                    logs = train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
+                check_finite(logs, pid, epoch, window)
+                n = int(len(idx))
+                scale = np.float32(n)
+                delta = [(np.asarray(w) - c) * scale for w, c in zip(model.get_weights(), center)]
+                t1 = time.perf_counter()
+                center = exchange.exchange(delta, n, logs, window)
+                model.set_weights(center)
+                t2 = time.perf_counter()
+                compute += t1 - t0
+                communicate += t2 - t1
+        finally:
+            exchange.close()
+        yield TaskReport(pid, rows, windows, plan.batches(rows), compute, communicate, attempt)
+
+    return run
