@@ -184,6 +184,22 @@ def test_idle_connections_are_capped_and_a_worker_still_trains(mode):
                 sock.close()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_workers_beyond_the_cap_are_still_served(mode):
+    """More concurrent tasks than expected: workers' connections are never refused or evicted."""
+    with ParameterServer(_weights(), AddStrategy(), mode=mode, max_connections=2) as server:
+        clients = [server.client(retries=0) for _ in range(4)]
+        try:
+            for client in clients:
+                assert client.pull()[1] == 0
+            for i, client in enumerate(clients):  # each still on its first connection
+                assert client.push([np.ones((2, 3), np.float32), np.ones(4, np.float32)],
+                                   worker_id=str(i), attempt_id="a", version_seen=0) == i + 1
+        finally:
+            for client in clients:
+                client.close()
+
+
 def _drip(sock: socket.socket, data: bytes, every_s: float, limit_s: float) -> float | None:
     """Send ``data`` a byte at a time; the seconds until the server closed the connection, or
     ``None`` if it was still open after ``limit_s``."""

@@ -255,11 +255,13 @@ class ConnectionTable:
     """Bounds a server's connections (and so its handler threads) and enforces request deadlines.
 
     At most ``limit`` connections are admitted at a time. When a new one arrives at the cap, the
-    oldest connection that has not authenticated anything yet is shut down to make room (so idle
-    or slow unauthenticated peers cannot lock workers out); when every admitted connection is
-    trusted, the new one is refused. A reaper thread shuts down connections whose deadline has
-    passed, which bounds how long a peer that sends (or reads) a byte at a time can hold a
-    request, whatever the socket's per-call time-outs.
+    oldest connection that has not authenticated anything yet is shut down to make room, so idle
+    or slow unauthenticated peers cannot lock workers out. Workers' (trusted) connections are
+    never shut down to make room, and when they alone fill the cap a new connection is still
+    admitted: a job with more concurrent tasks than the cap keeps running, and beyond the cap
+    at most one unauthenticated connection is served at a time. A reaper thread shuts down
+    connections whose deadline has passed, which bounds how long a peer that sends (or reads) a
+    byte at a time can hold a request, whatever the socket's per-call time-outs.
 
     Args:
         limit: Connections admitted at most.
@@ -284,15 +286,15 @@ class ConnectionTable:
         """Admit ``sock``, evicting the oldest untrusted connection when at the cap.
 
         Returns:
-            The connection's entry, or ``None`` when it is refused (every admitted connection is
-            trusted, or the evicted one did not end within ``wait_s``).
+            The connection's entry, or ``None`` when it is refused (the server is stopping, or
+            the evicted connection's handler did not end within ``wait_s``).
         """
         deadline = time.monotonic() + wait_s
         with self._cond:
             while len(self._entries) >= self.limit and not self._stopping:
                 victim = next((c for c in self._entries if not c.trusted), None)
-                if victim is None:
-                    return None
+                if victim is None:  # all workers': admit over the cap
+                    break
                 victim.close_now()
                 victim.deadline = 0.0
                 left = deadline - time.monotonic()

@@ -65,8 +65,9 @@ class ParameterServer:
             default ``max_connections``.
         max_connections: Connections served at once (each holds a thread). Default: twice
             ``expected_workers`` (at least 8), or 64 when that is not known. At the cap, the
-            oldest connection that has not authenticated a request is closed to make room; when
-            all are workers', a new connection is refused with 503 (clients retry).
+            oldest connection that has not authenticated a request is closed to make room;
+            workers' connections are never closed to make room (when they alone fill the cap, a
+            new connection is still served, one unauthenticated connection at a time).
         request_timeout_s: Whole-request deadline: a request must arrive completely (and its
             reply leave) within this long, and a new connection must authenticate a request
             within it; time spent handling a request (a push waiting for its round) does not
