@@ -11,6 +11,7 @@ from typing import Any
 
 from .block_store import Missing, resolve
 from .data import block_size
+from .errors import check_finite_logs
 from .runtime import WorkerRuntime, prepare_worker
 from .shipping import ModelSpec, cached_model
 from .strategies.base import Strategy
@@ -71,6 +72,7 @@ def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: 
                     if idx is None or not len(idx):
                         break
                     logs = strategy.train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
+                    check_finite_logs(logs, partition=part, epoch=epoch, window=window)  # before any push
                     weights = model.get_weights()
                     # the client is free again once the exchange in flight is done
                     done = exchange.wait() if exchange is not None else None

@@ -7,6 +7,7 @@ marker inside whatever exception Spark raised and turns it into a :class:`TaskFa
 
 from __future__ import annotations
 
+import math
 import re
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,67 @@ class TaskFailedError(RuntimeError):
         super().__init__(message)
         self.partition = partition
         self.remote_traceback = remote_traceback
+
+    @property
+    def remote_type(self) -> str | None:
+        """The class name of the exception raised in the task (``'NonFiniteLossError'``, ...)."""
+        match = re.match(r"\s*([A-Za-z_][\w.]*): ", self.remote_traceback or "")
+        return match.group(1).rsplit(".", 1)[-1] if match else None
+
+    @property
+    def non_finite_loss(self) -> bool:
+        """Whether the task stopped because its loss or a metric became NaN or infinite."""
+        return self.remote_type == NonFiniteLossError.__name__
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A worker's loss (or a metric) became NaN or infinite while training."""
+
+
+def check_finite_logs(logs: dict[str, Any], *, partition: int, epoch: int, window: int) -> dict[str, Any]:
+    """Raise :class:`NonFiniteLossError` naming where it happened if a value in ``logs`` is NaN or infinite.
+
+    Workers call it on each window's logs before they send anything to the driver or the parameter
+    server, so a diverged worker never pushes NaN weights and the user reads where it diverged. On
+    the driver a ``keras.callbacks.TerminateOnNaN`` turns this failure into a stop, as in Keras.
+
+    Args:
+        logs: Metric name -> value of one training window.
+        partition: The partition the worker trains.
+        epoch: 0-based epoch index (shown 1-based, as Keras prints epochs).
+        window: 0-based index of the communication window in the epoch (shown 1-based).
+
+    Returns:
+        ``logs``, unchanged, when every value is finite.
+
+    Raises:
+        NonFiniteLossError: When a value is NaN or infinite.
+
+    Example:
+        >>> check_finite_logs({"loss": 0.5}, partition=0, epoch=0, window=0)
+        {'loss': 0.5}
+        >>> check_finite_logs({"loss": float("nan")}, partition=3, epoch=1, window=4)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        elephas.engine.errors.NonFiniteLossError: Non-finite loss in partition 3, epoch 2, window 5. ...
+    """
+    bad = {}
+    for name, value in logs.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(number):
+            bad[name] = number
+    if bad:
+        names = ", ".join(bad)
+        received = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise NonFiniteLossError(
+            f"Non-finite {names} in partition {partition}, epoch {epoch + 1}, window {window + 1}. "
+            f"Expected finite values. Received: {received}. Lower the learning rate, clip gradients "
+            "(e.g. optimizer clipnorm=1.0) or check the data for NaN/inf; pass "
+            "keras.callbacks.TerminateOnNaN() to stop training instead of failing.")
+    return logs
 
 
 class RemoteTaskError(RuntimeError):

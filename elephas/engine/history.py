@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import TaskFailedError
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,7 +39,7 @@ class MetricSum:
 def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: int,
                run_epoch: Callable[[int, Callable[[int, dict[str, float]], None]], dict[str, float]],
                steps_per_epoch: int | None, validate: Callable[[], dict[str, float]] | None = None,
-               initial_epoch: int = 0) -> Any:
+               initial_epoch: int = 0, unit_name: str = "sample") -> Any:
     """Drive epochs on the driver with Keras callbacks, a History and a progress bar.
 
     Args:
@@ -46,13 +48,19 @@ def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: in
         callbacks: Keras callbacks (EarlyStopping, ModelCheckpoint, TerminateOnNaN, custom ones).
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
         run_epoch: ``run_epoch(epoch, progress)`` trains one epoch and returns its merged logs;
-            it calls ``progress(step, partial_logs)`` as work completes.
-        steps_per_epoch: Progress bar target (rounds or samples), if known.
+            it calls ``progress(done, partial_logs)`` as work completes, ``done`` counting
+            ``unit_name`` s (samples trained so far in this epoch, summed over all workers).
+        steps_per_epoch: Progress bar target: the epoch's total in ``unit_name`` s (the number of
+            training samples across all partitions), if known.
         validate: Returns validation logs (without the ``val_`` prefix) for the current weights.
         initial_epoch: Epoch to start from.
+        unit_name: What ``steps_per_epoch`` and ``done`` count, shown in the bar's time per unit.
 
     Returns:
-        The ``keras.callbacks.History``.
+        The ``keras.callbacks.History``. When a worker's loss becomes NaN or infinite
+        (:class:`~elephas.engine.errors.NonFiniteLossError`) and ``callbacks`` holds a
+        ``keras.callbacks.TerminateOnNaN``, training stops as in Keras: that epoch is recorded
+        with the non-finite loss and no further epoch runs; without it the error is raised.
     """
     import keras
 
@@ -60,26 +68,36 @@ def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: in
     cbs = keras.callbacks.CallbackList(list(callbacks or []) + [history], add_history=False,
                                        add_progbar=False, model=model, verbose=verbose,
                                        epochs=epochs, steps=steps_per_epoch)
+    terminate_on_nan = any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks or [])
     model.stop_training = False
     cbs.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         cbs.on_epoch_begin(epoch)
-        bar = keras.utils.Progbar(steps_per_epoch, verbose=1) if verbose == 1 else None
+        bar = keras.utils.Progbar(steps_per_epoch, verbose=1, unit_name=unit_name) if verbose == 1 else None
         if verbose:
             logger.info("Epoch %d/%d", epoch + 1, epochs)
 
-        seen = [0]
+        seen = [0, 0]  # units done, progress calls (the callbacks' batch index)
 
-        def progress(step: int, logs: dict[str, float], _bar=bar, _seen=seen) -> None:
-            _seen[0] = step
-            cbs.on_train_batch_end(step, logs)
+        def progress(done: int, logs: dict[str, float], _bar=bar, _seen=seen) -> None:
+            _seen[0] = done
+            cbs.on_train_batch_end(_seen[1], logs)
+            _seen[1] += 1
             if _bar is not None:
                 _bar.stateful_metrics.update(logs)
-                _bar.update(step, values=list(logs.items()))
+                _bar.update(done, values=list(logs.items()))
 
         started = time.perf_counter()
-        logs = dict(run_epoch(epoch, progress))
-        if validate is not None:
+        try:
+            logs = dict(run_epoch(epoch, progress))
+        except TaskFailedError as err:
+            if not (err.non_finite_loss and terminate_on_nan):
+                raise
+            logger.warning("%s", err.args[0].splitlines()[0])
+            logs = {"loss": float("nan")}
+            cbs.on_train_batch_end(seen[1], logs)  # TerminateOnNaN sets model.stop_training
+            model.stop_training = True
+        if validate is not None and not getattr(model, "stop_training", False):
             logs.update({f"val_{k}": v for k, v in validate().items()})
         elapsed = time.perf_counter() - started
         if bar is not None:
