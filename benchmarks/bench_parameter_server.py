@@ -10,6 +10,10 @@ Usage::
 
     python benchmarks/bench_parameter_server.py                 # the full table
     python benchmarks/bench_parameter_server.py --clients 1 --compressions none --seconds 2
+    python benchmarks/bench_parameter_server.py --compressions none --repeat 4   # ranges
+
+With ``--repeat N`` every row is measured N times (rows interleaved, so a load change on a
+shared machine spreads over all of them) and the ratios are reported as their range.
 """
 
 from __future__ import annotations
@@ -233,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compressions", nargs="+", default=["none", "fp16", "zlib"])
     parser.add_argument("--seconds", type=float, default=3.0, help="per configuration")
     parser.add_argument("--max-iterations", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure every row this many times and report the range of its ratio")
     parser.add_argument("--client-threads", action="store_true",
                         help="run the clients as threads of the server's process instead of "
                              "as processes of their own")
@@ -241,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
 
     nbytes = args.params * 4
     print(f"# parameter server benchmark: {args.params:,} float32 parameters "
-          f"({nbytes / 1e6:.1f} MB), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+          f"({nbytes / 1e6:.1f} MB), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("\n## keyed MAC over one body")
     for name, ms in mac_costs(nbytes).items():
         print(f"{name:28s} {ms:8.2f} ms  ({nbytes / ms / 1e6:6.2f} GB/s)")
@@ -264,17 +271,25 @@ def main(argv: list[str] | None = None) -> None:
         ms, rate = raw_results[c]
         print(f"{'raw':9s} {'-':8s} {c:7d} {ms:10.2f} {rate:9.1f} {ms:8.2f} {1.0:6.2f}")
     weights = [np.zeros(args.params, np.float32)]
-    for mode in args.modes:
-        for compression in args.compressions:
-            for c in args.clients:
-                with ParameterServer(weights, AddStrategy(), mode=mode) as server:
-                    ps_spec = ("ps", {**server.client_config(), "compression": compression},
-                               args.params)
-                    (raw_ms, _), (ms, rate) = measure([raw_spec, ps_spec], c, args.seconds,
-                                                      args.max_iterations, processes)
-                print(f"{mode:9s} {compression:8s} {c:7d} {ms:10.2f} {rate:9.1f} {raw_ms:8.2f} "
-                      f"{ms / raw_ms:6.2f}", flush=True)
+    ratios: dict[tuple[str, str, int], list[float]] = {}
+    for _ in range(args.repeat):
+        for mode in args.modes:
+            for compression in args.compressions:
+                for c in args.clients:
+                    with ParameterServer(weights, AddStrategy(), mode=mode) as server:
+                        ps_spec = ("ps", {**server.client_config(), "compression": compression},
+                                   args.params)
+                        (raw_ms, _), (ms, rate) = measure([raw_spec, ps_spec], c, args.seconds,
+                                                          args.max_iterations, processes)
+                    ratios.setdefault((mode, compression, c), []).append(ms / raw_ms)
+                    print(f"{mode:9s} {compression:8s} {c:7d} {ms:10.2f} {rate:9.1f} {raw_ms:8.2f} "
+                          f"{ms / raw_ms:6.2f}", flush=True)
     raw.close()
+    if args.repeat > 1:
+        print(f"\n## ratio to raw loopback over {args.repeat} runs (min - median - max)")
+        for (mode, compression, c), values in ratios.items():
+            print(f"{mode:9s} {compression:8s} {c:7d}   {min(values):.2f} - "
+                  f"{statistics.median(values):.2f} - {max(values):.2f}")
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -55,8 +55,8 @@ def create_app(service: ParameterService) -> Flask:
     def serve() -> Response:
         environ = request.environ
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            return _response(Reply(411, {"error": "Expected a Content-Length, received a "
-                                                  "chunked body."}))
+            return _response(service.refuse(411, "malformed", "Expected a Content-Length, received a "
+                                                              "chunked body.", environ.get("REMOTE_ADDR")))
         length = request.content_length or 0
         path = environ.get("RAW_URI") or request.full_path
         peer = environ.get("REMOTE_ADDR")
