@@ -28,6 +28,7 @@ from .engine.inference import (
     predict_blocks,
 )
 from .engine.modes import get_frequency, get_strategy
+from .engine.preflight import preflight_check
 from .engine.runtime import WorkerRuntime
 from .engine.server_optimizer import ServerOptimizer
 from .engine.shipping import ModelSpec, check_keras_model
@@ -332,6 +333,7 @@ class SparkModel:
                 validation = self._validation_from(sc, validation_data, io, batch_size, features_col,
                                                    label_col, nb_classes)
             spec = self._spec()
+            preflight_check(spec, sample)  # what Keras cannot train fails here, before any job
             settings = TrainingSettings(
                 strategy=self._strategy, frequency=self._frequency, batch_size=batch_size,
                 epochs=epochs, verbose=verbose, shuffle=shuffle,

@@ -180,3 +180,41 @@ def test_terminate_on_nan_stops_training_like_keras(spark, blobs):
     assert len(history.history["loss"]) == 1
     assert np.isnan(history.history["loss"][0])
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_keras2_positional_compile_fails_on_the_driver_before_any_job(spark, blobs):
+    """Keras 2's ``compile(optimizer, loss, metrics)`` puts the metrics into ``loss_weights`` in
+    Keras 3: elephas says so on the driver (a ValueError, not a failed task), naming the argument."""
+    from elephas.engine.errors import TaskFailedError
+    from elephas.spark_model import SparkModel
+
+    model = make_dense_model()
+    model.compile("sgd", "categorical_crossentropy", ["accuracy"])
+    x, y = blobs
+    spark_model = SparkModel(model)
+    for data, labels in ((spark.sparkContext.parallelize(list(zip(x, y)), 2), None), (x, y)):
+        with pytest.raises(ValueError, match=r"loss_weights=\['accuracy'\]") as info:
+            spark_model.fit(data, labels, epochs=1)
+        assert not isinstance(info.value, TaskFailedError)
+        assert "third positional argument" in str(info.value)
+
+
+def test_model_keras_cannot_train_fails_on_the_driver_with_keras_message(spark, blobs):
+    """In general: what plain Keras cannot train fails on the driver with Keras's own message."""
+    import keras
+
+    from elephas.spark_model import SparkModel
+
+    def shape_mismatch_loss(y_true, y_pred):
+        return keras.ops.matmul(y_true, y_pred)  # (n, 3) @ (n, 3): Keras refuses at its first step
+
+    x, y = blobs
+    plain = make_dense_model(loss=shape_mismatch_loss)
+    with pytest.raises(Exception) as keras_info:
+        plain.train_on_batch(x[:1], y[:1])
+    keras_message = str(keras_info.value).strip().splitlines()[0].split(" for ")[0]  # node names differ
+
+    model = make_dense_model(loss=shape_mismatch_loss)
+    with pytest.raises(ValueError, match="Keras cannot train this model") as info:
+        SparkModel(model, custom_objects={"shape_mismatch_loss": shape_mismatch_loss}).fit(x, y, epochs=1)
+    assert keras_message in str(info.value)
