@@ -216,6 +216,7 @@ class _Plan:
     def __init__(self, sc: Any, blocks: Any, settings: TrainingSettings) -> None:
         self.sc, self.blocks, self.settings = sc, blocks, settings
         self.staged: StagedBlocks | None = None
+        self.group = f"elephas-fit-{uuid.uuid4().hex[:12]}"
         self.replans = 0
         self.stage(task_slots(sc))
 
@@ -247,7 +248,8 @@ def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings:
     Returns:
         A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples; its
         ``window_records`` attribute lists every round's per-partition record as a dict, and
-        ``windows`` the window used in each epoch.
+        ``windows`` the window used in each epoch and ``job_group`` the Spark job group of its
+        epoch stages.
     """
     strategy = settings.strategy
     if not strategy.synchronous:
@@ -311,6 +313,7 @@ def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSe
                              validate)
         history.window_records = [r.to_dict() for r in state.records()]
         history.windows = windows_used
+        history.job_group = plan.group
         logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items() if k != "workers"})
     return history
 
@@ -329,7 +332,7 @@ def _run_stage(sc: Any, plan: _Plan, fn: Any, state: Any, epoch: int, settings: 
     staged = plan.staged
     assert staged is not None
     workers = len(plan.sizes)
-    group = f"elephas-{uuid.uuid4().hex[:12]}"
+    group = plan.group
     description = (f"elephas: epoch {epoch + 1}/{settings.epochs} (synchronous, {workers} workers, "
                    f"window {window})")
     total = sum(plan.sizes)
@@ -357,7 +360,7 @@ def _run_stage(sc: Any, plan: _Plan, fn: Any, state: Any, epoch: int, settings: 
             raise _Replan(task_slots(sc), "missing staged blocks") from exc
         raise
     except Exception as exc:
-        if watch.fired:
+        if watch.fired or task_slots(sc) < workers:
             raise _Replan(task_slots(sc), "too few task slots") from None
         if "BarrierJobUnsupportedRDDChainException" in str(exc):
             logger.info("the data's lineage changes its number of partitions, which a barrier stage does not "
