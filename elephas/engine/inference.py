@@ -186,6 +186,21 @@ def evaluate_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndar
         results = run_job(lambda: blocks.mapPartitionsWithIndex(fn).collect(), "Evaluation")
     finally:
         bc.unpersist()
+    return merge_evaluations(results, model, sample)
+
+
+def merge_evaluations(results: list[tuple[int, dict[str, float], list[np.ndarray]]], model: Any,
+                      sample: tuple[list[np.ndarray], list[np.ndarray]] | None) -> dict[str, float]:
+    """Merge per-partition ``(rows, logs, metric state arrays)`` into one ``{name: value}``.
+
+    Args:
+        results: One entry per non-empty partition.
+        model: The compiled model on the driver (its metric variables read the summed states).
+        sample: A few rows to build the model's metrics with, when they are not built yet.
+
+    Raises:
+        ValueError: If ``results`` is empty.
+    """
     if not results:
         raise ValueError("Cannot evaluate on empty data: no partition had rows.")
     total = sum(r[0] for r in results)
@@ -255,11 +270,17 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
     missing = [c for c in fcols if c not in df.columns]
     if missing:
         raise ValueError(f"Feature column(s) {missing} not found. Available columns: {df.columns}.")
-    sc = SparkContext.getOrCreate()
+    from .session import connect_runtime, is_connect
+
     io = model_io(spec)
     out_width = int(np.prod([d or 1 for d in io.output_shapes[0]])) if io.output_shapes[0] else 1
-    runtime = runtime or default_runtime(sc)
-    bc = sc.broadcast(weights)
+    if is_connect(df):  # no SparkContext, no broadcast: the weights travel in the UDF's closure
+        runtime = runtime or connect_runtime(df.sparkSession)
+        bc = _Shipped(weights)
+    else:
+        sc = SparkContext.getOrCreate()
+        runtime = runtime or default_runtime(sc)
+        bc = sc.broadcast(weights)
     bs = batch_size or DEFAULT_BATCH_SIZE
     scalar_out = output == "class" or (output == "raw" and out_width == 1)
     fields = [StructField("pred", DoubleType() if scalar_out else ArrayType(FloatType()))]
@@ -377,6 +398,13 @@ def prefetched(source: Iterable[Any], convert: Any, depth: int = 1) -> Iterator[
     finally:
         stop.set()
         reader.join(timeout=60)
+
+class _Shipped:
+    """Weights that travel inside the shipped function (a broadcast's ``.value`` where there is none)."""
+
+    def __init__(self, value: list[np.ndarray]) -> None:
+        self.value = value
+
 
 _IO_CACHE: dict[tuple[str, str], ModelIO] = {}
 
