@@ -40,6 +40,7 @@ def model(x_train, y_train, x_test, y_test):
     return {"loss": score, "status": STATUS_OK, "model": model}
 
 
+@pytest.mark.backend
 def test_seed_readme_shape_minimize_and_best_ensemble(sc):
     """data() + templated model() + HyperParamModel(sc).minimize(...) + best_ensemble(...)."""
     hyperparam_model = HyperParamModel(sc, num_workers=2)

@@ -53,6 +53,7 @@ def classification_pipeline(category_df):
     return pipeline.fit(category_df)
 
 
+@pytest.mark.backend
 def test_classification_pipeline_fits(classification_pipeline):
     fitted = classification_pipeline.stages[-1]
     assert isinstance(fitted, ElephasTransformer)
@@ -61,6 +62,7 @@ def test_classification_pipeline_fits(classification_pipeline):
     assert fitted.getFeaturesCol() == "scaled_features" and fitted.get_categorical()
 
 
+@pytest.mark.backend
 def test_classification_predictions_are_class_indices_aligned_per_row(classification_pipeline,
                                                                       category_df):
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator

@@ -65,6 +65,7 @@ def test_transformer_round_trip(fitted_pipeline, df, tmp_path, scheme):
     transformer.write().overwrite().save(path)
 
 
+@pytest.mark.backend
 def test_pipeline_model_round_trip(fitted_pipeline, df, tmp_path):
     from pyspark.ml import PipelineModel
 

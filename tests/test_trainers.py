@@ -48,6 +48,7 @@ TRAINERS = [
 
 
 @pytest.mark.parametrize("cls,kwargs", TRAINERS, ids=[c.__name__ for c, _ in TRAINERS])
+@pytest.mark.backend
 def test_trainer_learns_and_leaves_the_given_model_untouched(blobs_df, cls, kwargs):
     import keras
 
