@@ -55,13 +55,28 @@ def gpu_environment(resources: Mapping[str, Any]) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": ",".join(addresses), "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
-def thread_environment(threads: int) -> dict[str, str]:
-    """Environment variables that cap the framework's CPU threads at ``threads`` (0: no cap)."""
+def thread_environment(threads: int, backend: str = "tensorflow") -> dict[str, str]:
+    """Environment variables that cap the framework's CPU threads at ``threads`` (0: no cap).
+
+    ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` cap TensorFlow's and PyTorch's intra-op pools (PyTorch
+    reads ``OMP_NUM_THREADS`` when it starts; :func:`prepare_worker` also calls
+    ``torch.set_num_threads`` where torch is loaded already). XLA (the JAX backend) has no flag for
+    a pool of N threads on the CPU; with one thread per task its Eigen pool is turned off through
+    ``XLA_FLAGS`` (appended to flags already set), with more it keeps its default.
+
+    Example:
+        >>> thread_environment(1, "jax")["XLA_FLAGS"]
+        '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+    """
     if threads <= 0:
         return {}
     n = str(int(threads))
-    return {"OMP_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1",
-            "MKL_NUM_THREADS": n}
+    env = {"OMP_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1",
+           "MKL_NUM_THREADS": n}
+    flags = os.environ.get("XLA_FLAGS", "")
+    if backend == "jax" and int(threads) == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    return env
 
 
 _PREPARED = False
@@ -76,13 +91,15 @@ def prepare_worker(runtime: WorkerRuntime) -> None:
     if _PREPARED:
         freeze_loaded_modules()
         return
-    env = dict(thread_environment(runtime.threads))
+    env = dict(thread_environment(runtime.threads, runtime.backend))
     try:
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
         if ctx is not None:
             env.update(gpu_environment(ctx.resources()))
+            if runtime.backend == "jax" and "CUDA_VISIBLE_DEVICES" in env:  # JAX's memory growth
+                env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     except Exception:  # resources() is unavailable outside a task
         logger.debug("no task resources", exc_info=True)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -100,6 +117,10 @@ def prepare_worker(runtime: WorkerRuntime) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:  # already initialised: the environment caps apply to new processes
             logger.debug("TensorFlow threads already fixed in this worker")
+    if runtime.backend == "torch" and runtime.threads > 0 and "torch" in __import__("sys").modules:
+        import torch
+
+        torch.set_num_threads(runtime.threads)
     _PREPARED = True
     freeze_loaded_modules()
 
