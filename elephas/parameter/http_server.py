@@ -231,7 +231,8 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             started[:] = ["500 INTERNAL SERVER ERROR", [("Content-Type", "application/json")]]
             chunks = [b'{"error":"internal server error"}']
         status, headers = started
-        body_done = environ.get(_BODY_READ) or not int(environ.get("CONTENT_LENGTH") or 0)
+        declared = environ.get("CONTENT_LENGTH") or "0"
+        body_done = environ.get(_BODY_READ) or declared == "0"  # else unread bytes: close
         keep_alive = bool(body_done) and not self.close_connection
         lines = [f"{self.protocol_version} {status}\r\n"]
         for key, value in headers:
