@@ -36,6 +36,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("elephas.engine.async_driver").setLevel(logging.INFO)
+    logging.getLogger("elephas.engine.driver").setLevel(logging.INFO)
     rng = np.random.default_rng(0)
     centers = rng.normal(0, 3, size=(3, 4))
     labels = rng.integers(0, 3, size=4000)

@@ -1,4 +1,4 @@
-"""Asynchronous training on a real Spark standalone cluster (master + 2 workers on loopback).
+"""Training on a real Spark standalone cluster (master + 2 workers on loopback).
 
 The cluster is started from the pip package's ``bin/spark-class`` and every process it starts is
 stopped by process id in a ``finally``. The driver runs in a subprocess (its own SparkContext).
@@ -140,6 +140,18 @@ def test_fit_survives_a_killed_worker(cluster):
     # the killed attempt's updates were seen and accounted for separately
     stats = [line for line in out.splitlines() if "parameter server stats" in line]
     assert stats and "'failed_attempts': []" not in stats[-1], out[-3000:]
+    result = [line for line in out.splitlines() if line.startswith("RESULT")]
+    assert result and "epochs=4" in result[0], out[-3000:]
+    accuracy = float(result[0].split("accuracy=")[1].split()[0])
+    assert accuracy > 0.6
+
+
+def test_synchronous_fit_survives_a_killed_worker(cluster):
+    # one barrier stage per epoch: the stage loses a task, cannot get its slots back, is cancelled
+    # and the epoch runs again from its first center on the executor that is left
+    code, out, killed = run_driver(cluster, "synchronous", "http", 4, kill_during_epoch=1)
+    assert killed, out[-3000:]
+    assert code == 0, out[-3000:]
     result = [line for line in out.splitlines() if line.startswith("RESULT")]
     assert result and "epochs=4" in result[0], out[-3000:]
     accuracy = float(result[0].split("accuracy=")[1].split()[0])
