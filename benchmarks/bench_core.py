@@ -1,15 +1,22 @@
 """SparkModel against plain Keras on local[2]: training throughput, accuracy and predict speed.
 
-Workload (the issue's): 60,000 x 784 float32 rows, 10 classes from a fixed random linear teacher;
-MLP 128-128-10 with dropout; SGD lr 0.05; batch 64; 3 epochs. The synchronous accuracy setting is
-``frequency=100, server_optimizer='nesterov', server_momentum=0.8``. Every Spark configuration first runs
+Tasks (``--task``):
+  a  60,000 x 784 standard-normal features, 10 classes from a fixed random linear teacher; MLP
+     128-128-10 with dropout; SGD lr 0.05; batch 64; 3 epochs (``--task a`` = ``--features normal``)
+  b  the same with uniform [0, 1) features (the default task of earlier versions)
+  c  4,000 x 20 features, 3 classes from a random linear teacher; MLP 32-32; SGD 0.1; batch 32; 5 epochs
+The default configurations (``--modes defaults``, the default) are ``SparkModel(model)``,
+``SparkModel(model, mode='asynchronous')`` and ``SparkModel(model, mode='hogwild')`` with no other
+argument. The ideal is 2 x the samples/s of single-thread Keras (measured in a subprocess with one
+TensorFlow thread). Every Spark configuration first runs
 a short warm-up fit so the Python workers have TensorFlow loaded and the model cached, as in a
 long-running session. Every configuration is trained from ``--seeds`` model initialisations (plain
 Keras's own test accuracy on this task spans several points between seeds); prints mean samples/s,
 mean test accuracy with its range, and ratios measured in this one run.
 
-    python benchmarks/bench_core.py                       # synchronous + predict
-    python benchmarks/bench_core.py --modes all           # also asynchronous/hogwild, epoch/batch
+    python benchmarks/bench_core.py --task a              # the no-knob defaults on task a, + predict
+    python benchmarks/bench_core.py --task c --no-predict # the small task
+    python benchmarks/bench_core.py --modes all           # also explicit windows and settings
     python benchmarks/bench_core.py --rows 6000 --predict-rows 10000   # quick
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -32,41 +40,74 @@ from pyspark.sql import SparkSession  # noqa: E402
 from elephas.spark_model import SparkModel  # noqa: E402
 from elephas.utils.rdd_utils import to_simple_rdd  # noqa: E402
 
-EPOCHS, BATCH, LR = 3, 64, 0.05
+TASKS = {  # features, classes, hidden, lr, batch, epochs, dropout
+    "a": dict(features=784, classes=10, hidden=128, lr=0.05, batch=64, epochs=3, dropout=0.2, dist="normal"),
+    "b": dict(features=784, classes=10, hidden=128, lr=0.05, batch=64, epochs=3, dropout=0.2, dist="uniform"),
+    "c": dict(features=20, classes=3, hidden=32, lr=0.1, batch=32, epochs=5, dropout=0.0, dist="normal", rows=4000,
+              test_rows=1000),
+}
+TASK = dict(TASKS["b"])
+EPOCHS, BATCH, LR = TASK["epochs"], TASK["batch"], TASK["lr"]
 
 
-def data(rows: int, seed: int = 0, features: str = "uniform"):
-    """Rows labelled by a fixed random linear teacher.
+def use_task(name: str) -> None:
+    """Make ``name`` the task that :func:`data` and :func:`model` build."""
+    global EPOCHS, BATCH, LR
+    TASK.clear()
+    TASK.update(TASKS[name])
+    EPOCHS, BATCH, LR = TASK["epochs"], TASK["batch"], TASK["lr"]
+
+
+def data(rows: int, seed: int = 0, features: str | None = None):
+    """Rows labelled by a fixed random linear teacher (the current task's shapes).
 
     ``features='uniform'``: pixel-like values in [0, 1) (not centred: an ill-conditioned problem
     for SGD, far from converged after 3 epochs); ``'normal'``: standard normal features.
     """
+    features = features or TASK["dist"]
+    dim, classes, test = TASK["features"], TASK["classes"], TASK.get("test_rows", 10000)
     rng = np.random.default_rng(seed)
-    teacher = rng.normal(size=(784, 10)).astype("float32")
+    teacher = rng.normal(size=(dim, classes)).astype("float32")
     if features == "uniform":
-        x = rng.random((rows + 10000, 784), dtype=np.float32)
+        x = rng.random((rows + test, dim), dtype=np.float32)
         logits = (x - 0.5) @ teacher
     else:
-        x = rng.standard_normal((rows + 10000, 784), dtype=np.float32)
+        x = rng.standard_normal((rows + test, dim), dtype=np.float32)
         logits = x @ teacher
-    y = keras.utils.to_categorical(np.argmax(logits, axis=1), 10)
+    y = keras.utils.to_categorical(np.argmax(logits, axis=1), classes)
     return x[:rows], y[:rows], x[rows:], y[rows:]
 
 
 def model(seed: int = 1) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    m = keras.Sequential([keras.Input((784,)), keras.layers.Dense(128, activation="relu"),
-                          keras.layers.Dropout(0.2), keras.layers.Dense(128, activation="relu"),
-                          keras.layers.Dropout(0.2), keras.layers.Dense(10, activation="softmax")])
+    layers = [keras.Input((TASK["features"],))]
+    for _ in range(2):
+        layers.append(keras.layers.Dense(TASK["hidden"], activation="relu"))
+        if TASK["dropout"]:
+            layers.append(keras.layers.Dropout(TASK["dropout"]))
+    layers.append(keras.layers.Dense(TASK["classes"], activation="softmax"))
+    m = keras.Sequential(layers)
     m.compile(keras.optimizers.SGD(LR), "categorical_crossentropy", metrics=["accuracy"])
     return m
 
 
+def single_thread_keras(task: str, rows: int) -> float:
+    """Samples/s of plain Keras with one TensorFlow thread (a subprocess: threads are fixed per process)."""
+    code = (f"import sys, time; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+            f"import bench_core as b; b.use_task({task!r}); x, y, _, _ = b.data({rows}); m = b.model(1); "
+            "m.fit(x[:2000], y[:2000], batch_size=b.BATCH, epochs=1, verbose=0); t = time.perf_counter(); "
+            "m.fit(x, y, batch_size=b.BATCH, epochs=1, verbose=0); print(len(x) / (time.perf_counter() - t))")
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--rows", type=int, default=60000)
+    p.add_argument("--task", choices=sorted(TASKS), default="b", help="a, b or c (see the module docstring)")
+    p.add_argument("--rows", type=int, default=None, help="training rows (default: the task's)")
     p.add_argument("--predict-rows", type=int, default=100000)
-    p.add_argument("--modes", default="sync", help="'sync' or 'all'")
+    p.add_argument("--modes", default="defaults", help="'defaults' (no knobs), 'sync' or 'all'")
     p.add_argument("--seeds", type=int, default=3,
                    help="model initialisations per configuration; accuracy on this task varies by several "
                         "points between seeds even for plain Keras, so means are compared")
@@ -75,9 +116,11 @@ def main() -> None:
                         "expressions in full (e.g. 'hogwild freq=batch' or 'hogwild.*'); plain "
                         "Keras always runs")
     p.add_argument("--no-predict", action="store_true", help="skip the distributed predict part")
-    p.add_argument("--features", choices=["uniform", "normal"], default="uniform",
-                   help="feature distribution: uniform [0, 1) (default) or standard normal")
+    p.add_argument("--features", choices=["uniform", "normal"], default=None,
+                   help="feature distribution: uniform [0, 1) or standard normal (default: the task's)")
     args = p.parse_args()
+    use_task(args.task)
+    args.rows = args.rows or TASK.get("rows", 60000)
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
              .config("spark.driver.memory", "4g").getOrCreate())
     sc = spark.sparkContext
@@ -94,9 +137,12 @@ def main() -> None:
         keras_runs.append((EPOCHS * len(x) / (time.perf_counter() - t), m.evaluate(xt, yt, verbose=0)[1]))
     rows.append(("plain Keras", keras_runs))
 
+    ideal = 2 * single_thread_keras(args.task, args.rows)
     rdd = to_simple_rdd(sc, x, y, num_slices=2).cache()
     rdd.count()
-    configs = [("synchronous", "epoch", {}),
+    defaults = [(mode, None, {}) for mode in ("synchronous", "asynchronous", "hogwild")]
+    configs = defaults if args.modes == "defaults" else defaults + [
+        ("synchronous", "epoch", {}),
                # the accuracy setting: 5 averaging rounds per epoch (100 batches of each of the two
                # partitions) with server-side Nesterov momentum 0.8 on the averaged deltas
                ("synchronous", 100, {"server_optimizer": "nesterov", "server_momentum": 0.8})]
@@ -104,17 +150,21 @@ def main() -> None:
         configs += [(mode, f, {}) for mode in ("asynchronous", "hogwild") for f in ("epoch", "batch")]
         configs += [(mode, "batch", {"parameter_server_mode": "socket", "background_push": True})
                     for mode in ("asynchronous", "hogwild")]
+
     def label(mode, freq, extra):
+        if freq is None and not extra:
+            return f"SparkModel(model, mode={mode!r})  (no knobs)"
         return f"{mode} freq={freq}" + (f" {extra}" if extra else "")
 
     if args.only:
         configs = [c for c in configs if any(re.fullmatch(o, label(*c)) for o in args.only)]
     for mode, freq, extra in configs:
-        warm = SparkModel(model(), mode=mode, frequency=freq, **extra)
+        warm = SparkModel(model(), mode=mode, **(dict(extra) if freq is None else dict(extra, frequency=freq)))
         warm.fit(to_simple_rdd(sc, x[:2000], y[:2000], 2), epochs=1, batch_size=BATCH)
+        kwargs = dict(extra) if freq is None else dict(extra, frequency=freq)
         runs = []
         for seed in seeds:
-            sm = SparkModel(model(seed), mode=mode, frequency=freq, **extra)
+            sm = SparkModel(model(seed), mode=mode, **kwargs)
             t = time.perf_counter()
             sm.fit(rdd, epochs=EPOCHS, batch_size=BATCH)
             elapsed = time.perf_counter() - t
@@ -123,7 +173,8 @@ def main() -> None:
 
     keras_sps = float(np.mean([r[0] for r in keras_runs]))
     keras_acc = float(np.mean([r[1] for r in keras_runs]))
-    print(f"\nmeans over model seeds {seeds} (accuracy range in brackets)")
+    print(f"\ntask {args.task}: {args.rows} rows; means over model seeds {seeds} (accuracy range in brackets)")
+    print(f"ideal (2 x single-thread Keras): {ideal:.0f} samples/s = {ideal / keras_sps:.2f} x plain Keras")
     print("(Δ points: mean accuracy minus plain Keras's; s.e.: standard error of the per-seed "
           "differences, each configuration and Keras starting from the same initialisation)")
     print(f"{'configuration':58s} {'samples/s':>10s} {'x Keras':>8s} {'test acc':>9s} {'[min, max]':>16s} "
@@ -140,7 +191,7 @@ def main() -> None:
         return
 
     # distributed predict over rows already in Spark vs single-process predict
-    xp = np.random.default_rng(3).random((args.predict_rows, 784), dtype=np.float32)
+    xp = np.random.default_rng(3).random((args.predict_rows, TASK["features"]), dtype=np.float32)
     pm = model()
     pm.predict(xp[:1000], verbose=0)
     t = time.perf_counter()
@@ -153,7 +204,7 @@ def main() -> None:
     t = time.perf_counter()
     out = sm.predict(prdd)
     dist = args.predict_rows / (time.perf_counter() - t)
-    assert out.shape == (args.predict_rows, 10)
+    assert out.shape == (args.predict_rows, TASK["classes"])
     print(f"\npredict rows/s: single-process {single:.0f}, distributed (cached RDD) {dist:.0f}, "
           f"ratio {dist / single:.2f}")
     spark.stop()
