@@ -162,8 +162,14 @@ class ServerState:
         return self._apply_lock if self.locked else self._meta_lock
 
     # ----- writing --------------------------------------------------------------------------
-    def check_update(self, update: Sequence[np.ndarray]) -> None:
+    def check_update(self, update: Sequence[np.ndarray], finite: bool = True) -> None:
         """Check an update against the model: count, shapes, dtypes and finiteness.
+
+        Args:
+            update: The arrays a worker sent.
+            finite: Also check that the values are finite (:meth:`apply` checks the center the
+                update produces instead, which is non-finite when the update is, under every
+                rule of this package, and costs one pass over the model instead of two).
 
         Raises:
             UpdateRejected: With status 400 for wrong shapes/dtypes (reason ``'shape'`` or
@@ -179,10 +185,8 @@ class ServerState:
             if u.dtype != dtype:
                 raise UpdateRejected(f"Expected array {i} of dtype {dtype}, received {u.dtype}.",
                                      reason="dtype")
-        for i, u in enumerate(update):
-            if u.dtype.kind == "f" and not np.isfinite(u).all():
-                raise UpdateRejected(f"Expected finite values, received NaN or infinity in "
-                                     f"array {i}.", status=422, reason="nonfinite")
+        if finite:
+            _require_finite(update)
 
     def apply(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
               version_seen: int, samples: int = 0, metrics: dict[str, float] | None = None,
@@ -207,7 +211,7 @@ class ServerState:
                 near the float32 maximum); nothing changes then.
         """
         try:
-            self.check_update(update)
+            self.check_update(update, finite=False)  # the result is checked before it is used
             version_seen = int(version_seen)
             if not 0 <= version_seen <= self._version:
                 raise UpdateRejected(f"Expected version_seen between 0 and {self._version}, "
@@ -270,7 +274,7 @@ class ServerState:
         else:
             with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned about
                 self.strategy.server_apply_to(center, update, views, staleness)
-            _require_finite(views)  # before anything refers to the new version
+            _require_finite(views, update)  # before anything refers to the new version
         self._payload_cache["none"] = (version, payload)
         return views
 
@@ -284,7 +288,7 @@ class ServerState:
             scratch = self._scratch.arrays = [np.empty_like(c) for c in center]
         with np.errstate(over="ignore", invalid="ignore"):
             self.strategy.server_apply_to(center, update, scratch, staleness)
-        _require_finite(scratch)
+        _require_finite(scratch, update)
 
     # ----- bookkeeping ----------------------------------------------------------------------
     def count_refused(self, reason: str, worker_id: str | None = None) -> None:
@@ -346,10 +350,20 @@ class ServerState:
             }
 
 
-def _require_finite(arrays: Sequence[np.ndarray]) -> None:
-    """Raise :class:`UpdateRejected` (422) if a float array holds NaN or infinity."""
+def _require_finite(arrays: Sequence[np.ndarray], update: Sequence[np.ndarray] | None = None) -> None:
+    """Raise :class:`UpdateRejected` (422) if a float array of ``arrays`` holds NaN or infinity.
+
+    Args:
+        arrays: An update, or the center an update produced.
+        update: When ``arrays`` is such a center: the update, to tell an update holding NaN or
+            infinity (reason ``'nonfinite'``) from finite values that overflow the center
+            (reason ``'nonfinite_result'``).
+    """
     for i, a in enumerate(arrays):
         if a.dtype.kind == "f" and not np.isfinite(a).all():
+            if update is None or not all(u.dtype.kind != "f" or np.isfinite(u).all() for u in update):
+                raise UpdateRejected(f"Expected finite values, received NaN or infinity in "
+                                     f"array {i}.", status=422, reason="nonfinite")
             raise UpdateRejected(f"Expected a finite center after the update, received an update "
                                  f"that makes array {i} overflow to infinity or NaN; nothing was "
                                  "applied.", status=422, reason="nonfinite_result")
