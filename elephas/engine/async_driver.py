@@ -82,7 +82,8 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
 
             watcher = threading.Thread(target=poll, name="elephas-progress", daemon=True)
             watcher.start()
-            sc.setJobGroup(group, f"elephas {strategy.name} epoch {epoch + 1}", True)
+            sc.setJobGroup(group, f"elephas: epoch {epoch + 1}/{settings.epochs} ({strategy.name}, "
+                                  f"{len(sizes)} workers, window {frequency})", True)
             try:
                 finished = run_job(lambda: staged.rdd.mapPartitionsWithIndex(fn).collect(), "Training")
                 missing = sorted(m.partition for m in finished if isinstance(m, Missing))
