@@ -200,8 +200,11 @@ class Trainer:
     def _spark_model(self, model: Any, workers: int) -> Any:
         from .spark_model import SparkModel
 
+        options = dict(self.engine_options)
+        if self.mode == "synchronous":  # dist-keras's averaging is plain model averaging, no server momentum
+            options.setdefault("server_optimizer", "sgd")
         return SparkModel(model, mode=self.mode, frequency=self._frequency(), num_workers=None,
-                          batch_size=self.batch_size, **self.engine_options, **self._knobs())
+                          batch_size=self.batch_size, **options, **self._knobs())
 
     def _check(self, df: Any) -> None:
         from pyspark.sql import DataFrame
