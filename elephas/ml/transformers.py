@@ -50,6 +50,7 @@ from pyspark.sql.types import ArrayType, DoubleType
 
 from elephas.ml import _transformer_utils as U
 from elephas.ml.evaluators import AccuracyEvaluator
+from elephas.ml.persistence import SessionWriter
 
 logger = logging.getLogger(__name__)
 
@@ -811,7 +812,7 @@ _MODEL_DIR = "keras_model"
 _MODEL_FILE = "model.keras"
 
 
-class _ModelPredictorWriter(MLWriter):
+class _ModelPredictorWriter(SessionWriter):
     """Spark metadata (params) plus the Keras model as one binary row under ``keras_model/``."""
 
     def __init__(self, instance: ModelPredictor) -> None:

@@ -49,6 +49,11 @@ class SparkMLlibModel(SparkModel):
                  parameter_server_mode: str = "http", num_workers: int | None = None,
                  custom_objects: dict[str, Any] | None = None, batch_size: int = 32, port: int = 0,
                  **kwargs: Any):
+        from ..engine.session import is_connect, require_classic
+
+        if is_connect():  # MLlib is RDDs only: say so before anything is built
+            require_classic("SparkMLlibModel", hint="MLlib works on RDDs of LabeledPoint; on a Spark Connect "
+                            "session use SparkModel with a DataFrame instead.")
         super().__init__(model, mode=mode, frequency=frequency,
                          parameter_server_mode=parameter_server_mode, num_workers=num_workers,
                          custom_objects=custom_objects, batch_size=batch_size, port=port, **kwargs)
