@@ -18,6 +18,11 @@ mean test accuracy with its range, and ratios measured in this one run.
     python benchmarks/bench_core.py --task c --no-predict # the small task
     python benchmarks/bench_core.py --modes all           # also explicit windows and settings
     python benchmarks/bench_core.py --rows 6000 --predict-rows 10000   # quick
+    python benchmarks/bench_core.py --backend jax --task c    # the same ratios on the JAX backend
+
+``--backend`` (tensorflow, jax or torch) sets ``KERAS_BACKEND`` before Keras is imported; the
+executors get the same backend through the engine's ``WorkerRuntime``, and the single-thread
+reference runs with that backend's one-thread settings.
 """
 
 from __future__ import annotations
@@ -32,6 +37,21 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # keep all traffic on loopback
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _backend_argument(argv: list[str]) -> str | None:
+    """The value of ``--backend`` in ``argv``, read before Keras is imported (it fixes the backend)."""
+    for i, arg in enumerate(argv):
+        if arg == "--backend" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--backend="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+if _backend_argument(sys.argv[1:]) in BACKENDS:
+    os.environ["KERAS_BACKEND"] = _backend_argument(sys.argv[1:])
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -97,7 +117,8 @@ def single_thread_keras(task: str, rows: int) -> float:
             f"import bench_core as b; b.use_task({task!r}); x, y, _, _ = b.data({rows}); m = b.model(1); "
             "m.fit(x[:2000], y[:2000], batch_size=b.BATCH, epochs=1, verbose=0); t = time.perf_counter(); "
             "m.fit(x, y, batch_size=b.BATCH, epochs=1, verbose=0); print(len(x) / (time.perf_counter() - t))")
-    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -105,6 +126,8 @@ def single_thread_keras(task: str, rows: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--task", choices=sorted(TASKS), default="b", help="a, b or c (see the module docstring)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
     p.add_argument("--rows", type=int, default=None, help="training rows (default: the task's)")
     p.add_argument("--predict-rows", type=int, default=100000)
     p.add_argument("--modes", default="defaults", help="'defaults' (no knobs), 'sync' or 'all'")
@@ -173,7 +196,8 @@ def main() -> None:
 
     keras_sps = float(np.mean([r[0] for r in keras_runs]))
     keras_acc = float(np.mean([r[1] for r in keras_runs]))
-    print(f"\ntask {args.task}: {args.rows} rows; means over model seeds {seeds} (accuracy range in brackets)")
+    print(f"\nbackend {keras.backend.backend()}, task {args.task}: {args.rows} rows; means over model seeds "
+          f"{seeds} (accuracy range in brackets)")
     print(f"ideal (2 x single-thread Keras): {ideal:.0f} samples/s = {ideal / keras_sps:.2f} x plain Keras")
     print("(Δ points: mean accuracy minus plain Keras's; s.e.: standard error of the per-seed "
           "differences, each configuration and Keras starting from the same initialisation)")
