@@ -218,3 +218,26 @@ def test_model_keras_cannot_train_fails_on_the_driver_with_keras_message(spark, 
     with pytest.raises(ValueError, match="Keras cannot train this model") as info:
         SparkModel(model, custom_objects={"shape_mismatch_loss": shape_mismatch_loss}).fit(x, y, epochs=1)
     assert keras_message in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["synchronous", "asynchronous"])
+def test_layer_registered_in_main_works_on_executors(mode):
+    """API.md: a layer registered with ``keras.saving.register_keras_serializable`` in the user's
+    script works on the executors without ``custom_objects``: training, predict, evaluate and the
+    Spark ML estimator/transformer. The script runs as ``__main__`` in its own process, as users run it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("registered_layer_script.py")
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    env.pop("PYSPARK_GATEWAY_SECRET", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                        if p and Path(p).resolve() != script.parent)  # not importable there
+    run = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=600,
+                         cwd=str(script.parent.parent))
+    tail = run.stdout[-2000:] + "\n--- stderr ---\n" + run.stderr[-5000:]
+    assert run.returncode == 0, tail
+    assert "RESULT fit=2 predict=200" in run.stdout and "transform=200" in run.stdout, tail

@@ -36,13 +36,22 @@ class ModelSpec:
         compile_config: ``model.get_compile_config()`` (optimizer, loss, metrics, ...), or ``None``
             for an uncompiled model (inference only).
         custom_objects: Classes and functions the config refers to that are not registered with
-            ``keras.saving.register_keras_serializable``.
+            ``keras.saving.register_keras_serializable``, plus (added when the spec is made) the
+            registered ones the config names, under their registered names: a class registered
+            in the driver's ``__main__`` (a script, a notebook) is unknown to the executors'
+            registry, so it travels here (Spark's cloudpickle ships ``__main__`` classes by value).
     """
 
     model_id: str
     config_json: str
     compile_config: dict | None = None
     custom_objects: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        registered = registered_objects_named(self.config_json, self.compile_config)
+        missing = {k: v for k, v in registered.items() if k not in self.custom_objects}
+        if missing:
+            object.__setattr__(self, "custom_objects", {**missing, **self.custom_objects})
 
     @classmethod
     def from_model(
@@ -95,6 +104,47 @@ class ModelSpec:
     def from_dict(cls, d: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> ModelSpec:
         """Inverse of :meth:`to_dict`."""
         return cls(d["model_id"], d["config_json"], d.get("compile_config"), dict(custom_objects or {}))
+
+
+def registered_objects_named(config_json: str | None, compile_config: dict | None = None) -> dict[str, Any]:
+    """The objects registered with ``keras.saving.register_keras_serializable`` that a model's
+    config and compile config name (``'package>Name'`` strings), by registered name.
+
+    Args:
+        config_json: ``model.to_json()``.
+        compile_config: ``model.get_compile_config()`` (custom losses and metrics), or ``None``.
+
+    Returns:
+        ``{registered_name: class_or_function}``; empty when nothing registered is named (or
+        Keras is not imported in this process, as on an executor before its first model).
+    """
+    import json
+    import sys
+
+    if "keras" not in sys.modules:  # nothing can be registered yet
+        return {}
+    from keras.saving import get_registered_object
+
+    found: dict[str, Any] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and ">" in node and node not in found:
+            obj = get_registered_object(node)
+            if obj is not None:
+                found[node] = obj
+
+    try:
+        walk(json.loads(config_json) if config_json else None)
+    except ValueError:
+        logger.debug("model config is not JSON; no registered objects collected")
+    walk(compile_config)
+    return found
 
 
 def check_keras_model(model: Any, require_compiled: bool = True) -> None:
