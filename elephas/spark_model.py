@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .engine import data as data_mod
+from .engine.console import spark_progress_paused
 from .engine.driver import TrainingSettings, Validation, fit_synchronous, split_validation
 from .engine.inference import (
     default_runtime,
@@ -341,7 +342,8 @@ class SparkModel:
                 server_optimizer=self._server_optimizer,
                 server=self._server_settings(sc), stage_blocks=stage,
             )
-            history = self._run(sc, model, spec, train_blocks, settings, callbacks, validation, sample)
+            with spark_progress_paused(sc):  # the Keras bar (verbose=1) is the only one drawn
+                history = self._run(sc, model, spec, train_blocks, settings, callbacks, validation, sample)
         finally:
             blocks.unpersist()
         self.training_histories.append(history)

@@ -82,17 +82,61 @@ def example_runs() -> dict[str, subprocess.CompletedProcess]:
         return {name: f.result() for name, f in futures.items()}
 
 
-def _check(run: subprocess.CompletedProcess, expected: str) -> None:
+# What each example's result must beat: uniform chance by a margin for the classifiers (4, 3, 9
+# and 10 classes), the script's own predict-the-mean baseline for the regression.
+ACCURACY_AT_LEAST = {
+    "mnist_mlp_spark.py": 0.5,
+    "ml_pipeline_classification.py": 0.35,
+    "mllib_labeled_points.py": 0.43,
+    "otto_pipeline.py": 0.21,
+}
+TF_STARTUP_LINES = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard",
+                    "This TensorFlow binary is optimized")
+
+
+def _accuracy(text: str) -> float:
+    found = re.findall(r"test accuracy(?: on \d+ rows)?:? ([0-9.]+)", text)
+    assert found, text[-3000:]
+    return float(found[-1])
+
+
+def _check(run: subprocess.CompletedProcess, expected: str, name: str | None = None) -> None:
     tail = (run.stdout[-3000:] + "\n--- stderr ---\n" + run.stderr[-6000:])
     assert run.returncode == 0, tail
     assert expected in run.stdout + run.stderr, tail
+    if name in ACCURACY_AT_LEAST:
+        assert _accuracy(run.stdout + run.stderr) > ACCURACY_AT_LEAST[name], tail
+    if name == "ml_pipeline_regression.py":
+        rmse, baseline = map(float, re.search(r"test RMSE ([0-9.]+) \(predict-the-mean baseline ([0-9.]+)\)",
+                                              run.stdout).groups())
+        assert rmse < 0.9 * baseline, tail
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(ALL_EXAMPLES_TIMEOUT)  # the first one waits for the shared example_runs fixture
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_example_runs_with_python(example_runs, name):
-    _check(example_runs[name], EXPECTED_OUTPUT[name])
+    _check(example_runs[name], EXPECTED_OUTPUT[name], name)
+
+
+@pytest.mark.timeout(TIMEOUT + 60)
+def test_first_example_learns_offline_and_runs_quietly():
+    """The README's first command as a new user meets it: no network (MNIST cannot be downloaded),
+    a plain environment. It must show learning (random data cannot reach the threshold) and its
+    standard error holds no traceback and no TensorFlow C++ start-up lines."""
+    env = _env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env["ELEPHAS_EXAMPLES_OFFLINE"] = "1"  # the download fails as it does offline
+    run = subprocess.run([sys.executable, str(EXAMPLES / "mnist_mlp_spark.py"), "--small"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    tail = run.stdout[-3000:] + "\n--- stderr ---\n" + run.stderr[-6000:]
+    assert run.returncode == 0, tail
+    assert "synthetic" in run.stderr, tail  # it says which data it used
+    assert _accuracy(run.stdout + run.stderr) > ACCURACY_AT_LEAST["mnist_mlp_spark.py"], tail
+    assert "Traceback" not in run.stderr, tail
+    assert not [line for line in TF_STARTUP_LINES if line in run.stderr], tail
+    training = re.search(r"Epoch 1/3(.*)epoch 3/3 done", run.stderr, flags=re.S)
+    assert training and "[Stage " not in training.group(1), tail  # Spark's bar stays off during fit
 
 
 @pytest.mark.slow

@@ -122,7 +122,70 @@ def prepare_worker(runtime: WorkerRuntime) -> None:
 
         torch.set_num_threads(runtime.threads)
     _PREPARED = True
+    quiet_framework_import(runtime.backend)  # start-up lines to the log, not the executor's stderr
     freeze_loaded_modules()
+
+
+_BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def quiet_framework_import(backend: str | None = None) -> bool:
+    """Import Keras and its backend with the process's standard error captured; log what it wrote.
+
+    TensorFlow 2.21 writes its C++ start-up lines ("oneDNN custom operations are on ...", "All log
+    messages before absl::InitializeLog() is called are written to STDERR") through Abseil logging
+    before that logging is initialised, so ``TF_CPP_MIN_LOG_LEVEL`` does not silence them, in
+    every process that imports it. Here file descriptor 2 points at a temporary file during the
+    import; what was written is logged at DEBUG on this module's logger (or written back to
+    standard error when the import fails, so no error is hidden).
+
+    Args:
+        backend: The Keras backend ('tensorflow', 'jax', 'torch'); default ``KERAS_BACKEND`` or
+            'tensorflow'.
+
+    Returns:
+        Whether this call imported Keras (``False`` when it was imported already).
+
+    Example:
+        >>> from elephas.engine.runtime import quiet_framework_import
+        >>> quiet_framework_import()  # before `import keras`  # doctest: +SKIP
+        True
+    """
+    import importlib
+    import sys
+    import tempfile
+
+    if "keras" in sys.modules:
+        return False
+    backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    module = _BACKEND_MODULES.get(backend)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        failed = True
+        try:
+            if module is not None:
+                try:
+                    importlib.import_module(module)
+                except ImportError:  # Keras says which backend is missing
+                    pass
+            importlib.import_module("keras")
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            if failed and text:
+                sys.stderr.write(text)
+            elif text:
+                logger.debug("framework start-up output:\n%s", text.rstrip())
+    return True
 
 
 def freeze_loaded_modules() -> bool:
