@@ -355,6 +355,7 @@ class SparkModel:
             "port": self.port,
             "host": self.options.get("parameter_server_host"),
             "driver_host": sc.getConf().get("spark.driver.host", None),
+            "driver_bind_address": sc.getConf().get("spark.driver.bindAddress", None),
             "compression": self.options.get("compression", "none"),
             "timeout": float(self.options.get("timeout", 60.0)),
             "background_push": bool(self.options.get("background_push", False)),

@@ -61,7 +61,8 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
                              host=srv.get("host"), port=int(srv.get("port", 0)),
                              driver_host=srv.get("driver_host"),
                              compression=srv.get("compression", "none"),
-                             client_timeout_s=float(srv.get("timeout", 60.0)))
+                             client_timeout_s=float(srv.get("timeout", 60.0)),
+                             driver_bind_address=srv.get("driver_bind_address"), expected_workers=len(sizes))
     with server:
         client_config = server.client_config()
         state = server.state

@@ -278,7 +278,8 @@ def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSe
     state = RoundState(model.get_weights(), settings.strategy, step, round_timeout_s=timeout)
     server = ParameterServer(model.get_weights(), settings.strategy, mode=srv.get("transport", "http"),
                              host=srv.get("host"), port=int(srv.get("port", 0)), driver_host=srv.get("driver_host"),
-                             compression=srv.get("compression", "none"), client_timeout_s=timeout, state=state)
+                             compression=srv.get("compression", "none"), client_timeout_s=timeout, state=state,
+                             driver_bind_address=srv.get("driver_bind_address"), expected_workers=len(plan.sizes))
     windows_used: list[Any] = []
     with server:
         reducer = {"kind": "server", "client": server.client_config()}

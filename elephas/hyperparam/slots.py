@@ -193,7 +193,8 @@ class SlotTrialRunner:
         self._started = 0
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="elephas-slot")
         advertised, bind = channel_hosts(sc)
-        self._server = ChannelServer(self._handle, self._secret, bind, advertised)
+        self._server = ChannelServer(self._handle, self._secret, bind, advertised,
+                                     max_connections=max(8, 2 * slots))
 
     # ---------------------------------------------------------------- scheduler side
 
@@ -397,4 +398,4 @@ def channel_hosts(sc: Any) -> tuple[str, str]:
     from elephas.parameter.netio import default_bind_host
 
     host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
-    return host, default_bind_host(host)
+    return host, default_bind_host(host, sc.getConf().get("spark.driver.bindAddress", None))

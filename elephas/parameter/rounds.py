@@ -249,16 +249,16 @@ class RoundState(ServerState):
         if self._samples > 0:
             mean = [m.astype(dtype) for m, (_, dtype) in zip(self.strategy.average(self._sum, self._samples),
                                                             self.spec)]
-            step = self.step(mean)
-            for i, s in enumerate(step):
-                if not np.isfinite(s).all():
-                    self._refuse("nonfinite", None)
-                    self._error = (f"Expected a finite step for round {self._round} of epoch {self._epoch + 1}, "
-                                   f"received NaN or infinity in array {i}; the center was left as it was.")
-                    self._generation += 1
-                    self._cond.notify_all()
-                    raise RoundClosed(self._error, status=422, reason="nonfinite")
-            self._center = self._publish(self._center, [np.asarray(s) for s in step], self._version + 1)
+            step = [np.asarray(s) for s in self.step(mean)]
+            try:  # refuses a step that is not finite or makes the center overflow
+                self._center = self._publish(self._center, step, self._version + 1)
+            except UpdateRejected as exc:
+                self._refuse(exc.reason, None)
+                self._error = (f"Expected a finite center after round {self._round + 1} of epoch {self._epoch + 1}, "
+                               f"received NaN or infinity ({exc}); the center was left as it was.")
+                self._generation += 1
+                self._cond.notify_all()
+                raise RoundClosed(self._error, status=422, reason=exc.reason) from None
         else:
             self._center = self._publish(self._center, None, self._version + 1)
         self._version += 1
