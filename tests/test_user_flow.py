@@ -241,3 +241,37 @@ def test_layer_registered_in_main_works_on_executors(mode):
     tail = run.stdout[-2000:] + "\n--- stderr ---\n" + run.stderr[-5000:]
     assert run.returncode == 0, tail
     assert "RESULT fit=2 predict=200" in run.stdout and "transform=200" in run.stdout, tail
+
+
+def test_progress_bar_counts_samples_across_workers(capsys):
+    """verbose=1 shows one Keras bar per epoch whose target and steps are samples over all workers."""
+    from elephas.engine.history import run_epochs
+
+    model = make_dense_model()
+
+    def run_epoch(epoch, progress):
+        progress(60, {"loss": 1.0})  # samples done so far, summed over the workers
+        progress(200, {"loss": 0.5})
+        return {"loss": 0.5}
+
+    history = run_epochs(model, 2, None, 1, run_epoch, 200)
+    out = capsys.readouterr().out
+    assert out.count("200/200") >= 2 and "/sample" in out, out
+    assert " 1/1 " not in out
+    assert history.history["loss"] == [0.5, 0.5]
+
+
+def test_worker_framework_import_writes_nothing_to_stderr():
+    """The worker set-up imports Keras without TensorFlow's C++ start-up lines on standard error
+    (TF_CPP_MIN_LOG_LEVEL does not silence them in TensorFlow 2.21)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = ("from elephas.engine.runtime import WorkerRuntime, prepare_worker; "
+            "prepare_worker(WorkerRuntime('tensorflow', 1)); import keras; "
+            "keras.layers.Dense(2)(keras.ops.ones((1, 3))); print('ok')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-3000:]
+    assert "oneDNN" not in run.stderr and "absl::InitializeLog" not in run.stderr, run.stderr[-3000:]
