@@ -4,6 +4,9 @@ by hand, and a fitted PipelineModel through ``mlflow.spark``."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import keras
 import mlflow
 import mlflow.keras
@@ -137,3 +140,12 @@ def test_pipeline_model_through_mlflow_spark_log_and_load(spark, store, tmp_path
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
     frame = df.orderBy(*columns).select(*columns).toPandas()
     assert [float(p) for p in np.asarray(pyfunc.predict(frame)).ravel()] == expected
+
+
+def test_without_mlflow_elephas_imports_and_autolog_says_what_to_install():
+    code = ("import sys; sys.modules['mlflow'] = None\n"
+            "import elephas, elephas.mlflow\n"
+            "try:\n    elephas.mlflow.autolog()\nexcept ImportError as exc:\n    print('ImportError:', exc)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ImportError:" in run.stdout and 'pip install "elephas[mlflow]"' in run.stdout, run.stdout
