@@ -160,3 +160,28 @@ def test_pipeline_model_save_and_load_through_the_session(data, frame, tmp_path)
     transformer.write().overwrite().save(str(tmp_path / "single"))
     again = ElephasTransformer.load(str(tmp_path / "single"))
     np.testing.assert_allclose(again.get_model().predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_ring_reducer_in_a_barrier_map_in_arrow_stage(spark):
+    """The in-stage reducer needs no SparkContext: a barrier ``mapInArrow`` stage all-reduces."""
+    from elephas.parameter.auth import new_secret
+
+    secret = new_secret().hex()
+
+    def stage(batches):
+        import pyarrow as pa
+        from pyspark import BarrierTaskContext
+
+        from elephas.collective import open_reducer
+
+        values = np.concatenate([b.column(0).to_numpy() for b in batches] or [np.zeros(0)]).astype(np.float64)
+        context = BarrierTaskContext.get()
+        with open_reducer("ring", context, secret, timeout=30) as reducer:
+            total, count = reducer.allreduce([np.array([values.sum()]), np.array(len(values), np.int64)])
+        yield pa.RecordBatch.from_pydict({"rank": [context.partitionId()], "total": [float(total[0])],
+                                          "count": [int(count)]})
+
+    rows = (spark.range(10).repartition(2).mapInArrow(stage, "rank long, total double, count long", barrier=True)
+            .collect())
+    assert sorted(r["rank"] for r in rows) == [0, 1]
+    assert all(r["total"] == 45.0 and r["count"] == 10 for r in rows)
