@@ -217,9 +217,11 @@ class SparkModel:
             lcols = [label_col] if isinstance(label_col, str) else list(label_col)
             check_dataframe(data, fcols + lcols, {**{c: "features" for c in fcols},
                                                   **{c: "label" for c in lcols}})
-            first = data_mod.prepare_dataframe(data, fcols + lcols).first()
-            if first is None:
-                raise ValueError("The training DataFrame is empty.")
+            try:  # not DataFrame.first(): a Python worker feeding it (a DataFrame made from a Python
+                # RDD) would be left with unread input, exit, and PySpark's daemon print a BrokenPipeError
+                first = data_mod.first_element(data_mod.prepare_dataframe(data, fcols + lcols).rdd)
+            except ValueError:
+                raise ValueError("The training DataFrame is empty.") from None
             xs = [np.asarray(first[i]) for i in range(len(fcols))]
             ys = [np.asarray(first[len(fcols) + j]) for j in range(len(lcols))]
             if nb_classes is not None:

@@ -275,3 +275,37 @@ def test_worker_framework_import_writes_nothing_to_stderr():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-3000:]
     assert "oneDNN" not in run.stderr and "absl::InitializeLog" not in run.stderr, run.stderr[-3000:]
+
+
+def test_fit_on_dataframe_from_python_rdd_leaves_no_broken_pipe():
+    """A DataFrame built from a Python RDD (as the seed notebook builds it): ``fit`` must not leave a
+    Python worker with unread input, whose release makes PySpark's daemon print a BrokenPipeError
+    traceback."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, keras
+from pyspark.sql import SparkSession
+from pyspark.ml.linalg import Vectors
+from elephas.spark_model import SparkModel
+spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+         .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+rng = np.random.default_rng(0)
+rdd = spark.sparkContext.parallelize(range(20000), 2).map(
+    lambda i: (Vectors.dense([float(i % 7), float(i % 3)]), [1.0, 0.0] if i % 2 else [0.0, 1.0]))
+df = spark.createDataFrame(rdd, ["features", "label"])
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+model.compile(optimizer="sgd", loss="categorical_crossentropy")
+SparkModel(model, mode="asynchronous").fit(df, epochs=1, batch_size=512)
+spark.stop()
+print("ok")
+"""
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    env.pop("PYSPARK_GATEWAY_SECRET", None)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-4000:]
+    assert "BrokenPipeError" not in run.stderr and "Traceback" not in run.stderr, run.stderr[-4000:]
