@@ -27,6 +27,7 @@ SCRIPTS = [
     "hyperparam_search.py",
     "distkeras_higgs.py",
     "save_load_hadoop.py",
+    "streaming_inference.py",
 ]
 EXPECTED_OUTPUT = {
     "mllib_labeled_points.py": "test accuracy",
@@ -37,6 +38,7 @@ EXPECTED_OUTPUT = {
     "distkeras_higgs.py": "ADAG: training time",
     "save_load_hadoop.py": "predictions identical",
     "mnist_mlp_spark.py": "test accuracy",
+    "streaming_inference.py": "streaming predictions identical to batch: True",
 }
 TIMEOUT = 600  # per subprocess; the whole set gets ALL_EXAMPLES_TIMEOUT
 ALL_EXAMPLES_TIMEOUT = 3600
