@@ -4,7 +4,8 @@ After :func:`autolog`, every ``SparkModel.fit`` (and so ``ElephasEstimator.fit``
 style trainers and ``SparkMLlibModel.fit``, which all train through it) logs to the active MLflow
 run, or to a new run it starts and ends:
 
-* the distributed configuration as params: ``mode``, ``frequency`` (the communication window),
+* the distributed configuration as params: ``mode``, ``frequency`` (the communication window; with
+  ``'auto'`` also ``window_initial`` and ``window_range``, where the engine's choice starts and stays),
   ``num_workers`` and ``workers`` (the partitions trained on), ``batch_size``, ``epochs``,
   ``validation_split``, the strategy and server-optimizer knobs, ``backend`` (the Keras backend)
   and ``face`` (the class the user called);
@@ -150,7 +151,9 @@ def fit_params(spark_model: Any, arguments: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``{name: value}``: the distributed configuration (``SparkModel.get_config()`` without the
-        port), the fit arguments that shape training, ``workers``, ``backend`` and ``face``.
+        port), the fit arguments that shape training, ``workers``, ``backend`` and ``face``; with
+        ``frequency='auto'`` also the window the engine starts from (``window_initial``, in batches)
+        and the range it chooses each epoch's window in (``window_range``).
 
     Example:
         >>> fit_params(spark_model, {"data": rdd, "epochs": 3})["mode"]  # doctest: +SKIP
@@ -163,6 +166,11 @@ def fit_params(spark_model: Any, arguments: dict[str, Any]) -> dict[str, Any]:
     params = {**config, "batch_size": batch_size, "epochs": arguments.get("epochs"),
               "validation_split": arguments.get("validation_split"), "shuffle": arguments.get("shuffle"),
               "backend": keras.backend.backend(), "face": _FACE.get() or type(spark_model).__name__}
+    if params["frequency"] == "auto":  # the engine picks the window per epoch, starting here
+        from .engine.windows import bounds_for
+
+        bounds = bounds_for(spark_model.mode)
+        params.update(window_initial=bounds.initial, window_range=f"{bounds.low}-{bounds.high}")
     workers = _workers(spark_model, arguments.get("data"))
     if workers is not None:
         params["workers"] = workers

@@ -149,3 +149,14 @@ def test_without_mlflow_elephas_imports_and_autolog_says_what_to_install():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ImportError:" in run.stdout and 'pip install "elephas[mlflow]"' in run.stdout, run.stdout
+
+
+def test_fit_params_name_the_automatic_window_and_the_workers(sc):
+    spark_model = SparkModel(make_dense_model(), mode="synchronous", frequency="auto")
+    params = elephas.mlflow.fit_params(spark_model, {"data": None, "epochs": 2, "batch_size": None})
+    assert params["frequency"] == "auto" and params["window_initial"] == 16 and params["window_range"] == "8-32"
+    assert params["workers"] == sc.defaultParallelism and params["batch_size"] == 32 and params["epochs"] == 2
+    assert "port" not in params
+    fixed = elephas.mlflow.fit_params(SparkModel(make_dense_model(), mode="hogwild", frequency=4, num_workers=3),
+                                      {"data": None, "epochs": 1})
+    assert fixed["frequency"] == 4 and fixed["workers"] == 3 and "window_initial" not in fixed
