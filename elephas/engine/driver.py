@@ -33,12 +33,13 @@ from .data import Block, block_size
 from .errors import TaskFailedError, guard, run_job
 from .history import MetricSum, run_epochs
 from .inference import evaluate_blocks
+from .resources import with_profile
 from .runtime import WorkerRuntime
 from .server_optimizer import ServerOptimizer
 from .shipping import ModelSpec
 from .stage_worker import MissingBlockError, TaskReport, make_epoch_fn, merge_blocks
 from .strategies.base import Strategy
-from .windows import bounds_for, default_server_step
+from .windows import at_least_four_rounds, bounds_for, default_server_step
 from .worker import WindowPlan, master_learning_rate, unwrap
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ class TrainingSettings:
     ``frequency`` may be ``'auto'`` (the default of the synchronous, asynchronous and hogwild
     modes: a window chosen from measured compute and exchange times, see :mod:`.windows`);
     ``server_optimizer`` ``None`` is the synchronous rule's default server step (see
-    :func:`.windows.default_server_step`).
+    :func:`.windows.default_server_step`); an instance keeps its momentum from one fit to the next.
+    ``initial_epoch`` is the first epoch to run (``fit(..., initial_epoch=k)``); ``profile`` the
+    ``pyspark.resource.ResourceProfile`` of the training stages (see :mod:`.resources`).
     """
 
     strategy: Strategy
@@ -65,6 +68,8 @@ class TrainingSettings:
     server_optimizer: ServerOptimizer | None = None
     server: dict[str, Any] = field(default_factory=dict)
     stage_blocks: bool = True
+    initial_epoch: int = 0
+    profile: Any = None
 
 
 @dataclass
@@ -271,7 +276,8 @@ def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSe
     workers = sum(1 for n in plan.sizes if n)
     auto = settings.frequency == "auto"
     bounds = bounds_for("synchronous")
-    window: list[Any] = [bounds.initial if auto else settings.frequency]
+    most_batches = max(-(-n // settings.batch_size) for n in plan.sizes)
+    window: list[Any] = [at_least_four_rounds(bounds.initial, most_batches) if auto else settings.frequency]
     step = settings.server_optimizer or default_server_step(workers)
     srv = settings.server
     timeout = max(float(srv.get("timeout", 60.0)), 300.0)
@@ -306,12 +312,13 @@ def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSe
             merged = epoch_metrics(state.records(), epoch)
             progress(sum(plan.sizes), merged.means())
             if auto:
-                window[0] = _next_window(reports, bounds, window[0], epoch)
+                window[0] = at_least_four_rounds(_next_window(reports, bounds, window[0], epoch), most_batches)
             return merged.means()
 
         validate = make_validate(sc, model, spec, settings, validation, sample)
         history = run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, sum(plan.sizes),
-                             validate)
+                             validate, initial_epoch=settings.initial_epoch)
+        history.server_optimizer = step  # its momentum, for a fit that continues (initial_epoch)
         history.window_records = [r.to_dict() for r in state.records()]
         history.windows = windows_used
         history.job_group = plan.group
@@ -346,7 +353,7 @@ def _run_stage(sc: Any, plan: _Plan, fn: Any, state: Any, epoch: int, settings: 
                 progress(min(seen.samples, total), seen.means())
 
     guarded = guard(lambda pid, it: fn(it))
-    rdd = staged.rdd.barrier().mapPartitions(lambda it: guarded(_partition_id(), it))
+    rdd = with_profile(staged.rdd.barrier().mapPartitions(lambda it: guarded(_partition_id(), it)), settings.profile)
     watcher = threading.Thread(target=poll, name="elephas-progress", daemon=True)
     watcher.start()
     sc.setJobGroup(group, description, True)
