@@ -30,8 +30,10 @@ def store(tmp_path, monkeypatch):
     previous = mlflow.get_tracking_uri()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)  # artifacts in the test's directory, not ./mlruns of the working directory
+    client.create_experiment("elephas-tests", artifact_location=(tmp_path / "artifacts").as_uri())
     mlflow.set_experiment("elephas-tests")
-    yield MlflowClient(uri)
+    yield client
     elephas.mlflow.autolog(disable=True)
     if mlflow.active_run() is not None:
         mlflow.end_run()
