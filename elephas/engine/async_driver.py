@@ -21,6 +21,7 @@ from .block_store import Missing, StagedBlocks
 from .driver import TrainingSettings, Validation, epoch_metrics, make_validate
 from .errors import guard, run_job
 from .history import run_epochs
+from .resources import with_profile
 from .shipping import ModelSpec
 from .windows import bounds_for
 from .worker import WindowPlan, master_learning_rate
@@ -70,6 +71,8 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
                     strategy.name, len(sizes), total, server.address, server.mode)
 
         def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
+            if state.set_center(model.get_weights()):  # a callback (BackupAndRestore) set the weights
+                logger.info("epoch %d starts from the driver model's weights set by a callback", epoch + 1)
             fn = guard(make_async_epoch_fn(spec, settings.runtime, client_config, plan, strategy,
                                            epoch, master_learning_rate(model),
                                            background_push=bool(srv.get("background_push"))))
@@ -86,7 +89,8 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
             sc.setJobGroup(group, f"elephas: epoch {epoch + 1}/{settings.epochs} ({strategy.name}, "
                                   f"{len(sizes)} workers, window {frequency})", True)
             try:
-                finished = run_job(lambda: staged.rdd.mapPartitionsWithIndex(fn).collect(), "Training")
+                stage = with_profile(staged.rdd.mapPartitionsWithIndex(fn), settings.profile)
+                finished = run_job(stage.collect, "Training")
                 missing = sorted(m.partition for m in finished if isinstance(m, Missing))
                 if missing:  # staged files not on the executor that ran the task: train from Spark
                     logger.info("epoch %d: %d staged block(s) not found on their executor; reading "
@@ -112,7 +116,7 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
 
         validate = make_validate(sc, model, spec, settings, validation, sample)
         history = run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, total,
-                             validate)
+                             validate, initial_epoch=settings.initial_epoch)
         # Per-window records (worker id, epoch, samples, metrics, timestamp, staleness) of the
         # successful attempts, for per-worker views such as the trainers' get_history().
         history.window_records = [r.to_dict() for r in state.records()]

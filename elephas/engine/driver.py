@@ -298,7 +298,7 @@ def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSe
             while True:
                 wplan = WindowPlan(settings.batch_size, window[0], settings.shuffle, settings.seed)
                 counts = {str(p): wplan.windows(n) for p, n in enumerate(plan.sizes)}
-                state.begin_epoch(epoch, counts)
+                state.begin_epoch(epoch, counts, start)  # start: a callback may have set the weights
                 fn = make_epoch_fn(spec, settings.runtime, wplan, epoch, start, reducer, master_learning_rate(model))
                 try:
                     reports = _run_stage(sc, plan, fn, state, epoch, settings, window[0], progress)

@@ -53,7 +53,9 @@ def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: in
         steps_per_epoch: Progress bar target: the epoch's total in ``unit_name`` s (the number of
             training samples across all partitions), if known.
         validate: Returns validation logs (without the ``val_`` prefix) for the current weights.
-        initial_epoch: Epoch to start from.
+        initial_epoch: Epoch to start from (0-based, as in ``keras.Model.fit``). A
+            ``keras.callbacks.BackupAndRestore`` that finds a backup in ``on_train_begin`` sets the
+            model's weights and the epoch to resume from, which then replaces this value, as in Keras.
         unit_name: What ``steps_per_epoch`` and ``done`` count, shown in the bar's time per unit.
 
     Returns:
@@ -71,6 +73,12 @@ def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: in
     terminate_on_nan = any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks or [])
     model.stop_training = False
     cbs.on_train_begin()
+    restored = getattr(model, "_initial_epoch", None)  # set by keras.callbacks.BackupAndRestore
+    if restored:
+        logger.info("resuming from the backup at epoch %d (of %d)", int(restored), epochs)
+        initial_epoch = int(restored)
+    if hasattr(model, "_initial_epoch"):
+        model._initial_epoch = None  # consumed: a later fit without a backup starts where it is told
     for epoch in range(initial_epoch, epochs):
         cbs.on_epoch_begin(epoch)
         bar = keras.utils.Progbar(steps_per_epoch, verbose=1, unit_name=unit_name) if verbose == 1 else None

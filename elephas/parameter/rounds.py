@@ -91,9 +91,18 @@ class RoundState(ServerState):
         self.rounds_closed = 0
 
     # ----- driver side ----------------------------------------------------------------------
-    def begin_epoch(self, epoch: int, windows: dict[str, int]) -> None:
-        """Start an epoch: ``windows`` maps each partition (worker id) to its window count."""
+    def begin_epoch(self, epoch: int, windows: dict[str, int], center: Sequence[np.ndarray] | None = None) -> None:
+        """Start an epoch: ``windows`` maps each partition (worker id) to its window count.
+
+        ``center``: the weights the epoch starts from when they are not the server's center (a
+        callback such as ``BackupAndRestore`` set the driver model's weights); they become a new
+        version of the center.
+        """
         with self._cond:
+            if center is not None and any(not np.array_equal(c, n) for c, n in zip(self._center, center)):
+                self._center = self._publish([np.asarray(n, dtype=c.dtype) for c, n in zip(self._center, center)],
+                                             None, self._version + 1)
+                self._version += 1
             center, version = [w.copy() for w in self._center], self._version
             self._epoch = int(epoch)
             self._windows = {str(k): int(v) for k, v in windows.items() if int(v) > 0}

@@ -158,6 +158,23 @@ class ServerState:
         self._payload_cache[compression] = (version, payload)
         return payload, version
 
+    def set_center(self, weights: Sequence[np.ndarray]) -> bool:
+        """Make ``weights`` the center, as a new version, when they differ from it.
+
+        Called by the driver between epochs, when no task runs: a callback (``BackupAndRestore``)
+        may have set the driver model's weights.
+
+        Returns:
+            Whether the center changed.
+        """
+        with self._apply_lock:
+            if all(np.array_equal(c, w) for c, w in zip(self._center, weights)):
+                return False
+            new = [np.array(w, dtype=c.dtype, copy=True, order="C") for c, w in zip(self._center, weights)]
+            self._center = self._publish(new, None, self._version + 1) if self.locked else new
+            self._version += 1
+            return True
+
     def _lock_for_read(self) -> threading.Lock:
         return self._apply_lock if self.locked else self._meta_lock
 
