@@ -120,7 +120,7 @@ def test_gpu_mapping():
         addresses = ["2", "3"]
 
     assert gpu_environment({}) == {}
-    assert gpu_environment({"gpu": Info()}) == {"CUDA_VISIBLE_DEVICES": "2,3",
+    assert gpu_environment({"gpu": Info()}) == {"CUDA_VISIBLE_DEVICES": "2,3", "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                                                 "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
     assert gpu_environment({"gpu": ["1"]})["CUDA_VISIBLE_DEVICES"] == "1"
     assert gpu_environment({"fpga": ["0"]}) == {}

@@ -94,12 +94,16 @@ def feature_blocks(sc: Any, data: Any, io: ModelIO, num_slices: int, features_co
 
 
 def predict_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndarray],
-                   runtime: WorkerRuntime, batch_size: int | None = None) -> np.ndarray | list[np.ndarray]:
-    """Predict every block and concatenate the outputs in partition order."""
+                   runtime: WorkerRuntime, batch_size: int | None = None,
+                   profile: Any = None) -> np.ndarray | list[np.ndarray]:
+    """Predict every block and concatenate the outputs in partition order (the stage runs with the
+    ``pyspark.resource.ResourceProfile`` ``profile`` when given, see :mod:`.resources`)."""
+    from .resources import with_profile
+
     bc = sc.broadcast(weights)
     try:
         fn = guard(make_predict_fn(spec, runtime, bc, batch_size or DEFAULT_BATCH_SIZE))
-        results = run_job(lambda: blocks.mapPartitionsWithIndex(fn).collect(), "Prediction")
+        results = run_job(lambda: with_profile(blocks.mapPartitionsWithIndex(fn), profile).collect(), "Prediction")
     finally:
         bc.unpersist()
     results.sort(key=lambda r: r[0])
@@ -173,17 +177,20 @@ def make_evaluate_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, ba
 
 def evaluate_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndarray],
                     runtime: WorkerRuntime, batch_size: int, model: Any,
-                    sample: tuple[list[np.ndarray], list[np.ndarray]] | None) -> dict[str, float]:
-    """Evaluate every block and merge into one ``{name: value}`` over all rows.
+                    sample: tuple[list[np.ndarray], list[np.ndarray]] | None, profile: Any = None) -> dict[str, float]:
+    """Evaluate every block and merge into one ``{name: value}`` over all rows (with the resource
+    profile ``profile`` when given).
 
     Metric states (totals, counts, confusion counts, ...) are summed across partitions and read
     through ``model`` on the driver, so ratio metrics are exact too; when the state layout cannot
     be matched, the per-partition results are averaged weighted by rows.
     """
+    from .resources import with_profile
+
     bc = sc.broadcast(weights)
     try:
         fn = guard(make_evaluate_fn(spec, runtime, bc, batch_size))
-        results = run_job(lambda: blocks.mapPartitionsWithIndex(fn).collect(), "Evaluation")
+        results = run_job(lambda: with_profile(blocks.mapPartitionsWithIndex(fn), profile).collect(), "Evaluation")
     finally:
         bc.unpersist()
     return merge_evaluations(results, model, sample)
@@ -234,7 +241,7 @@ def format_like_keras(logs: dict[str, float]) -> float | list[float]:
 def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features_col: str | Sequence[str],
                    output_col: str, batch_size: int | None = None, output: str = "raw",
                    probability_col: str | None = None, runtime: WorkerRuntime | None = None,
-                   prefetch: int = 1) -> Any:
+                   prefetch: int = 1, profile: Any = None) -> Any:
     """Add ``output_col`` with the model's prediction for each row (a column operation).
 
     Args:
@@ -251,6 +258,9 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
         runtime: Worker settings.
         prefetch: Input batches each Python worker reads ahead in a thread while the model runs
             (0: read each batch only when the previous one is done).
+        profile: A ``pyspark.resource.ResourceProfile`` (see :mod:`.resources`) for the stage that
+            predicts: the result then ends in ``mapInArrow(..., profile=profile)`` passing the batches
+            through unchanged, which puts the stage (the prediction UDF with it) under the profile.
 
     Returns:
         ``df`` with the new column(s); every other column is kept as it was.
@@ -342,7 +352,26 @@ def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features
     result = result.withColumn(output_col, pred)
     if probability_col:
         result = result.withColumn(probability_col, array_to_vector(F.col(f"{tmp}.prob")))
-    return result.drop(tmp, *staged)
+    return under_profile(result.drop(tmp, *staged), profile)
+
+
+def _same_batches(batches: Iterator[Any]) -> Iterator[Any]:
+    yield from batches
+
+
+def under_profile(df: Any, profile: Any) -> Any:
+    """``df`` computed in a stage that runs with the resource profile ``profile`` (``None``: ``df``).
+
+    PySpark 4 attaches profiles to ``mapInArrow``/``mapInPandas`` only; an identity ``mapInArrow``
+    at the end puts the stage that computes ``df`` (narrow operations and UDFs) under the profile.
+
+    Example:
+        >>> under_profile(df, None) is df  # doctest: +SKIP
+        True
+    """
+    if profile is None:
+        return df
+    return df.mapInArrow(_same_batches, df.schema, profile=profile)
 
 
 def prefetched(source: Iterable[Any], convert: Any, depth: int = 1) -> Iterator[Any]:

@@ -30,20 +30,28 @@ class WorkerRuntime:
     threads: int = 1
 
 
-def gpu_environment(resources: Mapping[str, Any]) -> dict[str, str]:
-    """Environment variables that make only the task's assigned GPUs visible.
+def gpu_environment(resources: Mapping[str, Any], backend: str = "tensorflow") -> dict[str, str]:
+    """Environment variables that make only the task's assigned GPUs visible to ``backend``.
+
+    Spark's GPU addresses are the indices ``nvidia-smi`` shows (PCI bus order); CUDA numbers devices
+    fastest first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, so that is set too. TensorFlow, JAX and
+    PyTorch all read ``CUDA_VISIBLE_DEVICES`` when they initialise CUDA; on top of it TensorFlow gets
+    memory growth and JAX no preallocation (several tasks may share a GPU). PyTorch allocates on
+    demand already.
 
     Args:
         resources: ``TaskContext.resources()``: a mapping of resource name to an object with an
             ``addresses`` list (or the list itself).
+        backend: The Keras backend ('tensorflow', 'jax', 'torch').
 
     Returns:
-        ``{}`` when no GPU was assigned, else ``CUDA_VISIBLE_DEVICES`` with the addresses in order
-        plus TensorFlow's memory-growth switch.
+        ``{}`` when no GPU was assigned, else the variables to set before the framework starts.
 
     Example:
         >>> gpu_environment({"gpu": ["1"]})["CUDA_VISIBLE_DEVICES"]
         '1'
+        >>> gpu_environment({"gpu": ["0", "2"]}, "jax")["XLA_PYTHON_CLIENT_PREALLOCATE"]
+        'false'
     """
     gpu = resources.get("gpu") if resources else None
     if gpu is None:
@@ -52,7 +60,12 @@ def gpu_environment(resources: Mapping[str, Any]) -> dict[str, str]:
     addresses = [str(a).strip() for a in addresses if str(a).strip()]
     if not addresses:
         return {}
-    return {"CUDA_VISIBLE_DEVICES": ",".join(addresses), "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(addresses), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    if backend == "tensorflow":
+        env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    elif backend == "jax":
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    return env
 
 
 def thread_environment(threads: int, backend: str = "tensorflow") -> dict[str, str]:
@@ -83,12 +96,30 @@ _PREPARED = False
 _FROZEN = False
 
 
+def _check_same_gpus(backend: str) -> None:
+    """Warn when a reused Python worker is given other GPUs than the ones it pinned at start-up
+    (CUDA is initialised by then: the task keeps running on the first ones)."""
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        wanted = gpu_environment(ctx.resources(), backend).get("CUDA_VISIBLE_DEVICES") if ctx else None
+    except Exception:  # noqa: BLE001 - resources() is unavailable outside a task
+        return
+    pinned = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if wanted and pinned != wanted:
+        logger.warning("this Python worker pinned GPU(s) %s when it started; the task was assigned %s but keeps "
+                       "running on the first ones (set spark.python.worker.reuse=false to start a worker per "
+                       "task).", pinned, wanted)
+
+
 def prepare_worker(runtime: WorkerRuntime) -> None:
     """Apply thread and GPU settings in this Python worker, once, before the framework starts;
     then load the framework and exempt it from cyclic garbage collection
     (:func:`freeze_loaded_modules`)."""
     global _PREPARED
     if _PREPARED:
+        _check_same_gpus(runtime.backend)
         freeze_loaded_modules()
         return
     env = dict(thread_environment(runtime.threads, runtime.backend))
@@ -97,9 +128,7 @@ def prepare_worker(runtime: WorkerRuntime) -> None:
 
         ctx = TaskContext.get()
         if ctx is not None:
-            env.update(gpu_environment(ctx.resources()))
-            if runtime.backend == "jax" and "CUDA_VISIBLE_DEVICES" in env:  # JAX's memory growth
-                env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+            env.update(gpu_environment(ctx.resources(), runtime.backend))
     except Exception:  # resources() is unavailable outside a task
         logger.debug("no task resources", exc_info=True)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
