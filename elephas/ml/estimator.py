@@ -132,7 +132,7 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
             model, mode=self.getOrDefault("mode"), frequency=self.get_frequency_value(),
             num_workers=self.getOrDefault("num_workers"),
             custom_objects=self.getOrDefault("custom_objects"),
-            batch_size=self.getOrDefault("batch_size"),
+            batch_size=self.getOrDefault("batch_size"), resources=self.get_resources_value(),
         )
         history = spark_model.fit(
             dataset, epochs=self.getOrDefault("epochs"), batch_size=self.getOrDefault("batch_size"),

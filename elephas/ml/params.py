@@ -246,6 +246,32 @@ def to_fraction(value: Any) -> float:
     return v
 
 
+def to_resources(value: Any) -> str | None:
+    """Stage-level resources (``{"gpu": 1, "cpus": 4}``, a dict or its JSON) as canonical JSON.
+
+    Validated with :func:`elephas.engine.resources.check_resources`; stored as a string so the param
+    persists with the transformer.
+
+    Example:
+        >>> to_resources({"cpus": 4, "gpu": 1})
+        '{"cpus": 4, "gpu": 1.0}'
+    """
+    from ..engine.resources import check_resources
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"resources expected a dict such as {{'gpu': 1, 'cpus': 4}} or its JSON. "
+                             f"Received: {value!r}.") from None
+    checked = check_resources(value)
+    if checked is None:
+        raise ValueError(f"resources expected at least one resource such as {{'gpu': 1}}. Received: {value!r}.")
+    return json.dumps(checked, sort_keys=True)
+
+
 def to_verbose(value: Any) -> int:
     """Keras verbosity: 0, 1 or 2."""
     n = _int_at_least("verbose", 0)(value)
@@ -297,6 +323,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               _int_at_least("nb_classes", 1)),
     ParamSpec("inference_batch_size", "Rows per forward pass in transform (None: 1024)", None,
               _int_at_least("inference_batch_size", 1)),
+    ParamSpec("resources", "Stage-level resources of every training and inference task as JSON, e.g. "
+              "'{\"gpu\": 1, \"cpus\": 4}' (a dict is accepted); ignored on local masters", None, to_resources),
 )
 
 SPECS_BY_NAME = {s.name: s for s in PARAM_SPECS}
@@ -364,6 +392,7 @@ HasValidationSplit = _make_mixin(SPECS_BY_NAME["validation_split"])
 HasCategorical = _make_mixin(SPECS_BY_NAME["categorical"])
 HasNbClasses = _make_mixin(SPECS_BY_NAME["nb_classes"])
 HasInferenceBatchSize = _make_mixin(SPECS_BY_NAME["inference_batch_size"])
+HasResources = _make_mixin(SPECS_BY_NAME["resources"])
 
 
 class HasProbabilityCol(Params):
@@ -409,7 +438,7 @@ class ColumnParams(HasFeaturesCol, HasLabelCol, HasOutputCol, HasProbabilityCol)
 class ElephasParams(ColumnParams, HasKerasModelConfig, HasOptimizerConfig, HasLoss, HasMetrics,
                     HasCustomObjects, HasMode, HasFrequency, HasNumWorkers, HasEpochs, HasBatchSize,
                     HasVerbose, HasValidationSplit, HasCategorical, HasNbClasses,
-                    HasInferenceBatchSize):
+                    HasInferenceBatchSize, HasResources):
     """Every param of :class:`~elephas.ml.estimator.ElephasEstimator` and its transformer."""
 
     #: Keyword spellings accepted by constructors besides the param names.
@@ -435,6 +464,11 @@ class ElephasParams(ColumnParams, HasKerasModelConfig, HasOptimizerConfig, HasLo
                 raise TypeError(f"Unknown parameter {key!r}. Expected one of {valid}.")
             resolved[name] = value
         return self._set(**resolved)
+
+    def get_resources_value(self) -> dict[str, Any] | None:
+        """``resources`` as the engine takes it: a dict, or ``None`` when unset."""
+        value = self.getOrDefault("resources")
+        return json.loads(value) if value else None
 
     def get_frequency_value(self) -> str | int:
         """``frequency`` as the engine takes it: 'epoch', 'batch' or an int."""

@@ -124,9 +124,11 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
             output = "class"
         else:
             output = "raw" if width == 1 else "vector"
+        from ..engine.resources import resource_profile
+
         return predict_column(dataset, self._spec, model.get_weights(), fcol, ocol,
                               batch_size=self.getOrDefault("inference_batch_size"), output=output,
-                              probability_col=pcol)
+                              probability_col=pcol, profile=resource_profile(self.get_resources_value()))
 
     # ------------------------------------------------------------------------ persistence
     def _persisted_model(self) -> Any:
