@@ -30,6 +30,7 @@ from .engine.inference import (
 )
 from .engine.modes import get_frequency, get_strategy
 from .engine.preflight import preflight_check
+from .engine.resources import check_resources, resource_profile
 from .engine.runtime import WorkerRuntime
 from .engine.server_optimizer import ServerOptimizer
 from .engine.shipping import ModelSpec, check_keras_model
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 PARAMETER_SERVER_MODES = ("http", "socket")
 _ENGINE_OPTIONS = ("server_optimizer", "server_learning_rate", "server_momentum", "seed",
                    "worker_threads", "parameter_server_host", "compression", "timeout",
-                   "background_push", "stage_blocks")
+                   "background_push", "stage_blocks", "resources")
 
 
 class SparkModel:
@@ -74,7 +75,9 @@ class SparkModel:
             ``background_push`` (asynchronous modes: push each window's update, and pull the
             center after it, in a helper thread while the next window trains; default False),
             ``stage_blocks`` (write each partition's rows once to the executor's local directory
-            and map them in every round or epoch instead of reading Spark's cache; default True).
+            and map them in every round or epoch instead of reading Spark's cache; default True),
+            ``resources`` (e.g. ``{"gpu": 1, "cpus": 4}``: the stage-level resources of every
+            training, prediction and evaluation task, see :mod:`elephas.engine.resources`).
 
     Example:
         >>> spark_model = SparkModel(model, frequency="epoch", mode="synchronous")  # doctest: +SKIP
@@ -98,6 +101,9 @@ class SparkModel:
         for flag in ("background_push", "stage_blocks"):
             if not isinstance(options.get(flag, False), bool):
                 raise ValueError(f"{flag} must be True or False. Received: {flag}={options[flag]!r}.")
+        options["resources"] = check_resources(options.get("resources"))
+        if options["resources"] is None:
+            del options["resources"]
         self._strategy = get_strategy(mode, **kwargs)
         self._frequency = get_frequency(frequency, self._strategy)
         explicit = any(options.get(k) is not None for k in ("server_optimizer", "server_learning_rate",
@@ -115,6 +121,7 @@ class SparkModel:
         self.strategy_kwargs = dict(kwargs)
         self.options = options
         self.training_histories: list[Any] = []
+        self._server_step: ServerOptimizer | None = None  # the last fit's server step, for initial_epoch
 
     # ----------------------------------------------------------------------------------- props
     @property
@@ -162,6 +169,10 @@ class SparkModel:
         digest = hashlib.sha1((config_json + json.dumps(compile_config, sort_keys=True, default=str)
                                + ",".join(sorted(self.custom_objects))).encode()).hexdigest()
         return ModelSpec(f"{model.name}-{digest[:16]}", config_json, compile_config, self.custom_objects)
+
+    def _profile(self) -> Any:
+        """The stages' ``ResourceProfile`` for the ``resources`` option (``None``: none or local)."""
+        return resource_profile(self.options.get("resources"))
 
     def _runtime(self, sc: Any) -> WorkerRuntime:
         base = default_runtime(sc)
@@ -271,7 +282,7 @@ class SparkModel:
             verbose: int = 0, validation_split: float = 0.0, validation_data: Any = None,
             callbacks: list[Any] | None = None, shuffle: bool = True,
             features_col: str | list[str] = "features", label_col: str | list[str] = "label",
-            nb_classes: int | None = None, **kwargs: Any) -> Any:
+            nb_classes: int | None = None, initial_epoch: int = 0, **kwargs: Any) -> Any:
         """Train on an RDD of ``(features, label)`` pairs, a DataFrame, or numpy arrays.
 
         Args:
@@ -289,6 +300,12 @@ class SparkModel:
             label_col: Label column(s) of a DataFrame (a list for multi-output models).
             nb_classes: When set, labels are class indices, one-hot encoded to this width on the
                 executors (checked to lie in ``[0, nb_classes)`` before training starts).
+            initial_epoch: Epoch to start from (0-based; ``epochs`` is the last epoch, as in Keras),
+                to continue an earlier fit. On the same SparkModel the synchronous server step
+                (its momentum) continues from the earlier fit too, so ``fit(epochs=2)`` then
+                ``fit(epochs=4, initial_epoch=2)`` reaches the weights of ``fit(epochs=4)`` for a
+                fixed ``seed`` and explicit ``frequency``. A ``keras.callbacks.BackupAndRestore``
+                that finds a backup sets the weights and this epoch itself.
 
         Returns:
             A ``keras.callbacks.History`` with per-epoch loss and metrics merged across workers
@@ -304,6 +321,9 @@ class SparkModel:
         if kwargs:
             raise TypeError(f"fit() got unexpected keyword arguments {sorted(kwargs)}.")
         epochs = check_positive_int("epochs", epochs)
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
+            raise ValueError(f"initial_epoch must be an int in [0, epochs). Received: initial_epoch={initial_epoch!r}"
+                             f", epochs={epochs}.")
         batch_size = check_positive_int("batch_size", batch_size if batch_size is not None else self.batch_size)
         validation_split = check_fraction("validation_split", validation_split)
         sc = self._sc("SparkModel.fit", hint="Training on a Spark Connect session is not available yet; train on a "
@@ -341,14 +361,16 @@ class SparkModel:
                 strategy=self._strategy, frequency=self._frequency, batch_size=batch_size,
                 epochs=epochs, verbose=verbose, shuffle=shuffle,
                 seed=int(self.options.get("seed", 0) or 0), runtime=self._runtime(sc),
-                server_optimizer=self._server_optimizer,
-                server=self._server_settings(sc), stage_blocks=stage,
+                server_optimizer=self._server_optimizer or (self._server_step if initial_epoch else None),
+                server=self._server_settings(sc), stage_blocks=stage, initial_epoch=initial_epoch,
+                profile=self._profile(),
             )
             with spark_progress_paused(sc):  # the Keras bar (verbose=1) is the only one drawn
                 history = self._run(sc, model, spec, train_blocks, settings, callbacks, validation, sample)
         finally:
             blocks.unpersist()
         self.training_histories.append(history)
+        self._server_step = getattr(history, "server_optimizer", None)
         return history
 
     def _server_settings(self, sc: Any) -> dict[str, Any]:
@@ -421,7 +443,8 @@ class SparkModel:
                 check_features(io, [x[0] for x in xs])
             data = xs[0] if len(xs) == 1 else xs
         blocks = feature_blocks(sc, data, io, self.num_workers or sc.defaultParallelism, features_col)
-        return predict_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), batch_size)
+        return predict_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), batch_size,
+                              self._profile())
 
     # ------------------------------------------------------------------------------- evaluate
     def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None, verbose: int = 0,
@@ -448,7 +471,7 @@ class SparkModel:
             sc = self._sc()
             blocks, sample = self._training_blocks(sc, x, y, io, features_col, label_col)
             logs = evaluate_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), bs,
-                                   model, sample)
+                                   model, sample, self._profile())
         if verbose:
             logger.info("evaluation: %s", " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return format_like_keras(logs)
