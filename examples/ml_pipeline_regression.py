@@ -21,6 +21,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+from elephas.engine.runtime import quiet_framework_import  # noqa: E402
+
+quiet_framework_import()  # TensorFlow's C++ start-up lines go to the debug log, not the console
+
 import keras  # noqa: E402
 from pyspark.ml import Pipeline  # noqa: E402
 from pyspark.ml.evaluation import RegressionEvaluator  # noqa: E402
@@ -71,10 +75,10 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rows", type=int, default=20000)
-    parser.add_argument("--small", action="store_true", help="1,000 rows, 1 epoch")
+    parser.add_argument("--small", action="store_true", help="2,000 rows, 5 epochs (enough to learn)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows, epochs = (1000, 1) if args.small else (args.rows, args.epochs)
+    rows, epochs = (2000, 5) if args.small else (args.rows, args.epochs)
 
     spark = spark_session("elephas-ml-regression", args.workers)
     spark.sparkContext.setLogLevel("ERROR")

@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rows", type=int, default=20000, help="rows of the synthetic file")
-    parser.add_argument("--small", action="store_true", help="2,000 synthetic rows, 1 epoch")
+    parser.add_argument("--small", action="store_true", help="2,000 synthetic rows, 5 epochs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    epochs = 1 if args.small else args.epochs
+    epochs = 5 if args.small else args.epochs
 
     from pyspark.ml import Pipeline
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator

@@ -23,6 +23,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+from elephas.engine.runtime import quiet_framework_import  # noqa: E402
+
+quiet_framework_import()  # TensorFlow's C++ start-up lines go to the debug log, not the console
+
 import keras  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
