@@ -17,7 +17,7 @@ EXPECTED_DEFAULTS = {
     "keras_model_config": None, "optimizer_config": None, "loss": None, "metrics": None,
     "custom_objects": None, "mode": "synchronous", "frequency": "epoch", "num_workers": None,
     "epochs": 10, "batch_size": 32, "verbose": 0, "validation_split": 0.1, "categorical": False,
-    "nb_classes": None, "inference_batch_size": None,
+    "nb_classes": None, "inference_batch_size": None, "resources": None,
 }
 
 VALUES = {
@@ -35,6 +35,7 @@ VALUES = {
     "categorical": (True, lambda v: v is True),
     "nb_classes": (6, lambda v: v == 6),
     "inference_batch_size": (99, lambda v: v == 99),
+    "resources": ({"gpu": 1, "cpus": 4}, lambda v: v == '{"cpus": 4, "gpu": 1.0}'),
 }
 
 
