@@ -116,7 +116,7 @@ def make_validate(sc: Any, model: Any, spec: ModelSpec, settings: TrainingSettin
 
     def distributed() -> dict[str, float]:
         return evaluate_blocks(sc, validation.blocks, spec, model.get_weights(), settings.runtime,
-                               validation.batch_size, model, sample)
+                               validation.batch_size, model, sample, settings.profile)
 
     return distributed
 
