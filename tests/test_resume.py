@@ -91,3 +91,30 @@ def test_backup_and_restore_on_a_hadoop_uri_resumes_after_epoch_2(rdd, uninterru
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(got, weights))
     assert 0.0 < diff < 0.02
     assert resumed.history["loss"][-1] == pytest.approx(history.history["loss"][-1], rel=0.05)
+
+
+@pytest.mark.parametrize("mode", ["asynchronous", "hogwild"])  # locked and lock-free centers
+def test_server_center_follows_weights_a_callback_set(mode):
+    """Between epochs the asynchronous driver hands the model's (restored) weights to the server."""
+    from elephas.engine.modes import get_strategy
+    from elephas.parameter.state import ServerState
+
+    state = ServerState([np.zeros(3, np.float32)], get_strategy(mode))
+    assert state.set_center([np.zeros(3, np.float32)]) is False and state.version == 0
+    assert state.set_center([np.arange(3, dtype=np.float32)]) is True
+    weights, version = state.pull()
+    np.testing.assert_array_equal(weights[0], [0, 1, 2])
+    assert version == 1 and weights[0].dtype == np.float32
+
+
+def test_round_state_epoch_starts_from_the_given_center():
+    from elephas.engine.modes import get_strategy
+    from elephas.parameter.rounds import RoundState
+
+    state = RoundState([np.zeros(2, np.float32)], get_strategy("synchronous"), lambda d: d)
+    state.begin_epoch(0, {"0": 1}, [np.ones(2, np.float32)])
+    weights, version = state.pull()
+    np.testing.assert_array_equal(weights[0], [1, 1])
+    assert version == 1
+    state.begin_epoch(1, {"0": 1}, [np.ones(2, np.float32)])  # unchanged: no new version
+    assert state.pull()[1] == 1
