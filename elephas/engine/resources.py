@@ -76,9 +76,10 @@ def resource_profile(resources: Mapping[str, Any] | None, conf: Any = None) -> A
             SparkContext's.
 
     Returns:
-        ``None`` when nothing is asked for or the master is local (logged at INFO: Spark refuses
-        stage-level scheduling there); a task-only profile without dynamic allocation; executor and
-        task requests with dynamic allocation.
+        ``None`` when nothing is asked for, the master is local (logged at INFO: Spark refuses
+        stage-level scheduling there) or there is no SparkContext (Spark Connect, logged); a
+        task-only profile without dynamic allocation; executor and task requests with dynamic
+        allocation.
 
     Example:
         >>> profile = resource_profile({"gpu": 1, "cpus": 4}, {"spark.master": "spark://host:7077"})
@@ -92,7 +93,11 @@ def resource_profile(resources: Mapping[str, Any] | None, conf: Any = None) -> A
         from pyspark import SparkContext
 
         sc = SparkContext._active_spark_context
-        conf = sc.getConf() if sc is not None else {}
+        if sc is None:  # a Spark Connect session: profiles are not attached from here yet
+            logger.info("resources=%s: no SparkContext (Spark Connect?); the stages run without a resource profile.",
+                        request)
+            return None
+        conf = sc.getConf()
     master = str(conf.get("spark.master", "") or "")
     if master.startswith("local"):
         logger.info("resources=%s: stage-level resource profiles are not supported on a local master (%s); "
