@@ -21,6 +21,10 @@ from .shipping import ModelSpec
 
 logger = logging.getLogger(__name__)
 
+_PASSED: set[tuple[Any, ...]] = set()
+"""Models (spec id: architecture and compile settings) and sample shapes that passed already: a
+second ``fit`` of the same model on the same kind of rows builds nothing on the driver."""
+
 
 def check_compile_arguments(compile_config: dict[str, Any] | None) -> None:
     """Reject compile arguments Keras 3 would only refuse inside a training step.
@@ -69,6 +73,9 @@ def preflight_check(spec: ModelSpec, sample: tuple[list[np.ndarray], list[np.nda
     check_compile_arguments(spec.compile_config)
     if sample is None or spec.compile_config is None:
         return
+    key = (spec.model_id, tuple(tuple(a.shape[1:]) + (str(a.dtype),) for group in sample for a in group))
+    if key in _PASSED:  # this model already trained a step on rows of these shapes
+        return
     py_state, np_state = random.getstate(), np.random.get_state()  # building draws default seeds
     try:
         model = spec.build(compile=True)
@@ -80,4 +87,5 @@ def preflight_check(spec: ModelSpec, sample: tuple[list[np.ndarray], list[np.nda
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+    _PASSED.add(key)
     logger.debug("pre-flight training step passed on the driver")
