@@ -41,6 +41,12 @@ class TaskReport:
     compute_s: float
     exchange_s: float
     attempt: str
+    metric_sums: dict[str, float] | None = None
+    """``Σ samples·value`` of every metric over the task's windows (set by ``'collective'`` stages)."""
+    center: list[np.ndarray] | None = None
+    """The center after the epoch's last round (``'collective'`` stages, rank 0 only)."""
+    step_state: list[np.ndarray] | None = None
+    """The server step's state after the epoch (``'collective'`` stages, rank 0 only)."""
 
 
 def merge_blocks(pid: int, blocks: list[Block]) -> Block:
@@ -76,7 +82,8 @@ def check_finite(logs: dict[str, float], partition: int, epoch: int, window: int
 
 
 def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epoch: int,
-                  start: list[np.ndarray], reducer: dict[str, Any], learning_rate: float | None = None):
+                  start: list[np.ndarray], reducer: dict[str, Any], learning_rate: float | None = None,
+                  rounds: int | None = None):
     """Build the function one synchronous epoch stage runs in every (barrier) task.
 
     Args:
@@ -87,11 +94,17 @@ def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epo
         start: The center weights at the start of the epoch.
         reducer: The plain config of the round reducer (see :func:`.reducers.open_round_reducer`).
         learning_rate: The driver optimizer's learning rate (``None``: keep the worker's).
+        rounds: The epoch's number of rounds (the most windows of any partition), for reducers in
+            which every rank joins every round (``'collective'``): a task out of rows pushes a zero
+            delta with 0 samples until then, and a task without rows joins all of them.
 
     Returns:
         A ``mapPartitions`` function yielding one :class:`TaskReport` per task. A task whose
         staged files are missing raises :class:`MissingBlockError` before its first round.
     """
+    collective = reducer.get("kind") == "collective"
+    if collective and rounds is None:
+        raise ValueError("Expected the epoch's number of rounds for a 'collective' reducer, received None.")
 
     def run(items: Iterable[Any]) -> Iterator[TaskReport]:
         pid, task_attempt, attempt = task_identity()
@@ -105,15 +118,17 @@ def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epo
         _, xs, ys = merge_blocks(pid, blocks)
         rows = int(xs[0].shape[0]) if xs else 0
         windows = plan.windows(rows)
-        if not windows:
+        if not windows and not collective:
             yield TaskReport(pid, 0, 0, 0, 0.0, 0.0, attempt)
             return
-        prepare_worker(runtime)
-        model = cached_model(spec, start)
-        apply_learning_rate(model, learning_rate)
-        exchange = open_round_reducer(reducer, str(pid), attempt, epoch, task_attempt)
+        if windows:
+            prepare_worker(runtime)
+            model = cached_model(spec, start)
+            apply_learning_rate(model, learning_rate)
+        exchange = open_round_reducer(reducer, str(pid), attempt, epoch, task_attempt, center=start)
         center = start
         compute = communicate = 0.0
+        sums: dict[str, float] = {}
         try:
             for window in range(windows):
                 idx = plan.window_rows(rows, epoch, pid, window)
@@ -132,8 +147,22 @@ def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epo
                 t2 = time.perf_counter()
                 compute += t1 - t0
                 communicate += t2 - t1
+                for name, value in logs.items():
+                    sums[name] = sums.get(name, 0.0) + n * float(value)
+            if collective:
+                idle = [(c - c) * np.float32(0) for c in start]  # the dtypes a delta of the model has
+                for window in range(windows, int(rounds)):
+                    t1 = time.perf_counter()
+                    center = exchange.exchange(idle, 0, {}, window)
+                    communicate += time.perf_counter() - t1
         finally:
             exchange.close()
-        yield TaskReport(pid, rows, windows, plan.batches(rows), compute, communicate, attempt)
+        if not collective:
+            yield TaskReport(pid, rows, windows, plan.batches(rows), compute, communicate, attempt)
+            return
+        final = pid == 0
+        state = exchange.step.state() if final else None
+        yield TaskReport(pid, rows, windows, plan.batches(rows), compute, communicate, attempt, sums,
+                         [np.asarray(c) for c in center] if final else None, state)
 
     return run
