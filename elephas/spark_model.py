@@ -326,8 +326,13 @@ class SparkModel:
                              f", epochs={epochs}.")
         batch_size = check_positive_int("batch_size", batch_size if batch_size is not None else self.batch_size)
         validation_split = check_fraction("validation_split", validation_split)
-        sc = self._sc("SparkModel.fit", hint="Training on a Spark Connect session is not available yet; train on a "
-                      "classic SparkSession (predict and evaluate take DataFrames on both).")
+        if self._on_connect(data, "SparkModel.fit on an RDD"):
+            history = self._fit_connect(data, y, epochs, batch_size, verbose, validation_split, validation_data,
+                                        callbacks, shuffle, features_col, label_col, nb_classes, initial_epoch)
+            self.training_histories.append(history)
+            self._server_step = getattr(history, "server_optimizer", None)
+            return history
+        sc = self._sc("SparkModel.fit")
         model = self._master_network
         io = data_mod.ModelIO.of(model)
         validation = None
@@ -372,6 +377,26 @@ class SparkModel:
         self.training_histories.append(history)
         self._server_step = getattr(history, "server_optimizer", None)
         return history
+
+    def _fit_connect(self, data: Any, y: Any, epochs: int, batch_size: int, verbose: int, validation_split: float,
+                     validation_data: Any, callbacks: Any, shuffle: bool, features_col: Any, label_col: Any,
+                     nb_classes: int | None, initial_epoch: int) -> Any:
+        """``fit`` on a Spark Connect session: DataFrames or numpy, synchronous (:mod:`.engine.frame_training`)."""
+        from .engine.frame_training import fit_data
+
+        if not self._strategy.synchronous:
+            raise ValueError(f"Training on a Spark Connect session runs mode='synchronous' only for now. Received: "
+                             f"mode={self.mode!r}. Use mode='synchronous', or a classic SparkSession for the "
+                             "asynchronous modes.")
+        session, runtime = self._connect_runtime(data)
+        settings = TrainingSettings(
+            strategy=self._strategy, frequency=self._frequency, batch_size=batch_size, epochs=epochs,
+            verbose=verbose, shuffle=shuffle, seed=int(self.options.get("seed", 0) or 0), runtime=runtime,
+            server_optimizer=self._server_optimizer or (self._server_step if initial_epoch else None),
+            server={"timeout": float(self.options.get("timeout", 60.0))}, initial_epoch=initial_epoch)
+        return fit_data(session, self._master_network, self._spec(), data, y, settings, self.num_workers,
+                        features_col=features_col, label_col=label_col, nb_classes=nb_classes, callbacks=callbacks,
+                        validation_split=validation_split, validation_data=validation_data)
 
     def _server_settings(self, sc: Any) -> dict[str, Any]:
         return {

@@ -240,8 +240,12 @@ class Trainer:
         return cbs
 
     def _fit(self, model: Any, df: Any, workers: int, shuffle: bool) -> tuple[Any, Any]:
+        from .engine.session import is_connect
+
         spark_model = self._spark_model(model, workers)
-        if df.rdd.getNumPartitions() != workers:
+        if is_connect(df):  # no RDD there: SparkModel.fit repartitions the DataFrame to its num_workers
+            spark_model.num_workers = workers
+        elif df.rdd.getNumPartitions() != workers:
             df = df.repartition(workers)
         fcols = self.features_col if len(self.features_col) > 1 else self.features_col[0]
         lcols = self.label_col if len(self.label_col) > 1 else self.label_col[0]

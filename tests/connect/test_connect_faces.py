@@ -1,5 +1,5 @@
 """The faces that do not train, on a Spark Connect session: predict, evaluate, transformers,
-evaluators, persistence, and one clear error for what needs RDDs."""
+evaluators, persistence, and one clear error for what needs RDDs (training: test_connect_training.py)."""
 
 from __future__ import annotations
 
@@ -89,8 +89,8 @@ def test_rdd_inputs_and_mllib_get_one_clear_error(data, frame):
         spark_model.evaluate(an_rdd)
     with pytest.raises(TypeError, match="SparkMLlibModel needs RDDs.*use SparkModel with a DataFrame"):
         SparkMLlibModel(model)
-    with pytest.raises(TypeError, match="SparkModel.fit needs RDDs.*not available yet"):
-        spark_model.fit(frame, epochs=1)
+    with pytest.raises(TypeError, match="SparkModel.fit on an RDD needs RDDs"):
+        spark_model.fit(an_rdd, epochs=1)
 
 
 def test_elephas_transformer_transform_matches_keras(data, frame):
