@@ -40,7 +40,6 @@ def _builds_by_process(marker) -> Counter:
     return Counter(int(name.split("-")[0]) for name in os.listdir(marker))
 
 
-@pytest.mark.backend
 def test_saved_pipeline_on_a_parquet_stream_matches_batch_and_builds_once_per_worker(spark, tmp_path):
     from pyspark.ml import PipelineModel
     from pyspark.ml.linalg import Vectors
