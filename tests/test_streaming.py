@@ -14,7 +14,6 @@ from collections import Counter
 
 import keras
 import numpy as np
-import pytest
 from conftest import make_blobs
 
 from elephas.ml_model import ElephasTransformer
