@@ -20,9 +20,10 @@ Keras callbacks, validation and History through :func:`~elephas.engine.history.r
 classic Spark. A failed barrier stage is retried as a whole by Spark; every attempt starts from
 the closure's center, so there is nothing to undo.
 
-The closure goes to the server in one gRPC message, which the server caps at
-``spark.connect.grpc.maxInboundMessageSize`` (128 MiB by default): the weights plus the server
-step's momentum must fit in it (see :data:`CLOSURE_LIMIT_BYTES`).
+The closure goes to the server in one gRPC message, which PySpark's client caps at 128 MiB after its
+plan compression (as does the server's ``spark.connect.grpc.maxInboundMessageSize`` by default; 200 MiB
+of random float32 weights were refused, 135 MiB passed): the weights plus the server step's momentum
+must fit in it (see :data:`CLOSURE_LIMIT_BYTES`), and the server's driver must hold the task binary.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ STAGE_SCHEMA = "part long, kind string, seq long, payload binary"
 CHUNK_BYTES = 2 << 20
 """Rank 0 returns the center in rows of at most this many bytes (Connect streams results in small batches)."""
 CLOSURE_LIMIT_BYTES = 120 << 20
-"""Largest weights plus server-step state shipped in an epoch's closure: Spark Connect's server refuses
-a plan message above ``spark.connect.grpc.maxInboundMessageSize`` (128 MiB by default)."""
+"""Largest weights plus server-step state shipped in an epoch's closure: a Spark Connect client refuses to
+send a plan message above 128 MiB (after compression), as the server's ``spark.connect.grpc.maxInboundMessageSize``
+does by default."""
 DEFAULT_REDUCER = "ring"
 
 

@@ -102,7 +102,7 @@ def test_asynchronous_modes_say_they_are_not_available_on_connect(frame):
 
 
 def test_a_model_with_50_mb_of_weights_trains(spark):
-    """The weights (49 MiB) travel in the stage's closure; the center comes back in chunks."""
+    """The weights (51 MB) travel in the stage's closure; the center comes back in codec chunks."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4096, activation="relu"),
                               keras.layers.Dense(3100), keras.layers.Dense(3, activation="softmax")])
