@@ -78,15 +78,26 @@ def cluster(tmp_path_factory):
         launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                "--port", str(port), "--webui-port", str(ui))
         wait_for(lambda: _answers(ui), 60, "the master")
-        workers = []
-        for i in range(2):
-            workers.append(launch(f"worker{i}", "org.apache.spark.deploy.worker.Worker",
-                                  f"spark://127.0.0.1:{port}", "--cores", "1", "--memory", "1g",
-                                  "--host", "127.0.0.1", "--webui-port", str(free_port()),
-                                  "--work-dir", str(tmp_path_factory.mktemp(f"work{i}"))))
-        wait_for(lambda: len([w for w in master_state(ui)["workers"] if w["state"] == "ALIVE"]) == 2,
-                 60, "2 workers to register")
-        yield {"url": f"spark://127.0.0.1:{port}", "workers": workers, "env": env, "ui": ui}
+        def start_worker(i: int) -> subprocess.Popen:
+            return launch(f"worker{i}", "org.apache.spark.deploy.worker.Worker",
+                          f"spark://127.0.0.1:{port}", "--cores", "1", "--memory", "1g",
+                          "--host", "127.0.0.1", "--webui-port", str(free_port()),
+                          "--work-dir", str(tmp_path_factory.mktemp(f"work{i}")))
+
+        def alive() -> int:
+            return len([w for w in master_state(ui)["workers"] if w["state"] == "ALIVE"])
+
+        workers = [start_worker(i) for i in range(2)]
+        wait_for(lambda: alive() == 2, 60, "2 workers to register")
+
+        def revive() -> None:
+            """Restart the workers an earlier test killed and wait until two are alive."""
+            for i, w in enumerate(workers):
+                if w.poll() is not None:
+                    workers[i] = start_worker(i)
+            wait_for(lambda: alive() == 2, 120, "2 workers to be alive")
+
+        yield {"url": f"spark://127.0.0.1:{port}", "workers": workers, "env": env, "ui": ui, "revive": revive}
     finally:
         for p in reversed(procs):
             stop(p)
@@ -149,6 +160,7 @@ def test_fit_survives_a_killed_worker(cluster):
 def test_synchronous_fit_survives_a_killed_worker(cluster):
     # one barrier stage per epoch: the stage loses a task, cannot get its slots back, is cancelled
     # and the epoch runs again from its first center on the executor that is left
+    cluster["revive"]()  # the asynchronous test killed a worker
     code, out, killed = run_driver(cluster, "synchronous", "http", 4, kill_during_epoch=1)
     assert killed, out[-3000:]
     assert code == 0, out[-3000:]
