@@ -151,7 +151,8 @@ def _nan_data(blobs):
     return x, y
 
 
-def test_non_finite_loss_names_partition_epoch_and_window(spark, blobs):
+@pytest.mark.parametrize("mode", ["synchronous", "asynchronous"])
+def test_non_finite_loss_names_partition_epoch_and_window(spark, blobs, mode):
     """A worker whose loss becomes NaN fails with an error that says so and where."""
     from elephas.engine.errors import TaskFailedError
     from elephas.spark_model import SparkModel
@@ -160,13 +161,14 @@ def test_non_finite_loss_names_partition_epoch_and_window(spark, blobs):
     model = make_dense_model()
     before = [w.copy() for w in model.get_weights()]
     with pytest.raises(TaskFailedError, match=r"Non-finite loss in partition \d+, epoch 1, window 1") as info:
-        SparkModel(model, mode="asynchronous").fit(x, y, epochs=2, batch_size=32)
+        SparkModel(model, mode=mode).fit(x, y, epochs=2, batch_size=32)
     assert info.value.non_finite_loss
     assert "JSON" not in str(info.value)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
-def test_terminate_on_nan_stops_training_like_keras(spark, blobs):
+@pytest.mark.parametrize("mode", ["synchronous", "asynchronous"])
+def test_terminate_on_nan_stops_training_like_keras(spark, blobs, mode):
     """With ``keras.callbacks.TerminateOnNaN`` the fit stops after the epoch whose loss is NaN, as in
     Keras, instead of raising; the model keeps its last finite weights."""
     import keras
@@ -175,7 +177,7 @@ def test_terminate_on_nan_stops_training_like_keras(spark, blobs):
 
     x, y = _nan_data(blobs)
     model = make_dense_model()
-    history = SparkModel(model, mode="asynchronous").fit(
+    history = SparkModel(model, mode=mode).fit(
         x, y, epochs=3, batch_size=32, callbacks=[keras.callbacks.TerminateOnNaN()])
     assert len(history.history["loss"]) == 1
     assert np.isnan(history.history["loss"][0])

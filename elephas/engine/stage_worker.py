@@ -10,7 +10,6 @@ first builds nothing.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 
 from .block_store import Missing, resolve
 from .data import Block, block_size
+from .errors import check_finite_logs
 from .reducers import open_round_reducer
 from .runtime import WorkerRuntime, prepare_worker
 from .shipping import ModelSpec, cached_model
@@ -70,15 +70,6 @@ def task_identity() -> tuple[int, int, str]:
         return 0, 0, "driver"
     attempt = f"{ctx.stageId()}.{ctx.partitionId()}.{ctx.attemptNumber()}:{ctx.taskAttemptId()}"
     return ctx.partitionId(), ctx.taskAttemptId(), attempt
-
-
-def check_finite(logs: dict[str, float], partition: int, epoch: int, window: int) -> None:
-    """Raise a clear error when a window's loss or a metric is NaN or infinite."""
-    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
-    if bad:
-        raise FloatingPointError(f"Expected a finite loss and metrics, received {bad} in partition {partition}, "
-                                 f"epoch {epoch + 1}, window {window + 1}. Lower the learning rate, scale the "
-                                 "inputs or clip gradients (optimizer clipnorm=...).")
 
 
 def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epoch: int,
@@ -137,7 +128,7 @@ def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epo
                     logs = train_window(model, xs, ys, plan.batch_size, shuffle=plan.shuffle)
                 else:
                     logs = train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
-                check_finite(logs, pid, epoch, window)
+                check_finite_logs(logs, partition=pid, epoch=epoch, window=window)
                 n = int(len(idx))
                 scale = np.float32(n)
                 delta = [(np.asarray(w) - c) * scale for w, c in zip(model.get_weights(), center)]
