@@ -10,7 +10,6 @@ Keras callbacks — so EarlyStopping and friends work as with plain Keras.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from ..parameter.server import ParameterServer
 from .async_worker import make_async_epoch_fn
 from .block_store import Missing, StagedBlocks
-from .driver import TrainingSettings, Validation, epoch_metrics, make_validate
+from .driver import EpochProgress, TrainingSettings, Validation, epoch_metrics, make_validate
 from .errors import guard, run_job
 from .history import run_epochs
 from .resources import with_profile
@@ -27,8 +26,6 @@ from .windows import bounds_for
 from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
-
-_POLL_S = 0.5
 
 
 def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
@@ -76,16 +73,7 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
             fn = guard(make_async_epoch_fn(spec, settings.runtime, client_config, plan, strategy,
                                            epoch, master_learning_rate(model),
                                            background_push=bool(srv.get("background_push"))))
-            done = threading.Event()
-
-            def poll() -> None:
-                while not done.wait(_POLL_S):
-                    seen = epoch_metrics(state.records(), epoch)
-                    if seen.samples:
-                        progress(min(seen.samples, total), seen.means())
-
-            watcher = threading.Thread(target=poll, name="elephas-progress", daemon=True)
-            watcher.start()
+            watcher = EpochProgress(state, epoch, total, progress)
             sc.setJobGroup(group, f"elephas: epoch {epoch + 1}/{settings.epochs} ({strategy.name}, "
                                   f"{len(sizes)} workers, window {frequency})", True)
             try:
@@ -101,8 +89,7 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
                 sc.cancelJobGroup(group)
                 raise
             finally:
-                done.set()
-                watcher.join()
+                watcher.stop()
                 sc.setLocalProperty("spark.jobGroup.id", None)
             ok = {a for _, _, a in finished}
             for r in state.records(include_failed=True):

@@ -181,6 +181,32 @@ def epoch_metrics(records: list[Any], epoch: int) -> MetricSum:
     return merged
 
 
+class EpochProgress:
+    """Reports an epoch's progress from the server's window records while its stage runs.
+
+    A thread polls ``state.records()`` every half second and calls ``progress(samples, means)``
+    (the progress bar and ``on_train_batch_end`` callbacks); :meth:`stop` ends and joins it.
+    """
+
+    def __init__(self, state: Any, epoch: int, total: int,
+                 progress: Callable[[int, dict[str, float]], None]) -> None:
+        self._done = threading.Event()
+
+        def poll() -> None:
+            while not self._done.wait(_POLL_S):
+                seen = epoch_metrics(state.records(), epoch)
+                if seen.samples:
+                    progress(min(seen.samples, total), seen.means())
+
+        self._thread = threading.Thread(target=poll, name="elephas-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling and join the thread."""
+        self._done.set()
+        self._thread.join()
+
+
 class _SlotWatch:
     """Cancels a stage's job group when the cluster has fewer slots than the stage needs for
     longer than ``grace_s`` (Spark would otherwise wait for them forever)."""
@@ -343,19 +369,9 @@ def _run_stage(sc: Any, plan: _Plan, fn: Any, state: Any, epoch: int, settings: 
     group = plan.group
     description = (f"elephas: epoch {epoch + 1}/{settings.epochs} (synchronous, {workers} workers, "
                    f"window {window})")
-    total = sum(plan.sizes)
-    done = threading.Event()
-
-    def poll() -> None:
-        while not done.wait(_POLL_S):
-            seen = epoch_metrics(state.records(), epoch)
-            if seen.samples:
-                progress(min(seen.samples, total), seen.means())
-
     guarded = guard(lambda pid, it: fn(it))
     rdd = with_profile(staged.rdd.barrier().mapPartitions(lambda it: guarded(_partition_id(), it)), settings.profile)
-    watcher = threading.Thread(target=poll, name="elephas-progress", daemon=True)
-    watcher.start()
+    watcher = EpochProgress(state, epoch, sum(plan.sizes), progress)
     sc.setJobGroup(group, description, True)
     watch = _SlotWatch(sc, group, workers, SLOT_GRACE_S)
     try:
@@ -379,8 +395,7 @@ def _run_stage(sc: Any, plan: _Plan, fn: Any, state: Any, epoch: int, settings: 
         sc.cancelJobGroup(group)
         raise
     finally:
-        done.set()
-        watcher.join()
+        watcher.stop()
         sc.setLocalProperty("spark.jobGroup.id", None)
         sc.setLocalProperty("spark.job.description", None)
 
