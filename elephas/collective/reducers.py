@@ -156,7 +156,8 @@ class Reducer:
         return layout.views(flat)
 
     def _reduce(self, layout: Layout, flat: np.ndarray) -> None:
-        raise NotImplementedError
+        """Sum ``flat`` over every rank in place (each kind of reducer implements it)."""
+        raise NotImplementedError  # abstract: HubReducer and RingReducer implement it
 
     def close(self) -> None:
         """Close the connections (idempotent)."""
