@@ -17,6 +17,7 @@ import zlib
 
 import numpy as np
 import pytest
+from test_parameter_server import MODES, AddStrategy
 
 from elephas.engine.strategies.base import Strategy
 from elephas.hyperparam.channel import ChannelClient, ChannelServer
@@ -30,13 +31,6 @@ from elephas.parameter.auth import (
     Signer,
     new_secret,
 )
-
-MODES = ["http", "socket"]
-
-
-class AddStrategy(Strategy):
-    name = "test-add"
-    locked = True
 
 
 class HogwildStrategy(Strategy):
