@@ -63,8 +63,18 @@ from elephas.utils.rdd_utils import to_simple_rdd  # noqa: E402
 TASKS = {  # features, classes, hidden, lr, batch, epochs, dropout
     "a": dict(features=784, classes=10, hidden=128, lr=0.05, batch=64, epochs=3, dropout=0.2, dist="normal"),
     "b": dict(features=784, classes=10, hidden=128, lr=0.05, batch=64, epochs=3, dropout=0.2, dist="uniform"),
-    "c": dict(features=20, classes=3, hidden=32, lr=0.1, batch=32, epochs=5, dropout=0.0, dist="normal", rows=4000,
-              test_rows=1000),
+    "c": dict(
+        features=20,
+        classes=3,
+        hidden=32,
+        lr=0.1,
+        batch=32,
+        epochs=5,
+        dropout=0.0,
+        dist="normal",
+        rows=4000,
+        test_rows=1000,
+    ),
 }
 TASK = dict(TASKS["b"])
 EPOCHS, BATCH, LR = TASK["epochs"], TASK["batch"], TASK["lr"]
@@ -113,12 +123,20 @@ def model(seed: int = 1) -> keras.Model:
 
 def single_thread_keras(task: str, rows: int) -> float:
     """Samples/s of plain Keras with one TensorFlow thread (a subprocess: threads are fixed per process)."""
-    code = (f"import sys, time; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-            f"import bench_core as b; b.use_task({task!r}); x, y, _, _ = b.data({rows}); m = b.model(1); "
-            "m.fit(x[:2000], y[:2000], batch_size=b.BATCH, epochs=1, verbose=0); t = time.perf_counter(); "
-            "m.fit(x, y, batch_size=b.BATCH, epochs=1, verbose=0); print(len(x) / (time.perf_counter() - t))")
-    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    code = (
+        f"import sys, time; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+        f"import bench_core as b; b.use_task({task!r}); x, y, _, _ = b.data({rows}); m = b.model(1); "
+        "m.fit(x[:2000], y[:2000], batch_size=b.BATCH, epochs=1, verbose=0); t = time.perf_counter(); "
+        "m.fit(x, y, batch_size=b.BATCH, epochs=1, verbose=0); print(len(x) / (time.perf_counter() - t))"
+    )
+    env = dict(
+        os.environ,
+        TF_NUM_INTRAOP_THREADS="1",
+        TF_NUM_INTEROP_THREADS="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -126,26 +144,43 @@ def single_thread_keras(task: str, rows: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--task", choices=sorted(TASKS), default="b", help="a, b or c (see the module docstring)")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="Keras backend (default: KERAS_BACKEND, else tensorflow)"
+    )
     p.add_argument("--rows", type=int, default=None, help="training rows (default: the task's)")
     p.add_argument("--predict-rows", type=int, default=100000)
     p.add_argument("--modes", default="defaults", help="'defaults' (no knobs), 'sync' or 'all'")
-    p.add_argument("--seeds", type=int, default=3,
-                   help="model initialisations per configuration; accuracy on this task varies by several "
-                        "points between seeds even for plain Keras, so means are compared")
-    p.add_argument("--only", nargs="+", default=None,
-                   help="run only the configurations whose label matches one of these regular "
-                        "expressions in full (e.g. 'hogwild freq=batch' or 'hogwild.*'); plain "
-                        "Keras always runs")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="model initialisations per configuration; accuracy on this task varies by several "
+        "points between seeds even for plain Keras, so means are compared",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="run only the configurations whose label matches one of these regular "
+        "expressions in full (e.g. 'hogwild freq=batch' or 'hogwild.*'); plain "
+        "Keras always runs",
+    )
     p.add_argument("--no-predict", action="store_true", help="skip the distributed predict part")
-    p.add_argument("--features", choices=["uniform", "normal"], default=None,
-                   help="feature distribution: uniform [0, 1) or standard normal (default: the task's)")
+    p.add_argument(
+        "--features",
+        choices=["uniform", "normal"],
+        default=None,
+        help="feature distribution: uniform [0, 1) or standard normal (default: the task's)",
+    )
     args = p.parse_args()
     use_task(args.task)
     args.rows = args.rows or TASK.get("rows", 60000)
-    spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
-             .config("spark.driver.memory", "4g").getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "4g")
+        .getOrCreate()
+    )
     sc = spark.sparkContext
     sc.setLogLevel("ERROR")
     x, y, xt, yt = data(args.rows, features=args.features)
@@ -164,15 +199,23 @@ def main() -> None:
     rdd = to_simple_rdd(sc, x, y, num_slices=2).cache()
     rdd.count()
     defaults = [(mode, None, {}) for mode in ("synchronous", "asynchronous", "hogwild")]
-    configs = defaults if args.modes == "defaults" else defaults + [
-        ("synchronous", "epoch", {}),
-               # the accuracy setting: 5 averaging rounds per epoch (100 batches of each of the two
-               # partitions) with server-side Nesterov momentum 0.8 on the averaged deltas
-               ("synchronous", 100, {"server_optimizer": "nesterov", "server_momentum": 0.8})]
+    configs = (
+        defaults
+        if args.modes == "defaults"
+        else defaults
+        + [
+            ("synchronous", "epoch", {}),
+            # the accuracy setting: 5 averaging rounds per epoch (100 batches of each of the two
+            # partitions) with server-side Nesterov momentum 0.8 on the averaged deltas
+            ("synchronous", 100, {"server_optimizer": "nesterov", "server_momentum": 0.8}),
+        ]
+    )
     if args.modes == "all":
         configs += [(mode, f, {}) for mode in ("asynchronous", "hogwild") for f in ("epoch", "batch")]
-        configs += [(mode, "batch", {"parameter_server_mode": "socket", "background_push": True})
-                    for mode in ("asynchronous", "hogwild")]
+        configs += [
+            (mode, "batch", {"parameter_server_mode": "socket", "background_push": True})
+            for mode in ("asynchronous", "hogwild")
+        ]
 
     def label(mode, freq, extra):
         if freq is None and not extra:
@@ -196,20 +239,28 @@ def main() -> None:
 
     keras_sps = float(np.mean([r[0] for r in keras_runs]))
     keras_acc = float(np.mean([r[1] for r in keras_runs]))
-    print(f"\nbackend {keras.backend.backend()}, task {args.task}: {args.rows} rows; means over model seeds "
-          f"{seeds} (accuracy range in brackets)")
+    print(
+        f"\nbackend {keras.backend.backend()}, task {args.task}: {args.rows} rows; means over model seeds "
+        f"{seeds} (accuracy range in brackets)"
+    )
     print(f"ideal (2 x single-thread Keras): {ideal:.0f} samples/s = {ideal / keras_sps:.2f} x plain Keras")
-    print("(Δ points: mean accuracy minus plain Keras's; s.e.: standard error of the per-seed "
-          "differences, each configuration and Keras starting from the same initialisation)")
-    print(f"{'configuration':58s} {'samples/s':>10s} {'x Keras':>8s} {'test acc':>9s} {'[min, max]':>16s} "
-          f"{'Δ points':>9s} {'s.e.':>5s}")
+    print(
+        "(Δ points: mean accuracy minus plain Keras's; s.e.: standard error of the per-seed "
+        "differences, each configuration and Keras starting from the same initialisation)"
+    )
+    print(
+        f"{'configuration':58s} {'samples/s':>10s} {'x Keras':>8s} {'test acc':>9s} {'[min, max]':>16s} "
+        f"{'Δ points':>9s} {'s.e.':>5s}"
+    )
     for name, runs in rows:
         sps, accs = float(np.mean([r[0] for r in runs])), [r[1] for r in runs]
         acc = float(np.mean(accs))
         diffs = 100 * (np.array(accs) - np.array([r[1] for r in keras_runs]))
         se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
-        print(f"{name:58s} {sps:10.0f} {sps / keras_sps:8.2f} {acc:9.4f} "
-              f"[{min(accs):.3f}, {max(accs):.3f}] {100 * (acc - keras_acc):+9.2f} {se:5.2f}")
+        print(
+            f"{name:58s} {sps:10.0f} {sps / keras_sps:8.2f} {acc:9.4f} "
+            f"[{min(accs):.3f}, {max(accs):.3f}] {100 * (acc - keras_acc):+9.2f} {se:5.2f}"
+        )
     if args.no_predict:
         spark.stop()
         return
@@ -229,8 +280,9 @@ def main() -> None:
     out = sm.predict(prdd)
     dist = args.predict_rows / (time.perf_counter() - t)
     assert out.shape == (args.predict_rows, TASK["classes"])
-    print(f"\npredict rows/s: single-process {single:.0f}, distributed (cached RDD) {dist:.0f}, "
-          f"ratio {dist / single:.2f}")
+    print(
+        f"\npredict rows/s: single-process {single:.0f}, distributed (cached RDD) {dist:.0f}, ratio {dist / single:.2f}"
+    )
     spark.stop()
 
 

@@ -43,9 +43,15 @@ def build_model():
     import keras
 
     keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((30,)), keras.layers.Dense(500, activation="relu"),
-                             keras.layers.Dropout(0.4), keras.layers.Dense(500, activation="relu"),
-                             keras.layers.Dense(2, activation="softmax")])
+    return keras.Sequential(
+        [
+            keras.Input((30,)),
+            keras.layers.Dense(500, activation="relu"),
+            keras.layers.Dropout(0.4),
+            keras.layers.Dense(500, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
 
 
 def main() -> None:
@@ -62,10 +68,15 @@ def main() -> None:
     from elephas import trainers as T
     from elephas.ml.transformers import LabelIndexTransformer, ModelPredictor, OneHotTransformer
 
-    spark = (SparkSession.builder.master(f"local[{args.workers}]").appName("bench-distkeras")
-             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
-             .config("spark.driver.memory", "4g")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    spark = (
+        SparkSession.builder.master(f"local[{args.workers}]")
+        .appName("bench-distkeras")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.driver.memory", "4g")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     x, label = teacher_data(args.rows)
     import pandas as pd
@@ -75,8 +86,11 @@ def main() -> None:
     raw = spark.createDataFrame(pdf)
     features = [f"f{i}" for i in range(30)]
     dataset = VectorAssembler(inputCols=features, outputCol="features").transform(raw)
-    dataset = StandardScaler(inputCol="features", outputCol="features_normalized", withStd=True,
-                             withMean=True).fit(dataset).transform(dataset)
+    dataset = (
+        StandardScaler(inputCol="features", outputCol="features_normalized", withStd=True, withMean=True)
+        .fit(dataset)
+        .transform(dataset)
+    )
     dataset = StringIndexer(inputCol="Label", outputCol="label_index").fit(dataset).transform(dataset)
     dataset = OneHotTransformer(output_dim=2, input_col="label_index", output_col="label").transform(dataset)
     dataset = dataset.select("features_normalized", "label_index", "label")
@@ -86,8 +100,15 @@ def main() -> None:
     n_train, n_test = training_set.count(), test_set.count()
 
     model = build_model()
-    common = dict(keras_model=model, worker_optimizer="adagrad", loss="categorical_crossentropy",
-                  features_col="features_normalized", label_col="label", num_epoch=1, batch_size=32)
+    common = dict(
+        keras_model=model,
+        worker_optimizer="adagrad",
+        loss="categorical_crossentropy",
+        features_col="features_normalized",
+        label_col="label",
+        num_epoch=1,
+        batch_size=32,
+    )
     dist = dict(common, num_workers=args.workers)
     factories = {
         "single": lambda: T.SingleTrainer(**common),
@@ -97,8 +118,7 @@ def main() -> None:
         # workers get a learning rate ~τ/K larger than Keras 3's adagrad default of 0.001
         "adag": lambda: T.ADAG(**dist, communication_window=12, learning_rate=0.01),
         "aeasgd": lambda: T.AEASGD(**dist, communication_window=32, rho=5.0, learning_rate=0.1),
-        "eamsgd": lambda: T.EAMSGD(**dist, communication_window=32, rho=5.0, learning_rate=0.1,
-                                   momentum=0.6),
+        "eamsgd": lambda: T.EAMSGD(**dist, communication_window=32, rho=5.0, learning_rate=0.1, momentum=0.6),
         "dynsgd": lambda: T.DynSGD(**dist, communication_window=5),
     }
     results = {}
@@ -107,8 +127,9 @@ def main() -> None:
         started = time.perf_counter()
         trained = trainer.train(training_set)
         wall = time.perf_counter() - started
-        predicted = ModelPredictor(keras_model=trained, features_col="features_normalized",
-                                   batch_size=4096).predict(test_set)
+        predicted = ModelPredictor(keras_model=trained, features_col="features_normalized", batch_size=4096).predict(
+            test_set
+        )
         predicted = LabelIndexTransformer(output_dim=2).transform(predicted)
         pairs = np.array(predicted.select("label_index", "prediction_index").collect(), dtype=float)
         truth, pred = pairs[:, 0], pairs[:, 1]
@@ -119,13 +140,16 @@ def main() -> None:
         logger.info("%-10s train %.1fs (wall %.1fs) acc %.4f f1 %.4f", name, *results[name])
 
     base = results.get("single")
-    print(f"\nrows={args.rows} (train {n_train}, test {n_test}), workers={args.workers}, "
-          f"cores={os.cpu_count()}, MLP 500-500-2, adagrad, batch 32, 1 epoch")
-    print(f"{'trainer':<10} {'train s':>8} {'rows/s':>8} {'acc':>7} {'F1':>7} {'time/single':>12} "
-          f"{'acc - single':>13} {'F1 - single':>12}")
+    print(
+        f"\nrows={args.rows} (train {n_train}, test {n_test}), workers={args.workers}, "
+        f"cores={os.cpu_count()}, MLP 500-500-2, adagrad, batch 32, 1 epoch"
+    )
+    print(
+        f"{'trainer':<10} {'train s':>8} {'rows/s':>8} {'acc':>7} {'F1':>7} {'time/single':>12} "
+        f"{'acc - single':>13} {'F1 - single':>12}"
+    )
     for name, (t, _, acc, f1) in results.items():
-        rel = (f"{t / base[0]:>12.2f} {100 * (acc - base[2]):>+12.2f}p {100 * (f1 - base[3]):>+11.2f}p"
-               if base else "")
+        rel = f"{t / base[0]:>12.2f} {100 * (acc - base[2]):>+12.2f}p {100 * (f1 - base[3]):>+11.2f}p" if base else ""
         print(f"{name:<10} {t:>8.1f} {n_train / t:>8.0f} {acc:>7.4f} {f1:>7.4f} {rel}")
     spark.stop()
 

@@ -40,14 +40,15 @@ def objective(params, x_train, y_train, x_test, y_test):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((20,)),
-        keras.layers.Dense(int(params["units"]), activation="relu"),
-        keras.layers.Dropout(params["dropout"]),
-        keras.layers.Dense(4, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]),
-                  loss="categorical_crossentropy")
+    model = keras.Sequential(
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(int(params["units"]), activation="relu"),
+            keras.layers.Dropout(params["dropout"]),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]), loss="categorical_crossentropy")
     model.fit(x_train, y_train, epochs=3, batch_size=32, verbose=0)
     loss = model.evaluate(x_test, y_test, verbose=0)
     return {"loss": float(loss), "status": STATUS_OK, "model": model}
@@ -96,10 +97,15 @@ def main() -> None:
 
     from elephas.hyperparam import HyperParamModel
 
-    spark = (SparkSession.builder.master(f"local[{args.workers}]").appName("bench-hyperparam")
-             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-             .config("spark.python.worker.reuse", "true").config("spark.ui.showConsoleProgress", "false")
-             .getOrCreate())
+    spark = (
+        SparkSession.builder.master(f"local[{args.workers}]")
+        .appName("bench-hyperparam")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
     sc = spark.sparkContext
     sc.setLogLevel("ERROR")
     load_before = os.getloadavg()[0]
@@ -118,16 +124,25 @@ def main() -> None:
         cpu = cpu_seconds()
         start = time.perf_counter()
         trials = Trials()
-        fmin(lambda p: objective(p, *arrays), SPACE, algo=tpe.suggest, max_evals=args.trials,
-             trials=trials, rstate=np.random.default_rng(0), show_progressbar=False)
+        fmin(
+            lambda p: objective(p, *arrays),
+            SPACE,
+            algo=tpe.suggest,
+            max_evals=args.trials,
+            trials=trials,
+            rstate=np.random.default_rng(0),
+            show_progressbar=False,
+        )
         t_seq = time.perf_counter() - start
         cpu_seq = cpu_seconds() - cpu
         best_seq = min(trials.losses())
     finally:
         spark.stop()
 
-    print(f"trials: {args.trials}, workers: {args.workers}, load average before/after: "
-          f"{load_before:.2f} / {os.getloadavg()[0]:.2f} (1 min)")
+    print(
+        f"trials: {args.trials}, workers: {args.workers}, load average before/after: "
+        f"{load_before:.2f} / {os.getloadavg()[0]:.2f} (1 min)"
+    )
     print(f"elephas HyperParamModel : {t_spark:7.1f} s  best loss {hpm.best_loss:.4f}  CPU {cpu_spark:6.1f} s")
     print(f"hyperopt fmin sequential: {t_seq:7.1f} s  best loss {best_seq:.4f}  CPU {cpu_seq:6.1f} s")
     print(f"speed-up: {t_seq / t_spark:.2f}x")

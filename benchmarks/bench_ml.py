@@ -55,16 +55,19 @@ def build_model(seed: int):
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((FEATURES,)),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(CLASSES, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
@@ -125,8 +128,7 @@ def count_predictions(transformed) -> int:
     counted = transformed.filter(F.col("prediction") >= 0).groupBy().count()
     evaluations = python_evaluations(counted)
     if evaluations != 1:
-        raise RuntimeError(f"expected the model to run once per row; the plan has {evaluations} Python "
-                           "evaluations")
+        raise RuntimeError(f"expected the model to run once per row; the plan has {evaluations} Python evaluations")
     return int(counted.collect()[0][0])
 
 
@@ -167,17 +169,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--master", default="local[*]")
-    parser.add_argument("--partitions", type=int, default=None,
-                        help="DataFrame partitions (default: Spark's default parallelism)")
-    parser.add_argument("--no-warmup", action="store_true",
-                        help="time cold executors too (Python workers still importing TensorFlow)")
-    parser.add_argument("--transform-only", action="store_true",
-                        help="skip the fit: time transform (untrained model) against model.predict only")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="time transform and predict this many times each (best and median reported)")
+    parser.add_argument(
+        "--partitions", type=int, default=None, help="DataFrame partitions (default: Spark's default parallelism)"
+    )
+    parser.add_argument(
+        "--no-warmup", action="store_true", help="time cold executors too (Python workers still importing TensorFlow)"
+    )
+    parser.add_argument(
+        "--transform-only",
+        action="store_true",
+        help="skip the fit: time transform (untrained model) against model.predict only",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="time transform and predict this many times each (best and median reported)",
+    )
     parser.add_argument("--vector", action="store_true", help="transform an ml DenseVector features column")
-    parser.add_argument("--transfer-floor", action="store_true",
-                        help="also time a no-op Arrow UDF over the feature column (the JVM -> Python transfer)")
+    parser.add_argument(
+        "--transfer-floor",
+        action="store_true",
+        help="also time a no-op Arrow UDF over the feature column (the JVM -> Python transfer)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -186,13 +200,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from elephas.ml_model import ElephasEstimator
 
-    spark = (SparkSession.builder.master(args.master).appName("bench_ml")
-             .config("spark.ui.enabled", "false")
-             .config("spark.driver.memory", "6g")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-             .config("spark.python.worker.reuse", "true")
-             .config("spark.ui.showConsoleProgress", "false")
-             .getOrCreate())
+    spark = (
+        SparkSession.builder.master(args.master)
+        .appName("bench_ml")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "6g")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     partitions = args.partitions or spark.sparkContext.defaultParallelism
     fit = None
@@ -217,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.transform_only:
                 warm = ElephasTransformer(build_model(seed=1), categorical=True)
             else:
-                warm = ElephasEstimator(build_model(seed=1), epochs=1, batch_size=args.batch_size,
-                                        categorical=True, validation_split=0.0).fit(small)
+                warm = ElephasEstimator(
+                    build_model(seed=1), epochs=1, batch_size=args.batch_size, categorical=True, validation_split=0.0
+                ).fit(small)
             warm.transform(small.select("features")).filter(F.col("prediction") >= 0).count()
             small.unpersist()
             warmup = time.perf_counter() - start
@@ -227,14 +245,22 @@ def main(argv: list[str] | None = None) -> int:
             fitted = ElephasTransformer(build_model(seed=0), categorical=True)
         else:
             df = make_frame(spark, x, labels, partitions)
-            estimator = ElephasEstimator(build_model(seed=0), epochs=args.epochs, batch_size=args.batch_size,
-                                         categorical=True, nb_classes=CLASSES, validation_split=0.0,
-                                         mode="synchronous", frequency="epoch")
+            estimator = ElephasEstimator(
+                build_model(seed=0),
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                categorical=True,
+                nb_classes=CLASSES,
+                validation_split=0.0,
+                mode="synchronous",
+                frequency="epoch",
+            )
             start = time.perf_counter()
             fitted = estimator.fit(df)
             elephas_fit = time.perf_counter() - start
-            elephas_acc = float(np.mean(np.argmax(fitted.get_model().predict(x, verbose=0, batch_size=1024), 1)
-                                        == labels))
+            elephas_acc = float(
+                np.mean(np.argmax(fitted.get_model().predict(x, verbose=0, batch_size=1024), 1) == labels)
+            )
             df.unpersist()
             fit = (keras_fit, keras_acc, elephas_fit, elephas_acc)
         fitted.set_params(inference_batch_size=1024)
@@ -276,28 +302,45 @@ def main(argv: list[str] | None = None) -> int:
     if fit is not None:
         keras_fit, keras_acc, elephas_fit, elephas_acc = fit
         fit_samples = args.rows * args.epochs
-        rows += [("fit  keras", fit_samples / keras_fit, keras_fit, f"train accuracy {keras_acc:.3f}"),
-                 ("fit  elephas", fit_samples / elephas_fit, elephas_fit, f"train accuracy {elephas_acc:.3f}")]
-    rows += [("predict keras", args.predict_rows / keras_pred, keras_pred, ""),
-             ("transform elephas", args.predict_rows / elephas_pred, elephas_pred, "model built in the workers"),
-             ("  first transform", args.predict_rows / transform_cold, transform_cold,
-              "building the model and its predict function in each worker")]
+        rows += [
+            ("fit  keras", fit_samples / keras_fit, keras_fit, f"train accuracy {keras_acc:.3f}"),
+            ("fit  elephas", fit_samples / elephas_fit, elephas_fit, f"train accuracy {elephas_acc:.3f}"),
+        ]
+    rows += [
+        ("predict keras", args.predict_rows / keras_pred, keras_pred, ""),
+        ("transform elephas", args.predict_rows / elephas_pred, elephas_pred, "model built in the workers"),
+        (
+            "  first transform",
+            args.predict_rows / transform_cold,
+            transform_cold,
+            "building the model and its predict function in each worker",
+        ),
+    ]
     if floor is not None:
         rows.append(("no-op Arrow UDF", args.predict_rows / floor, floor, "moving the feature column to Python only"))
     load = os.getloadavg()
-    print(f"rows={args.rows if fit else 0} epochs={args.epochs if fit else 0} predict_rows={args.predict_rows} "
-          f"features={'vector' if args.vector else 'array<float>'} partitions={partitions} master={args.master} "
-          f"cpus={os.cpu_count()} repeat={max(1, args.repeat)} "
-          f"warm-up={'off' if args.no_warmup else f'{warmup:.1f} s (untimed)'} "
-          f"load average={load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"rows={args.rows if fit else 0} epochs={args.epochs if fit else 0} predict_rows={args.predict_rows} "
+        f"features={'vector' if args.vector else 'array<float>'} partitions={partitions} master={args.master} "
+        f"cpus={os.cpu_count()} repeat={max(1, args.repeat)} "
+        f"warm-up={'off' if args.no_warmup else f'{warmup:.1f} s (untimed)'} "
+        f"load average={load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     for name, rate, secs, note in rows:
         print(f"{name:<18} {rate:>12,.0f} samples/s  {secs:8.2f} s  {note}")
     if fit is not None:
         print(f"fit ratio       elephas/keras = {keras_fit / elephas_fit:.2f}  (target >= 0.70)")
-    print(f"transform ratio elephas/keras = {keras_pred / elephas_pred:.2f}  (target >= 0.50)"
-          + (f"  median {keras_median / elephas_median:.2f}; per run "
-             + " ".join(f"{k / e:.2f}" for k, e in zip(keras_times, elephas_times)) if args.repeat > 1 else ""))
+    print(
+        f"transform ratio elephas/keras = {keras_pred / elephas_pred:.2f}  (target >= 0.50)"
+        + (
+            f"  median {keras_median / elephas_median:.2f}; per run "
+            + " ".join(f"{k / e:.2f}" for k, e in zip(keras_times, elephas_times))
+            if args.repeat > 1
+            else ""
+        )
+    )
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -135,8 +135,15 @@ def ps_round_trip(config: dict, params: int) -> callable:
 
     def round_trip() -> None:
         _, state["version"] = client.pull()
-        client.push(delta, worker_id="bench", attempt_id="bench", version_seen=state["version"],
-                    samples=32, metrics={"loss": 0.1}, epoch=0)
+        client.push(
+            delta,
+            worker_id="bench",
+            attempt_id="bench",
+            version_seen=state["version"],
+            samples=32,
+            metrics={"loss": 0.1},
+            epoch=0,
+        )
 
     round_trip.close = client.close  # type: ignore[attr-defined]
     return round_trip
@@ -168,8 +175,9 @@ def _client_loop(specs: list[tuple], seconds: float, max_iter: int, barrier, res
     results.put(mine)
 
 
-def measure(specs: list[tuple], clients: int, seconds: float, max_iter: int,
-            processes: bool = True) -> list[tuple[float, float]]:
+def measure(
+    specs: list[tuple], clients: int, seconds: float, max_iter: int, processes: bool = True
+) -> list[tuple[float, float]]:
     """Median latency (ms) and round trips per second of each spec's round trip.
 
     Every client runs the specs' round trips alternately, so a load change on a shared machine
@@ -181,12 +189,15 @@ def measure(specs: list[tuple], clients: int, seconds: float, max_iter: int,
     if processes:
         ctx = multiprocessing.get_context("spawn")
         barrier, results = ctx.Barrier(clients + 1), ctx.Queue()
-        workers = [ctx.Process(target=_client_loop, args=(specs, seconds, max_iter, barrier, results))
-                   for _ in range(clients)]
+        workers = [
+            ctx.Process(target=_client_loop, args=(specs, seconds, max_iter, barrier, results)) for _ in range(clients)
+        ]
     else:
         barrier, results = threading.Barrier(clients + 1), queue.Queue()
-        workers = [threading.Thread(target=_client_loop, args=(specs, seconds, max_iter, barrier, results))
-                   for _ in range(clients)]
+        workers = [
+            threading.Thread(target=_client_loop, args=(specs, seconds, max_iter, barrier, results))
+            for _ in range(clients)
+        ]
     for w in workers:
         w.start()
     barrier.wait()
@@ -237,34 +248,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compressions", nargs="+", default=["none", "fp16", "zlib"])
     parser.add_argument("--seconds", type=float, default=3.0, help="per configuration")
     parser.add_argument("--max-iterations", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="measure every row this many times and report the range of its ratio")
-    parser.add_argument("--client-threads", action="store_true",
-                        help="run the clients as threads of the server's process instead of "
-                             "as processes of their own")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measure every row this many times and report the range of its ratio"
+    )
+    parser.add_argument(
+        "--client-threads",
+        action="store_true",
+        help="run the clients as threads of the server's process instead of as processes of their own",
+    )
     args = parser.parse_args(argv)
     processes = not args.client_threads
 
     nbytes = args.params * 4
-    print(f"# parameter server benchmark: {args.params:,} float32 parameters "
-          f"({nbytes / 1e6:.1f} MB), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"# parameter server benchmark: {args.params:,} float32 parameters "
+        f"({nbytes / 1e6:.1f} MB), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     print("\n## keyed MAC over one body")
     for name, ms in mac_costs(nbytes).items():
         print(f"{name:28s} {ms:8.2f} ms  ({nbytes / ms / 1e6:6.2f} GB/s)")
 
     raw = RawLoopback(nbytes)
     raw_spec = ("raw", raw.port, nbytes)
-    raw_results = {c: measure([raw_spec], c, args.seconds, args.max_iterations, processes)[0]
-                   for c in args.clients}
+    raw_results = {c: measure([raw_spec], c, args.seconds, args.max_iterations, processes)[0] for c in args.clients}
 
     print("\n## pull + push round trip")
-    print(f"(clients: {'threads of the server process' if args.client_threads else 'one process each'}"
-          "; raw ms of a row: the raw loopback measured by the same clients, alternating one "
-          "raw round trip with one parameter server round trip, so that a shared machine's "
-          "changing load hits both sides of the ratio; trips/s: of the parameter server alone)")
-    header = (f"{'transport':9s} {'compress':8s} {'clients':>7s} {'median ms':>10s} "
-              f"{'trips/s':>9s} {'raw ms':>8s} {'ratio':>6s}")
+    print(
+        f"(clients: {'threads of the server process' if args.client_threads else 'one process each'}"
+        "; raw ms of a row: the raw loopback measured by the same clients, alternating one "
+        "raw round trip with one parameter server round trip, so that a shared machine's "
+        "changing load hits both sides of the ratio; trips/s: of the parameter server alone)"
+    )
+    header = (
+        f"{'transport':9s} {'compress':8s} {'clients':>7s} {'median ms':>10s} "
+        f"{'trips/s':>9s} {'raw ms':>8s} {'ratio':>6s}"
+    )
     print(header)
     print("-" * len(header))
     for c in args.clients:
@@ -277,19 +296,23 @@ def main(argv: list[str] | None = None) -> None:
             for compression in args.compressions:
                 for c in args.clients:
                     with ParameterServer(weights, AddStrategy(), mode=mode) as server:
-                        ps_spec = ("ps", {**server.client_config(), "compression": compression},
-                                   args.params)
-                        (raw_ms, _), (ms, rate) = measure([raw_spec, ps_spec], c, args.seconds,
-                                                          args.max_iterations, processes)
+                        ps_spec = ("ps", {**server.client_config(), "compression": compression}, args.params)
+                        (raw_ms, _), (ms, rate) = measure(
+                            [raw_spec, ps_spec], c, args.seconds, args.max_iterations, processes
+                        )
                     ratios.setdefault((mode, compression, c), []).append(ms / raw_ms)
-                    print(f"{mode:9s} {compression:8s} {c:7d} {ms:10.2f} {rate:9.1f} {raw_ms:8.2f} "
-                          f"{ms / raw_ms:6.2f}", flush=True)
+                    print(
+                        f"{mode:9s} {compression:8s} {c:7d} {ms:10.2f} {rate:9.1f} {raw_ms:8.2f} {ms / raw_ms:6.2f}",
+                        flush=True,
+                    )
     raw.close()
     if args.repeat > 1:
         print(f"\n## ratio to raw loopback over {args.repeat} runs (min - median - max)")
         for (mode, compression, c), values in ratios.items():
-            print(f"{mode:9s} {compression:8s} {c:7d}   {min(values):.2f} - "
-                  f"{statistics.median(values):.2f} - {max(values):.2f}")
+            print(
+                f"{mode:9s} {compression:8s} {c:7d}   {min(values):.2f} - "
+                f"{statistics.median(values):.2f} - {max(values):.2f}"
+            )
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -56,8 +56,9 @@ def run(kind: str, world: int, params: int, rounds: int) -> float:
     procs = []
     for rank in range(world):
         listener = listeners[rank] if (kind == "ring" or rank == 0) else None
-        procs.append(ctx.Process(target=_rank, args=(kind, rank, world, addresses, listener, secret, params,
-                                                     rounds, queue)))
+        procs.append(
+            ctx.Process(target=_rank, args=(kind, rank, world, addresses, listener, secret, params, rounds, queue))
+        )
     for p in procs:
         p.start()
     for s in listeners:
@@ -79,15 +80,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"cpus: {os.cpu_count()}, rounds per cell: {args.rounds} (+1 warm-up), median of the slowest rank")
-    print(f"{'K':>3} {'params':>11} {'MB':>7} {'hub s':>8} {'ring s':>8} {'hub/ring':>9} "
-          f"{'hub MB/s/rank':>14} {'ring MB/s/rank':>15}")
+    print(
+        f"{'K':>3} {'params':>11} {'MB':>7} {'hub s':>8} {'ring s':>8} {'hub/ring':>9} "
+        f"{'hub MB/s/rank':>14} {'ring MB/s/rank':>15}"
+    )
     for params in args.params:
         mb = params * 4 / 1e6
         for world in args.workers:
             hub = run("hub", world, params, args.rounds)
             ring = run("ring", world, params, args.rounds)
-            print(f"{world:>3} {params:>11,} {mb:>7.1f} {hub:>8.3f} {ring:>8.3f} {hub / ring:>9.2f} "
-                  f"{mb / hub:>14.0f} {mb / ring:>15.0f}", flush=True)
+            print(
+                f"{world:>3} {params:>11,} {mb:>7.1f} {hub:>8.3f} {ring:>8.3f} {hub / ring:>9.2f} "
+                f"{mb / hub:>14.0f} {mb / ring:>15.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

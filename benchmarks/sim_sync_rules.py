@@ -47,10 +47,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 TASKS = {
-    "a": dict(rows=60000, test=10000, features=784, classes=10, hidden=(128, 128), opt="sgd", lr=0.05,
-              batch=64, epochs=3),
-    "c": dict(rows=4000, test=1000, features=20, classes=3, hidden=(32, 32), opt="sgd", lr=0.1,
-              batch=32, epochs=5),
+    "a": dict(
+        rows=60000, test=10000, features=784, classes=10, hidden=(128, 128), opt="sgd", lr=0.05, batch=64, epochs=3
+    ),
+    "c": dict(rows=4000, test=1000, features=20, classes=3, hidden=(32, 32), opt="sgd", lr=0.1, batch=32, epochs=5),
 }
 TASKS["c-adam"] = dict(TASKS["c"], opt="adam", lr=1e-3)
 TASKS["c-30"] = dict(TASKS["c"], epochs=30)
@@ -158,7 +158,7 @@ def simulate(spec, init, data, seed, K, rule, W):
         # one optimizer step per batch, in order (train_on_batch: measured ~3x less overhead than a fit per window)
         xs, ys = xtr[idx], ytr[idx]
         for b in range(0, len(idx), batch):
-            model.train_on_batch(xs[b:b + batch], ys[b:b + batch])
+            model.train_on_batch(xs[b : b + batch], ys[b : b + batch])
 
     for epoch in range(spec["epochs"]):
         orders = []
@@ -219,8 +219,10 @@ def table(path):
     print(f"{'task':7} {'opt':4} {'K':>2} {'rule':12} {'W':>5}  seeds   mean    min    max")
     for key in sorted(groups, key=lambda k: (k[0], k[2], k[3], (len(k[4]), k[4]))):
         d = list(groups[key].values())
-        print(f"{key[0]:7} {key[1]:4} {key[2]:>2} {key[3]:12} {key[4]:>5}  {len(d):5} {np.mean(d):+6.1f} "
-              f"{min(d):+6.1f} {max(d):+6.1f}")
+        print(
+            f"{key[0]:7} {key[1]:4} {key[2]:>2} {key[3]:12} {key[4]:>5}  {len(d):5} {np.mean(d):+6.1f} "
+            f"{min(d):+6.1f} {max(d):+6.1f}"
+        )
     return 0
 
 
@@ -258,8 +260,9 @@ def main(argv=None):
         inits[seed] = build(spec).get_weights()
         t = time.perf_counter()
         refs[seed] = known[seed] if seed in known else keras_reference(spec, inits[seed], data, seed)
-        print(f"# task {args.task} seed {seed}: plain Keras {refs[seed]:.4f} ({time.perf_counter() - t:.1f}s)",
-              flush=True)
+        print(
+            f"# task {args.task} seed {seed}: plain Keras {refs[seed]:.4f} ({time.perf_counter() - t:.1f}s)", flush=True
+        )
 
     print(f"{'task':7} {'opt':4} {'K':>2} {'rule':12} {'W':>5}  diff(points) per seed      mean  spread  s")
     for K in Ks:
@@ -272,12 +275,28 @@ def main(argv=None):
                     diffs.append(100.0 * (acc - refs[seed]))
                     if args.out:
                         with open(args.out, "a") as f:
-                            f.write(json.dumps(dict(task=args.task, opt=spec["opt"], rows=spec["rows"], K=K,
-                                                    rule=rule, W=W, seed=seed, acc=acc, keras=refs[seed])) + "\n")
+                            f.write(
+                                json.dumps(
+                                    dict(
+                                        task=args.task,
+                                        opt=spec["opt"],
+                                        rows=spec["rows"],
+                                        K=K,
+                                        rule=rule,
+                                        W=W,
+                                        seed=seed,
+                                        acc=acc,
+                                        keras=refs[seed],
+                                    )
+                                )
+                                + "\n"
+                            )
                 per = " ".join(f"{d:+6.1f}" for d in diffs)
-                print(f"{args.task:7} {spec['opt']:4} {K:>2} {rule:12} {str(W):>5}  {per:26} "
-                      f"{np.mean(diffs):+6.1f} {max(diffs) - min(diffs):6.1f} {time.perf_counter() - t:4.0f}",
-                      flush=True)
+                print(
+                    f"{args.task:7} {spec['opt']:4} {K:>2} {rule:12} {str(W):>5}  {per:26} "
+                    f"{np.mean(diffs):+6.1f} {max(diffs) - min(diffs):6.1f} {time.perf_counter() - t:4.0f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

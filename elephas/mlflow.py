@@ -39,14 +39,22 @@ def _import_mlflow() -> Any:
     try:
         return importlib.import_module("mlflow")
     except ImportError as exc:
-        raise ImportError("elephas.mlflow.autolog() requires the `mlflow` package. Received: it is not "
-                          "installed. Install it with `pip install \"elephas[mlflow]\"` (or `pip install "
-                          "mlflow`).") from exc
+        raise ImportError(
+            "elephas.mlflow.autolog() requires the `mlflow` package. Received: it is not "
+            'installed. Install it with `pip install "elephas[mlflow]"` (or `pip install '
+            "mlflow`)."
+        ) from exc
 
 
-def autolog(log_models: bool = True, log_model_signatures: bool = True, disable: bool = False,
-            exclusive: bool = False, silent: bool = False, registered_model_name: str | None = None,
-            extra_tags: dict[str, str] | None = None) -> None:
+def autolog(
+    log_models: bool = True,
+    log_model_signatures: bool = True,
+    disable: bool = False,
+    exclusive: bool = False,
+    silent: bool = False,
+    registered_model_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> None:
     """Log elephas training to MLflow: params, per-epoch merged metrics and the trained model.
 
     Args:
@@ -68,9 +76,15 @@ def autolog(log_models: bool = True, log_model_signatures: bool = True, disable:
         >>> with mlflow.start_run():  # doctest: +SKIP
         ...     SparkModel(model, frequency="epoch").fit(rdd, epochs=5)  # doctest: +SKIP
     """
-    _integration()(log_models=log_models, log_model_signatures=log_model_signatures, disable=disable,
-                   exclusive=exclusive, silent=silent, registered_model_name=registered_model_name,
-                   extra_tags=extra_tags)
+    _integration()(
+        log_models=log_models,
+        log_model_signatures=log_model_signatures,
+        disable=disable,
+        exclusive=exclusive,
+        silent=silent,
+        registered_model_name=registered_model_name,
+        extra_tags=extra_tags,
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -82,9 +96,15 @@ def _integration() -> Any:
     return autologging_integration(FLAVOR_NAME)(_autolog)
 
 
-def _autolog(log_models: bool = True, log_model_signatures: bool = True, disable: bool = False,
-             exclusive: bool = False, silent: bool = False, registered_model_name: str | None = None,
-             extra_tags: dict[str, str] | None = None) -> None:
+def _autolog(
+    log_models: bool = True,
+    log_model_signatures: bool = True,
+    disable: bool = False,
+    exclusive: bool = False,
+    silent: bool = False,
+    registered_model_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> None:
     from mlflow.utils.autologging_utils import safe_patch
 
     from .ml.estimator import ElephasEstimator
@@ -92,8 +112,7 @@ def _autolog(log_models: bool = True, log_model_signatures: bool = True, disable
     from .trainers import EnsembleTrainer, Trainer
 
     def patched_fit(original: Any, self: Any, *args: Any, **kwargs: Any) -> Any:
-        return _logged_fit(original, self, args, kwargs, log_models, log_model_signatures,
-                           registered_model_name)
+        return _logged_fit(original, self, args, kwargs, log_models, log_model_signatures, registered_model_name)
 
     def as_face(original: Any, self: Any, *args: Any, **kwargs: Any) -> Any:
         token = _FACE.set(_FACE.get() or type(self).__name__)
@@ -108,8 +127,15 @@ def _autolog(log_models: bool = True, log_model_signatures: bool = True, disable
         safe_patch(FLAVOR_NAME, cls, "train", as_face)
 
 
-def _logged_fit(original: Any, spark_model: Any, args: tuple, kwargs: dict, log_models: bool,
-                log_model_signatures: bool, registered_model_name: str | None) -> Any:
+def _logged_fit(
+    original: Any,
+    spark_model: Any,
+    args: tuple,
+    kwargs: dict,
+    log_models: bool,
+    log_model_signatures: bool,
+    registered_model_name: str | None,
+) -> Any:
     """Log params, add the per-epoch metric callback, train, then log the model."""
     import mlflow
     import mlflow.keras
@@ -137,8 +163,9 @@ def _logged_fit(original: Any, spark_model: Any, args: tuple, kwargs: dict, log_
             from mlflow.keras.utils import get_model_signature
 
             model_signature = get_model_signature(model)
-        mlflow.keras.log_model(model, name="model", signature=model_signature,
-                               registered_model_name=registered_model_name)
+        mlflow.keras.log_model(
+            model, name="model", signature=model_signature, registered_model_name=registered_model_name
+        )
     return history
 
 
@@ -163,9 +190,15 @@ def fit_params(spark_model: Any, arguments: dict[str, Any]) -> dict[str, Any]:
 
     config = {k: v for k, v in spark_model.get_config().items() if k != "port"}
     batch_size = arguments.get("batch_size") or spark_model.batch_size
-    params = {**config, "batch_size": batch_size, "epochs": arguments.get("epochs"),
-              "validation_split": arguments.get("validation_split"), "shuffle": arguments.get("shuffle"),
-              "backend": keras.backend.backend(), "face": _FACE.get() or type(spark_model).__name__}
+    params = {
+        **config,
+        "batch_size": batch_size,
+        "epochs": arguments.get("epochs"),
+        "validation_split": arguments.get("validation_split"),
+        "shuffle": arguments.get("shuffle"),
+        "backend": keras.backend.backend(),
+        "face": _FACE.get() or type(spark_model).__name__,
+    }
     if params["frequency"] == "auto":  # the engine picks the window per epoch, starting here
         from .engine.windows import bounds_for
 

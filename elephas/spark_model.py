@@ -48,9 +48,19 @@ from .utils import fs
 logger = logging.getLogger(__name__)
 
 PARAMETER_SERVER_MODES = ("http", "socket")
-_ENGINE_OPTIONS = ("server_optimizer", "server_learning_rate", "server_momentum", "seed",
-                   "worker_threads", "parameter_server_host", "compression", "timeout",
-                   "background_push", "stage_blocks", "resources")
+_ENGINE_OPTIONS = (
+    "server_optimizer",
+    "server_learning_rate",
+    "server_momentum",
+    "seed",
+    "worker_threads",
+    "parameter_server_host",
+    "compression",
+    "timeout",
+    "background_push",
+    "stage_blocks",
+    "resources",
+)
 
 
 class SparkModel:
@@ -84,14 +94,24 @@ class SparkModel:
         >>> history = spark_model.fit(rdd, epochs=5, batch_size=32)  # doctest: +SKIP
     """
 
-    def __init__(self, model: Any, mode: str = "synchronous", frequency: str | int | None = None,
-                 parameter_server_mode: str = "http", num_workers: int | None = None,
-                 custom_objects: dict[str, Any] | None = None, batch_size: int = 32, port: int = 0,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        model: Any,
+        mode: str = "synchronous",
+        frequency: str | int | None = None,
+        parameter_server_mode: str = "http",
+        num_workers: int | None = None,
+        custom_objects: dict[str, Any] | None = None,
+        batch_size: int = 32,
+        port: int = 0,
+        **kwargs: Any,
+    ):
         check_keras_model(model, require_compiled=True)
         if parameter_server_mode not in PARAMETER_SERVER_MODES:
-            raise ValueError(f"Could not interpret parameter_server_mode: {parameter_server_mode!r}. "
-                             f"Expected one of {list(PARAMETER_SERVER_MODES)}.")
+            raise ValueError(
+                f"Could not interpret parameter_server_mode: {parameter_server_mode!r}. "
+                f"Expected one of {list(PARAMETER_SERVER_MODES)}."
+            )
         if num_workers is not None:
             check_positive_int("num_workers", num_workers)
         check_positive_int("batch_size", batch_size)
@@ -106,11 +126,16 @@ class SparkModel:
             del options["resources"]
         self._strategy = get_strategy(mode, **kwargs)
         self._frequency = get_frequency(frequency, self._strategy)
-        explicit = any(options.get(k) is not None for k in ("server_optimizer", "server_learning_rate",
-                                                            "server_momentum"))
-        self._server_optimizer = ServerOptimizer.get(options.get("server_optimizer"),
-                                                     options.get("server_learning_rate"),
-                                                     options.get("server_momentum")) if explicit else None
+        explicit = any(
+            options.get(k) is not None for k in ("server_optimizer", "server_learning_rate", "server_momentum")
+        )
+        self._server_optimizer = (
+            ServerOptimizer.get(
+                options.get("server_optimizer"), options.get("server_learning_rate"), options.get("server_momentum")
+            )
+            if explicit
+            else None
+        )
         self._master_network = model
         self.mode = self._strategy.name
         self.parameter_server_mode = parameter_server_mode
@@ -154,11 +179,16 @@ class SparkModel:
             "batch_size": self.batch_size,
             "port": self.port,
             **self.strategy_kwargs,
-            **{k: v for k, v in self.options.items() if k not in ("server_optimizer",
-                                                                  "server_learning_rate",
-                                                                  "server_momentum")},
-            **(self._server_optimizer.get_config() if self._server_optimizer is not None
-               else {"server_optimizer": None}),
+            **{
+                k: v
+                for k, v in self.options.items()
+                if k not in ("server_optimizer", "server_learning_rate", "server_momentum")
+            },
+            **(
+                self._server_optimizer.get_config()
+                if self._server_optimizer is not None
+                else {"server_optimizer": None}
+            ),
         }
 
     # ------------------------------------------------------------------------------- plumbing
@@ -166,8 +196,13 @@ class SparkModel:
         model = self._master_network
         config_json = model.to_json()
         compile_config = model.get_compile_config()
-        digest = hashlib.sha1((config_json + json.dumps(compile_config, sort_keys=True, default=str)
-                               + ",".join(sorted(self.custom_objects))).encode()).hexdigest()
+        digest = hashlib.sha1(
+            (
+                config_json
+                + json.dumps(compile_config, sort_keys=True, default=str)
+                + ",".join(sorted(self.custom_objects))
+            ).encode()
+        ).hexdigest()
         return ModelSpec(f"{model.name}-{digest[:16]}", config_json, compile_config, self.custom_objects)
 
     def _profile(self) -> Any:
@@ -210,9 +245,17 @@ class SparkModel:
             return data.repartition(self.num_workers)
         return data
 
-    def _training_blocks(self, sc: Any, data: Any, labels: Any, io: data_mod.ModelIO,
-                         features_col: Any, label_col: Any, nb_classes: int | None = None,
-                         store_id: str | None = None) -> tuple[Any, Any]:
+    def _training_blocks(
+        self,
+        sc: Any,
+        data: Any,
+        labels: Any,
+        io: data_mod.ModelIO,
+        features_col: Any,
+        label_col: Any,
+        nb_classes: int | None = None,
+        store_id: str | None = None,
+    ) -> tuple[Any, Any]:
         """Check the data on the driver and return ``(blocks, sample)``.
 
         With ``nb_classes``, a single class-index label is one-hot encoded to that width.
@@ -221,13 +264,14 @@ class SparkModel:
         if nb_classes is not None:
             check_positive_int("nb_classes", nb_classes)
             if len(io.output_shapes) != 1:
-                raise ValueError("categorical labels need a single-output model. "
-                                 f"Received: a model with {len(io.output_shapes)} outputs.")
+                raise ValueError(
+                    "categorical labels need a single-output model. "
+                    f"Received: a model with {len(io.output_shapes)} outputs."
+                )
         if is_dataframe(data):
             fcols = [features_col] if isinstance(features_col, str) else list(features_col)
             lcols = [label_col] if isinstance(label_col, str) else list(label_col)
-            check_dataframe(data, fcols + lcols, {**{c: "features" for c in fcols},
-                                                  **{c: "label" for c in lcols}})
+            check_dataframe(data, fcols + lcols, {**{c: "features" for c in fcols}, **{c: "label" for c in lcols}})
             try:  # not DataFrame.first(): a Python worker feeding it (a DataFrame made from a Python
                 # RDD) would be left with unread input, exit, and PySpark's daemon print a BrokenPipeError
                 first = data_mod.first_element(data_mod.prepare_dataframe(data, fcols + lcols).rdd)
@@ -240,23 +284,26 @@ class SparkModel:
 
                 label = F.col(lcols[0])
                 invalid = (label < 0) | (label >= nb_classes) | (label != F.floor(label))
-                lo, hi, bad = data.agg(F.min(label), F.max(label),
-                                       F.count(F.when(invalid, 1))).first()
+                lo, hi, bad = data.agg(F.min(label), F.max(label), F.count(F.when(invalid, 1))).first()
                 if bad:
-                    raise ValueError(f"Labels in column {lcols[0]!r} must be class indices in "
-                                     f"[0, {nb_classes}). Received values from {lo} to {hi}.")
+                    raise ValueError(
+                        f"Labels in column {lcols[0]!r} must be class indices in "
+                        f"[0, {nb_classes}). Received values from {lo} to {hi}."
+                    )
                 ys = [data_mod.one_hot_encode(ys[0], nb_classes)[0]]
             sample = (xs, ys)
-            blocks = data_mod.blocks_from_dataframe(self._repartition(data), fcols, lcols, io,
-                                                    one_hot=nb_classes, store_id=store_id)
+            blocks = data_mod.blocks_from_dataframe(
+                self._repartition(data), fcols, lcols, io, one_hot=nb_classes, store_id=store_id
+            )
         elif is_rdd(data):
             if labels is not None:
                 raise ValueError("With an RDD of (features, label) pairs, do not pass labels separately.")
             try:
                 pair = data_mod.first_element(data)
             except ValueError:
-                raise ValueError("The training RDD is empty. Expected an RDD of (features, label) "
-                                 "pairs with at least one element.") from None
+                raise ValueError(
+                    "The training RDD is empty. Expected an RDD of (features, label) pairs with at least one element."
+                ) from None
             sample = sample_from_pair(pair, io)
             rdd = self._repartition(data)
             if nb_classes is not None:
@@ -278,11 +325,23 @@ class SparkModel:
         return blocks, batch_sample
 
     # ------------------------------------------------------------------------------------ fit
-    def fit(self, data: Any, y: Any = None, epochs: int = 1, batch_size: int | None = None,
-            verbose: int = 0, validation_split: float = 0.0, validation_data: Any = None,
-            callbacks: list[Any] | None = None, shuffle: bool = True,
-            features_col: str | list[str] = "features", label_col: str | list[str] = "label",
-            nb_classes: int | None = None, initial_epoch: int = 0, **kwargs: Any) -> Any:
+    def fit(
+        self,
+        data: Any,
+        y: Any = None,
+        epochs: int = 1,
+        batch_size: int | None = None,
+        verbose: int = 0,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        callbacks: list[Any] | None = None,
+        shuffle: bool = True,
+        features_col: str | list[str] = "features",
+        label_col: str | list[str] = "label",
+        nb_classes: int | None = None,
+        initial_epoch: int = 0,
+        **kwargs: Any,
+    ) -> Any:
         """Train on an RDD of ``(features, label)`` pairs, a DataFrame, or numpy arrays.
 
         Args:
@@ -322,13 +381,28 @@ class SparkModel:
             raise TypeError(f"fit() got unexpected keyword arguments {sorted(kwargs)}.")
         epochs = check_positive_int("epochs", epochs)
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
-            raise ValueError(f"initial_epoch must be an int in [0, epochs). Received: initial_epoch={initial_epoch!r}"
-                             f", epochs={epochs}.")
+            raise ValueError(
+                f"initial_epoch must be an int in [0, epochs). Received: initial_epoch={initial_epoch!r}"
+                f", epochs={epochs}."
+            )
         batch_size = check_positive_int("batch_size", batch_size if batch_size is not None else self.batch_size)
         validation_split = check_fraction("validation_split", validation_split)
         if self._on_connect(data, "SparkModel.fit on an RDD"):
-            history = self._fit_connect(data, y, epochs, batch_size, verbose, validation_split, validation_data,
-                                        callbacks, shuffle, features_col, label_col, nb_classes, initial_epoch)
+            history = self._fit_connect(
+                data,
+                y,
+                epochs,
+                batch_size,
+                verbose,
+                validation_split,
+                validation_data,
+                callbacks,
+                shuffle,
+                features_col,
+                label_col,
+                nb_classes,
+                initial_epoch,
+            )
             self.training_histories.append(history)
             self._server_step = getattr(history, "server_optimizer", None)
             return history
@@ -339,16 +413,14 @@ class SparkModel:
         if validation_split and not (is_rdd(data) or is_dataframe(data)):
             xs, ys = numpy_sample(data, y, io)
             cut = int(xs[0].shape[0] * (1 - validation_split))
-            validation = Validation(arrays=([x[cut:] for x in xs], [t[cut:] for t in ys]),
-                                    batch_size=batch_size)
+            validation = Validation(arrays=([x[cut:] for x in xs], [t[cut:] for t in ys]), batch_size=batch_size)
             data, y = [x[:cut] for x in xs], [t[:cut] for t in ys]
             data, y = (data[0] if len(data) == 1 else data), (y[0] if len(y) == 1 else y)
         stage = bool(self.options.get("stage_blocks", True))
         # DataFrame partitions can be written to the executors' local directories straight from
         # Arrow (no arrays back through the JVM) when nothing else needs them as arrays.
         store_id = uuid.uuid4().hex if stage and not validation_split else None
-        blocks, sample = self._training_blocks(sc, data, y, io, features_col, label_col, nb_classes,
-                                               store_id)
+        blocks, sample = self._training_blocks(sc, data, y, io, features_col, label_col, nb_classes, store_id)
         blocks = blocks.persist()
         val_blocks = None
         try:
@@ -358,16 +430,24 @@ class SparkModel:
             else:
                 train_blocks = blocks
             if validation_data is not None:
-                validation = self._validation_from(sc, validation_data, io, batch_size, features_col,
-                                                   label_col, nb_classes)
+                validation = self._validation_from(
+                    sc, validation_data, io, batch_size, features_col, label_col, nb_classes
+                )
             spec = self._spec()
             preflight_check(spec, sample)  # what Keras cannot train fails here, before any job
             settings = TrainingSettings(
-                strategy=self._strategy, frequency=self._frequency, batch_size=batch_size,
-                epochs=epochs, verbose=verbose, shuffle=shuffle,
-                seed=int(self.options.get("seed", 0) or 0), runtime=self._runtime(sc),
+                strategy=self._strategy,
+                frequency=self._frequency,
+                batch_size=batch_size,
+                epochs=epochs,
+                verbose=verbose,
+                shuffle=shuffle,
+                seed=int(self.options.get("seed", 0) or 0),
+                runtime=self._runtime(sc),
                 server_optimizer=self._server_optimizer or (self._server_step if initial_epoch else None),
-                server=self._server_settings(sc), stage_blocks=stage, initial_epoch=initial_epoch,
+                server=self._server_settings(sc),
+                stage_blocks=stage,
+                initial_epoch=initial_epoch,
                 profile=self._profile(),
             )
             with spark_progress_paused(sc):  # the Keras bar (verbose=1) is the only one drawn
@@ -378,25 +458,60 @@ class SparkModel:
         self._server_step = getattr(history, "server_optimizer", None)
         return history
 
-    def _fit_connect(self, data: Any, y: Any, epochs: int, batch_size: int, verbose: int, validation_split: float,
-                     validation_data: Any, callbacks: Any, shuffle: bool, features_col: Any, label_col: Any,
-                     nb_classes: int | None, initial_epoch: int) -> Any:
+    def _fit_connect(
+        self,
+        data: Any,
+        y: Any,
+        epochs: int,
+        batch_size: int,
+        verbose: int,
+        validation_split: float,
+        validation_data: Any,
+        callbacks: Any,
+        shuffle: bool,
+        features_col: Any,
+        label_col: Any,
+        nb_classes: int | None,
+        initial_epoch: int,
+    ) -> Any:
         """``fit`` on a Spark Connect session: DataFrames or numpy, synchronous (:mod:`.engine.frame_training`)."""
         from .engine.frame_training import fit_data
 
         if not self._strategy.synchronous:
-            raise ValueError(f"Training on a Spark Connect session runs mode='synchronous' only for now. Received: "
-                             f"mode={self.mode!r}. Use mode='synchronous', or a classic SparkSession for the "
-                             "asynchronous modes.")
+            raise ValueError(
+                f"Training on a Spark Connect session runs mode='synchronous' only for now. Received: "
+                f"mode={self.mode!r}. Use mode='synchronous', or a classic SparkSession for the "
+                "asynchronous modes."
+            )
         session, runtime = self._connect_runtime(data)
         settings = TrainingSettings(
-            strategy=self._strategy, frequency=self._frequency, batch_size=batch_size, epochs=epochs,
-            verbose=verbose, shuffle=shuffle, seed=int(self.options.get("seed", 0) or 0), runtime=runtime,
+            strategy=self._strategy,
+            frequency=self._frequency,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            shuffle=shuffle,
+            seed=int(self.options.get("seed", 0) or 0),
+            runtime=runtime,
             server_optimizer=self._server_optimizer or (self._server_step if initial_epoch else None),
-            server={"timeout": float(self.options.get("timeout", 60.0))}, initial_epoch=initial_epoch)
-        return fit_data(session, self._master_network, self._spec(), data, y, settings, self.num_workers,
-                        features_col=features_col, label_col=label_col, nb_classes=nb_classes, callbacks=callbacks,
-                        validation_split=validation_split, validation_data=validation_data)
+            server={"timeout": float(self.options.get("timeout", 60.0))},
+            initial_epoch=initial_epoch,
+        )
+        return fit_data(
+            session,
+            self._master_network,
+            self._spec(),
+            data,
+            y,
+            settings,
+            self.num_workers,
+            features_col=features_col,
+            label_col=label_col,
+            nb_classes=nb_classes,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+        )
 
     def _server_settings(self, sc: Any) -> dict[str, Any]:
         return {
@@ -410,31 +525,50 @@ class SparkModel:
             "background_push": bool(self.options.get("background_push", False)),
         }
 
-    def _run(self, sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
-             callbacks: Any, validation: Validation | None, sample: Any) -> Any:
+    def _run(
+        self,
+        sc: Any,
+        model: Any,
+        spec: ModelSpec,
+        blocks: Any,
+        settings: TrainingSettings,
+        callbacks: Any,
+        validation: Validation | None,
+        sample: Any,
+    ) -> Any:
         if settings.strategy.synchronous:
             return fit_synchronous(sc, model, spec, blocks, settings, callbacks, validation, sample)
         from .engine.async_driver import fit_asynchronous
 
         return fit_asynchronous(sc, model, spec, blocks, settings, callbacks, validation, sample)
 
-    def _validation_from(self, sc: Any, validation_data: Any, io: data_mod.ModelIO, batch_size: int,
-                         features_col: Any, label_col: Any, nb_classes: int | None) -> Validation:
+    def _validation_from(
+        self,
+        sc: Any,
+        validation_data: Any,
+        io: data_mod.ModelIO,
+        batch_size: int,
+        features_col: Any,
+        label_col: Any,
+        nb_classes: int | None,
+    ) -> Validation:
         if is_rdd(validation_data) or is_dataframe(validation_data):
-            blocks, _ = self._training_blocks(sc, validation_data, None, io, features_col, label_col,
-                                              nb_classes)
+            blocks, _ = self._training_blocks(sc, validation_data, None, io, features_col, label_col, nb_classes)
             return Validation(blocks=blocks, batch_size=batch_size)
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
-            raise ValueError("validation_data must be (x_val, y_val), an RDD of pairs or a DataFrame. "
-                             f"Received: {type(validation_data).__name__}.")
+            raise ValueError(
+                "validation_data must be (x_val, y_val), an RDD of pairs or a DataFrame. "
+                f"Received: {type(validation_data).__name__}."
+            )
         xs, ys = numpy_sample(validation_data[0], validation_data[1], io)
         if nb_classes is not None:
             ys = [data_mod.one_hot_encode(ys[0], nb_classes)]
         return Validation(arrays=(xs, ys), batch_size=batch_size)
 
     # -------------------------------------------------------------------------------- predict
-    def predict(self, data: Any, batch_size: int | None = None,
-                features_col: str | list[str] = "features") -> np.ndarray | list[np.ndarray]:
+    def predict(
+        self, data: Any, batch_size: int | None = None, features_col: str | list[str] = "features"
+    ) -> np.ndarray | list[np.ndarray]:
         """Predict on the executors; one array (a list for multi-output models) in input order.
 
         Args:
@@ -452,8 +586,17 @@ class SparkModel:
                 check_positive_int("batch_size", batch_size)
             session, runtime = self._connect_runtime(data)
             model = self._master_network
-            return predict_data(session, self._spec(), model.get_weights(), data_mod.ModelIO.of(model), data,
-                                features_col, runtime, batch_size or 1024, self.num_workers)
+            return predict_data(
+                session,
+                self._spec(),
+                model.get_weights(),
+                data_mod.ModelIO.of(model),
+                data,
+                features_col,
+                runtime,
+                batch_size or 1024,
+                self.num_workers,
+            )
         sc = self._sc()
         model = self._master_network
         io = data_mod.ModelIO.of(model)
@@ -468,13 +611,20 @@ class SparkModel:
                 check_features(io, [x[0] for x in xs])
             data = xs[0] if len(xs) == 1 else xs
         blocks = feature_blocks(sc, data, io, self.num_workers or sc.defaultParallelism, features_col)
-        return predict_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), batch_size,
-                              self._profile())
+        return predict_blocks(
+            sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), batch_size, self._profile()
+        )
 
     # ------------------------------------------------------------------------------- evaluate
-    def evaluate(self, x: Any, y: Any = None, batch_size: int | None = None, verbose: int = 0,
-                 features_col: str | list[str] = "features",
-                 label_col: str | list[str] = "label") -> float | list[float]:
+    def evaluate(
+        self,
+        x: Any,
+        y: Any = None,
+        batch_size: int | None = None,
+        verbose: int = 0,
+        features_col: str | list[str] = "features",
+        label_col: str | list[str] = "label",
+    ) -> float | list[float]:
         """Evaluate on the executors; returns exactly what ``keras.Model.evaluate`` returns.
 
         The loss and every compiled metric are computed over all rows (metric states are summed
@@ -490,13 +640,26 @@ class SparkModel:
             from .engine.frame_inference import evaluate_data
 
             session, runtime = self._connect_runtime(x)
-            logs = evaluate_data(session, self._spec(), model.get_weights(), model, io, x, y, features_col,
-                                 label_col, runtime, bs, self.num_workers)
+            logs = evaluate_data(
+                session,
+                self._spec(),
+                model.get_weights(),
+                model,
+                io,
+                x,
+                y,
+                features_col,
+                label_col,
+                runtime,
+                bs,
+                self.num_workers,
+            )
         else:
             sc = self._sc()
             blocks, sample = self._training_blocks(sc, x, y, io, features_col, label_col)
-            logs = evaluate_blocks(sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), bs,
-                                   model, sample, self._profile())
+            logs = evaluate_blocks(
+                sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), bs, model, sample, self._profile()
+            )
         if verbose:
             logger.info("evaluation: %s", " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return format_like_keras(logs)
@@ -585,10 +748,18 @@ def load_spark_model(path: str, custom_objects: dict[str, Any] | None = None) ->
 class AsynchronousSparkModel(SparkModel):
     """``SparkModel`` defaulting to asynchronous training through the parameter server."""
 
-    def __init__(self, model: Any, mode: str = "asynchronous", frequency: str | int | None = None,
-                 parameter_server_mode: str = "http", port: int = 0, **kwargs: Any):
-        super().__init__(model, mode=mode, frequency=frequency,
-                         parameter_server_mode=parameter_server_mode, port=port, **kwargs)
+    def __init__(
+        self,
+        model: Any,
+        mode: str = "asynchronous",
+        frequency: str | int | None = None,
+        parameter_server_mode: str = "http",
+        port: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            model, mode=mode, frequency=frequency, parameter_server_mode=parameter_server_mode, port=port, **kwargs
+        )
 
 
 def __getattr__(name: str) -> Any:

@@ -30,8 +30,19 @@ from .engine.validation import check_dataframe, check_positive_int
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "SingleTrainer", "AveragingTrainer", "EnsembleTrainer", "DOWNPOUR", "ADAG",
-           "AEASGD", "EAMSGD", "DynSGD", "LearningRateOnPlateau", "StopOnTargetLoss"]
+__all__ = [
+    "Trainer",
+    "SingleTrainer",
+    "AveragingTrainer",
+    "EnsembleTrainer",
+    "DOWNPOUR",
+    "ADAG",
+    "AEASGD",
+    "EAMSGD",
+    "DynSGD",
+    "LearningRateOnPlateau",
+    "StopOnTargetLoss",
+]
 
 
 def _columns(value: str | list[str], name: str) -> list[str]:
@@ -39,8 +50,7 @@ def _columns(value: str | list[str], name: str) -> list[str]:
         return [value]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         return list(value)
-    raise ValueError(f"{name} must be a column name or a non-empty list of column names. "
-                     f"Received: {name}={value!r}.")
+    raise ValueError(f"{name} must be a column name or a non-empty list of column names. Received: {name}={value!r}.")
 
 
 def _optimizer(identifier: Any) -> Any:
@@ -52,9 +62,11 @@ def _optimizer(identifier: Any) -> Any:
     try:  # on a copy: Keras rewrites the class name of a config dict it deserializes
         return keras.optimizers.get(copy.deepcopy(identifier))
     except (ValueError, TypeError) as err:
-        raise ValueError(f"Could not interpret worker_optimizer: {identifier!r}. Expected an optimizer "
-                         "name ('adagrad', 'adam', 'sgd', ...), a config dict or a "
-                         f"keras.optimizers.Optimizer instance. ({err})") from None
+        raise ValueError(
+            f"Could not interpret worker_optimizer: {identifier!r}. Expected an optimizer "
+            "name ('adagrad', 'adam', 'sgd', ...), a config dict or a "
+            f"keras.optimizers.Optimizer instance. ({err})"
+        ) from None
 
 
 def clone_compiled(keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any) -> Any:
@@ -62,8 +74,10 @@ def clone_compiled(keras_model: Any, worker_optimizer: Any, loss: Any, metrics: 
     import keras
 
     if not isinstance(keras_model, keras.Model):
-        raise TypeError("keras_model must be a Keras model (keras.Model, keras.Sequential or a "
-                        f"functional model). Received: keras_model={type(keras_model).__name__}.")
+        raise TypeError(
+            "keras_model must be a Keras model (keras.Model, keras.Sequential or a "
+            f"functional model). Received: keras_model={type(keras_model).__name__}."
+        )
     clone = keras.models.clone_model(keras_model)
     clone.set_weights(keras_model.get_weights())
     clone.compile(optimizer=_optimizer(worker_optimizer), loss=loss, metrics=list(metrics))
@@ -99,13 +113,28 @@ class Trainer:
 
     mode: ClassVar[str] = "synchronous"
 
-    def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
-                 num_workers: int = 2, batch_size: int = 32, features_col: str | list[str] = "features",
-                 label_col: str | list[str] = "label", num_epoch: int = 1, *,
-                 validation_df: Any = None, plateau_every: int | None = None,
-                 plateau_factor: float = 2.0, plateau_patience: int = 0,
-                 target_loss: float | None = None, callbacks: list[Any] | None = None,
-                 verbose: int = 0, master_port: int = 0, **engine_options: Any) -> None:
+    def __init__(
+        self,
+        keras_model: Any,
+        worker_optimizer: Any,
+        loss: Any,
+        metrics: Any = None,
+        num_workers: int = 2,
+        batch_size: int = 32,
+        features_col: str | list[str] = "features",
+        label_col: str | list[str] = "label",
+        num_epoch: int = 1,
+        *,
+        validation_df: Any = None,
+        plateau_every: int | None = None,
+        plateau_factor: float = 2.0,
+        plateau_patience: int = 0,
+        target_loss: float | None = None,
+        callbacks: list[Any] | None = None,
+        verbose: int = 0,
+        master_port: int = 0,
+        **engine_options: Any,
+    ) -> None:
         if master_port:
             engine_options["port"] = master_port
         self.num_workers = check_positive_int("num_workers", num_workers)
@@ -113,15 +142,16 @@ class Trainer:
         self.num_epoch = check_positive_int("num_epoch", num_epoch)
         self.features_col = _columns(features_col, "features_col")
         self.label_col = _columns(label_col, "label_col")
-        self.metrics = ["accuracy"] if metrics is None else (
-            [metrics] if isinstance(metrics, str) else list(metrics))
+        self.metrics = ["accuracy"] if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
         self.loss = loss
         self.worker_optimizer = worker_optimizer
         if plateau_every is not None:
             check_positive_int("plateau_every", plateau_every)
             if validation_df is None:
-                raise ValueError("plateau_every needs validation_df, the DataFrame whose loss decides "
-                                 "when the learning rate is divided.")
+                raise ValueError(
+                    "plateau_every needs validation_df, the DataFrame whose loss decides "
+                    "when the learning rate is divided."
+                )
         if target_loss is not None:
             StopOnTargetLoss(target_loss)  # validates
         self.validation_df = validation_df
@@ -161,17 +191,33 @@ class Trainer:
         if records is None:
             hist = self.history.history
             epochs = len(next(iter(hist.values()), []))
-            return [{"worker_id": "all", "iteration": e, "epoch": e, "timestamp": None,
-                     **{k: float(v[e]) for k, v in hist.items()}} for e in range(epochs)]
+            return [
+                {
+                    "worker_id": "all",
+                    "iteration": e,
+                    "epoch": e,
+                    "timestamp": None,
+                    **{k: float(v[e]) for k, v in hist.items()},
+                }
+                for e in range(epochs)
+            ]
         out = []
         counters: dict[str, int] = {}
         for r in records:
             wid = r["worker_id"]
             it = counters.get(wid, 0)
             counters[wid] = it + 1
-            out.append({"worker_id": wid, "iteration": it, "epoch": r["epoch"],
-                        "timestamp": r["timestamp"], "samples": r["samples"],
-                        "staleness": r["staleness"], **r["metrics"]})
+            out.append(
+                {
+                    "worker_id": wid,
+                    "iteration": it,
+                    "epoch": r["epoch"],
+                    "timestamp": r["timestamp"],
+                    "samples": r["samples"],
+                    "staleness": r["staleness"],
+                    **r["metrics"],
+                }
+            )
         return out
 
     def get_averaged_history(self) -> dict[str, np.ndarray]:
@@ -183,8 +229,7 @@ class Trainer:
             by_iter.setdefault(r["iteration"], []).append(r)
         names = sorted({k for r in records for k in r if k not in skip})
         iters = sorted(by_iter)
-        return {n: np.array([np.mean([r[n] for r in by_iter[i] if n in r]) for i in iters])
-                for n in names}
+        return {n: np.array([np.mean([r[n] for r in by_iter[i] if n in r]) for i in iters]) for n in names}
 
     # ---------------------------------------------------------------------------- plumbing
     def _knobs(self) -> dict[str, Any]:
@@ -203,8 +248,15 @@ class Trainer:
         options = dict(self.engine_options)
         if self.mode == "synchronous":  # dist-keras's averaging is plain model averaging, no server momentum
             options.setdefault("server_optimizer", "sgd")
-        return SparkModel(model, mode=self.mode, frequency=self._frequency(), num_workers=None,
-                          batch_size=self.batch_size, **options, **self._knobs())
+        return SparkModel(
+            model,
+            mode=self.mode,
+            frequency=self._frequency(),
+            num_workers=None,
+            batch_size=self.batch_size,
+            **options,
+            **self._knobs(),
+        )
 
     def _check(self, df: Any) -> None:
         from pyspark.sql import DataFrame
@@ -212,11 +264,15 @@ class Trainer:
         if not isinstance(df, DataFrame):
             raise TypeError(f"train expects a Spark DataFrame. Received: {type(df).__name__}.")
         cols = self.features_col + self.label_col
-        check_dataframe(df, cols, {**{c: "features" for c in self.features_col},
-                                   **{c: "label" for c in self.label_col}})
+        check_dataframe(
+            df, cols, {**{c: "features" for c in self.features_col}, **{c: "label" for c in self.label_col}}
+        )
         if self.validation_df is not None:
-            check_dataframe(self.validation_df, cols, {**{c: "features" for c in self.features_col},
-                                                       **{c: "label" for c in self.label_col}})
+            check_dataframe(
+                self.validation_df,
+                cols,
+                {**{c: "features" for c in self.features_col}, **{c: "label" for c in self.label_col}},
+            )
 
     def _callbacks(self, spark_model: Any) -> list[Any]:
         cbs = list(self.extra_callbacks)
@@ -227,14 +283,16 @@ class Trainer:
             lcols = self.label_col if len(self.label_col) > 1 else self.label_col[0]
 
             def evaluate() -> float:
-                result = spark_model.evaluate(val, batch_size=self.batch_size, features_col=fcols,
-                                              label_col=lcols)
+                result = spark_model.evaluate(val, batch_size=self.batch_size, features_col=fcols, label_col=lcols)
                 return float(result[0] if isinstance(result, list) else result)
 
         every, factor, patience = self.plateau
         if every is not None:
-            cbs.append(LearningRateOnPlateau(strategy=spark_model.strategy, evaluate=evaluate,
-                                             every=every, factor=factor, patience=patience))
+            cbs.append(
+                LearningRateOnPlateau(
+                    strategy=spark_model.strategy, evaluate=evaluate, every=every, factor=factor, patience=patience
+                )
+            )
         if self.target_loss is not None:
             cbs.append(StopOnTargetLoss(self.target_loss, evaluate=evaluate))
         return cbs
@@ -249,9 +307,16 @@ class Trainer:
             df = df.repartition(workers)
         fcols = self.features_col if len(self.features_col) > 1 else self.features_col[0]
         lcols = self.label_col if len(self.label_col) > 1 else self.label_col[0]
-        history = spark_model.fit(df, epochs=self.num_epoch, batch_size=self.batch_size,
-                                  verbose=self.verbose, shuffle=shuffle, features_col=fcols,
-                                  label_col=lcols, callbacks=self._callbacks(spark_model))
+        history = spark_model.fit(
+            df,
+            epochs=self.num_epoch,
+            batch_size=self.batch_size,
+            verbose=self.verbose,
+            shuffle=shuffle,
+            features_col=fcols,
+            label_col=lcols,
+            callbacks=self._callbacks(spark_model),
+        )
         return spark_model, history
 
     def train(self, dataframe: Any, shuffle: bool = False) -> Any:
@@ -287,13 +352,22 @@ class SingleTrainer(Trainer):
         ...                         features_col="features_normalized", label_col="label")
     """
 
-
-    def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
-                 batch_size: int = 32, features_col: str | list[str] = "features",
-                 label_col: str | list[str] = "label", num_epoch: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        keras_model: Any,
+        worker_optimizer: Any,
+        loss: Any,
+        metrics: Any = None,
+        batch_size: int = 32,
+        features_col: str | list[str] = "features",
+        label_col: str | list[str] = "label",
+        num_epoch: int = 1,
+        **kwargs: Any,
+    ) -> None:
         kwargs.pop("num_workers", None)
-        super().__init__(keras_model, worker_optimizer, loss, metrics, 1, batch_size, features_col,
-                         label_col, num_epoch, **kwargs)
+        super().__init__(
+            keras_model, worker_optimizer, loss, metrics, 1, batch_size, features_col, label_col, num_epoch, **kwargs
+        )
 
     def _workers(self) -> int:
         return 1
@@ -306,7 +380,6 @@ class AveragingTrainer(Trainer):
         >>> trainer = AveragingTrainer(keras_model=model, worker_optimizer="adagrad",  # doctest: +SKIP
         ...                            loss="categorical_crossentropy", num_workers=4)
     """
-
 
 
 class EnsembleTrainer(Trainer):
@@ -323,15 +396,26 @@ class EnsembleTrainer(Trainer):
         ...                          loss="categorical_crossentropy", num_ensembles=3).train(df)
     """
 
-
-    def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
-                 features_col: str | list[str] = "features", label_col: str | list[str] = "label",
-                 batch_size: int = 32, num_ensembles: int = 2, num_epoch: int = 1,
-                 use_all_data: bool = False, seed: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        keras_model: Any,
+        worker_optimizer: Any,
+        loss: Any,
+        metrics: Any = None,
+        features_col: str | list[str] = "features",
+        label_col: str | list[str] = "label",
+        batch_size: int = 32,
+        num_ensembles: int = 2,
+        num_epoch: int = 1,
+        use_all_data: bool = False,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         self.num_ensembles = check_positive_int("num_ensembles", num_ensembles)
         kwargs.pop("num_workers", None)
-        super().__init__(keras_model, worker_optimizer, loss, metrics, 1, batch_size, features_col,
-                         label_col, num_epoch, **kwargs)
+        super().__init__(
+            keras_model, worker_optimizer, loss, metrics, 1, batch_size, features_col, label_col, num_epoch, **kwargs
+        )
         self.use_all_data = bool(use_all_data)
         self.seed = int(seed)
         self.histories: list[Any] = []
@@ -342,8 +426,16 @@ class EnsembleTrainer(Trainer):
         for i, h in enumerate(self.histories):
             hist = h.history
             epochs = len(next(iter(hist.values()), []))
-            out.extend({"worker_id": str(i), "iteration": e, "epoch": e, "timestamp": None,
-                        **{k: float(v[e]) for k, v in hist.items()}} for e in range(epochs))
+            out.extend(
+                {
+                    "worker_id": str(i),
+                    "iteration": e,
+                    "epoch": e,
+                    "timestamp": None,
+                    **{k: float(v[e]) for k, v in hist.items()},
+                }
+                for e in range(epochs)
+            )
         return out
 
     def train(self, dataframe: Any, shuffle: bool = False) -> list[Any]:
@@ -354,10 +446,8 @@ class EnsembleTrainer(Trainer):
 
             dataframe = shuffle_df(dataframe)
         n = self.num_ensembles
-        shares = ([dataframe] * n if self.use_all_data or n == 1
-                  else dataframe.randomSplit([1.0] * n, seed=self.seed))
-        models = [clone_compiled(self.master_model, self.worker_optimizer, self.loss, self.metrics)
-                  for _ in range(n)]
+        shares = [dataframe] * n if self.use_all_data or n == 1 else dataframe.randomSplit([1.0] * n, seed=self.seed)
+        models = [clone_compiled(self.master_model, self.worker_optimizer, self.loss, self.metrics) for _ in range(n)]
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="elephas-ensemble") as pool:
             futures = [pool.submit(self._fit, m, share, 1, shuffle) for m, share in zip(models, shares)]
@@ -373,20 +463,43 @@ class _AsyncTrainer(Trainer):
 
     default_window: ClassVar[int] = 5
 
-    def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
-                 num_workers: int = 2, batch_size: int = 32, features_col: str | list[str] = "features",
-                 label_col: str | list[str] = "label", num_epoch: int = 1,
-                 communication_window: int | None = None, learning_rate: float | None = None,
-                 master_port: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        keras_model: Any,
+        worker_optimizer: Any,
+        loss: Any,
+        metrics: Any = None,
+        num_workers: int = 2,
+        batch_size: int = 32,
+        features_col: str | list[str] = "features",
+        label_col: str | list[str] = "label",
+        num_epoch: int = 1,
+        communication_window: int | None = None,
+        learning_rate: float | None = None,
+        master_port: int = 0,
+        **kwargs: Any,
+    ) -> None:
         window = self.default_window if communication_window is None else communication_window
         if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-            raise ValueError("communication_window must be an int >= 1 (batches between exchanges "
-                             f"with the parameter server). Received: communication_window={window!r}.")
+            raise ValueError(
+                "communication_window must be an int >= 1 (batches between exchanges "
+                f"with the parameter server). Received: communication_window={window!r}."
+            )
         self.communication_window = int(window)
-        self.learning_rate = None if learning_rate is None else check_positive("learning_rate",
-                                                                               learning_rate)
-        super().__init__(keras_model, worker_optimizer, loss, metrics, num_workers, batch_size,
-                         features_col, label_col, num_epoch, master_port=int(master_port), **kwargs)
+        self.learning_rate = None if learning_rate is None else check_positive("learning_rate", learning_rate)
+        super().__init__(
+            keras_model,
+            worker_optimizer,
+            loss,
+            metrics,
+            num_workers,
+            batch_size,
+            features_col,
+            label_col,
+            num_epoch,
+            master_port=int(master_port),
+            **kwargs,
+        )
 
     def _frequency(self) -> int:
         return self.communication_window
@@ -428,16 +541,39 @@ class AEASGD(_AsyncTrainer):
     mode: ClassVar[str] = "easgd"
     default_window: ClassVar[int] = 32
 
-    def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
-                 num_workers: int = 2, batch_size: int = 32, features_col: str | list[str] = "features",
-                 label_col: str | list[str] = "label", num_epoch: int = 1,
-                 communication_window: int | None = None, rho: float = 5.0, learning_rate: float = 0.1,
-                 master_port: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        keras_model: Any,
+        worker_optimizer: Any,
+        loss: Any,
+        metrics: Any = None,
+        num_workers: int = 2,
+        batch_size: int = 32,
+        features_col: str | list[str] = "features",
+        label_col: str | list[str] = "label",
+        num_epoch: int = 1,
+        communication_window: int | None = None,
+        rho: float = 5.0,
+        learning_rate: float = 0.1,
+        master_port: int = 0,
+        **kwargs: Any,
+    ) -> None:
         self.rho = check_positive("rho", rho)
-        super().__init__(keras_model, worker_optimizer, loss, metrics, num_workers, batch_size,
-                         features_col, label_col, num_epoch, communication_window,
-                         learning_rate=check_positive("learning_rate", learning_rate),
-                         master_port=master_port, **kwargs)
+        super().__init__(
+            keras_model,
+            worker_optimizer,
+            loss,
+            metrics,
+            num_workers,
+            batch_size,
+            features_col,
+            label_col,
+            num_epoch,
+            communication_window,
+            learning_rate=check_positive("learning_rate", learning_rate),
+            master_port=master_port,
+            **kwargs,
+        )
 
     def _knobs(self) -> dict[str, Any]:
         return {"rho": self.rho, "learning_rate": self.learning_rate}
@@ -448,15 +584,41 @@ class EAMSGD(AEASGD):
 
     mode: ClassVar[str] = "eamsgd"
 
-    def __init__(self, keras_model: Any, worker_optimizer: Any, loss: Any, metrics: Any = None,
-                 num_workers: int = 2, batch_size: int = 32, features_col: str | list[str] = "features",
-                 label_col: str | list[str] = "label", num_epoch: int = 1,
-                 communication_window: int | None = None, rho: float = 5.0, learning_rate: float = 0.1,
-                 momentum: float = 0.9, master_port: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        keras_model: Any,
+        worker_optimizer: Any,
+        loss: Any,
+        metrics: Any = None,
+        num_workers: int = 2,
+        batch_size: int = 32,
+        features_col: str | list[str] = "features",
+        label_col: str | list[str] = "label",
+        num_epoch: int = 1,
+        communication_window: int | None = None,
+        rho: float = 5.0,
+        learning_rate: float = 0.1,
+        momentum: float = 0.9,
+        master_port: int = 0,
+        **kwargs: Any,
+    ) -> None:
         self.momentum = check_momentum(momentum)
-        super().__init__(keras_model, worker_optimizer, loss, metrics, num_workers, batch_size,
-                         features_col, label_col, num_epoch, communication_window, rho, learning_rate,
-                         master_port, **kwargs)
+        super().__init__(
+            keras_model,
+            worker_optimizer,
+            loss,
+            metrics,
+            num_workers,
+            batch_size,
+            features_col,
+            label_col,
+            num_epoch,
+            communication_window,
+            rho,
+            learning_rate,
+            master_port,
+            **kwargs,
+        )
 
     def _knobs(self) -> dict[str, Any]:
         return {**super()._knobs(), "momentum": self.momentum}

@@ -51,14 +51,19 @@ def model(x_train, y_train, x_test, y_test):
 
     import keras
 
-    net = keras.Sequential([
-        keras.Input((20,)),
-        keras.layers.Dense({{choice([16, 64])}}, activation="relu"),
-        keras.layers.Dropout({{uniform(0, 0.5)}}),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
-    net.compile(optimizer=keras.optimizers.Adam(learning_rate={{choice([0.001, 0.01])}}),
-                loss="categorical_crossentropy", metrics=["accuracy"])
+    net = keras.Sequential(
+        [
+            keras.Input((20,)),
+            keras.layers.Dense({{choice([16, 64])}}, activation="relu"),
+            keras.layers.Dropout({{uniform(0, 0.5)}}),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    net.compile(
+        optimizer=keras.optimizers.Adam(learning_rate={{choice([0.001, 0.01])}}),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     epochs = int(os.environ.get("ELEPHAS_EXAMPLE_EPOCHS", "5"))
     net.fit(x_train, y_train, batch_size={{choice([32, 128])}}, epochs=epochs, verbose=0)
     _, accuracy = net.evaluate(x_test, y_test, verbose=0)
@@ -66,8 +71,11 @@ def model(x_train, y_train, x_test, y_test):
 
 
 def spark_session(app: str, workers: int) -> SparkSession:
-    builder = (SparkSession.builder.appName(app).config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false"))
+    builder = (
+        SparkSession.builder.appName(app)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain python: embedded local Spark
         builder = builder.master(f"local[{workers}]")  # (spark-submit brings its own --master)
     return builder.getOrCreate()
@@ -97,12 +105,15 @@ def main(argv: list[str] | None = None) -> float:
         x_train, y_train, x_test, y_test = data()
         _, best_accuracy = best.evaluate(x_test, y_test, verbose=0)
 
-        ensemble = search.best_ensemble(nb_ensemble_models=args.ensemble, model=model, data=data,
-                                        max_evals=args.max_evals, voting="soft", seed=1)
+        ensemble = search.best_ensemble(
+            nb_ensemble_models=args.ensemble, model=model, data=data, max_evals=args.max_evals, voting="soft", seed=1
+        )
         votes = ensemble.predict(x_test)  # class indices
         ensemble_accuracy = float(np.mean(votes == np.argmax(y_test, axis=1)))
-        print(f"best model accuracy {best_accuracy:.4f}; soft-voting ensemble of {len(ensemble)} "
-              f"models accuracy {ensemble_accuracy:.4f}")
+        print(
+            f"best model accuracy {best_accuracy:.4f}; soft-voting ensemble of {len(ensemble)} "
+            f"models accuracy {ensemble_accuracy:.4f}"
+        )
         return ensemble_accuracy
     finally:
         spark.stop()

@@ -50,20 +50,26 @@ def make_frame(spark: SparkSession, rows: int, seed: int = 0):
 
 
 def build_model() -> keras.Model:
-    model = keras.Sequential([
-        keras.Input((NB_FEATURES,)),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dropout(0.1),
-        keras.layers.Dense(NB_CLASSES, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((NB_FEATURES,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(NB_CLASSES, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
 def spark_session(app: str, workers: int) -> SparkSession:
-    builder = (SparkSession.builder.appName(app).config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false"))
+    builder = (
+        SparkSession.builder.appName(app)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain python: embedded local Spark
         builder = builder.master(f"local[{workers}]")  # (spark-submit brings its own --master)
     return builder.getOrCreate()
@@ -71,8 +77,7 @@ def spark_session(app: str, workers: int) -> SparkSession:
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", default="synchronous",
-                        help="synchronous, asynchronous, hogwild or a dist-keras rule")
+    parser.add_argument("--mode", default="synchronous", help="synchronous, asynchronous, hogwild or a dist-keras rule")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
@@ -89,15 +94,25 @@ def main(argv: list[str] | None = None) -> float:
         train_df, test_df = df.randomSplit([0.8, 0.2], seed=1)
 
         estimator = ElephasEstimator(
-            build_model(), mode=args.mode, frequency="epoch",
-            epochs=epochs, batch_size=args.batch_size, validation_split=0.1,
-            categorical=True, nb_classes=NB_CLASSES,
-            featuresCol="scaled_features", labelCol="label_index", probabilityCol="probability")
-        pipeline = Pipeline(stages=[
-            StringIndexer(inputCol="category", outputCol="label_index"),
-            StandardScaler(inputCol="features", outputCol="scaled_features", withMean=True, withStd=True),
-            estimator,
-        ])
+            build_model(),
+            mode=args.mode,
+            frequency="epoch",
+            epochs=epochs,
+            batch_size=args.batch_size,
+            validation_split=0.1,
+            categorical=True,
+            nb_classes=NB_CLASSES,
+            featuresCol="scaled_features",
+            labelCol="label_index",
+            probabilityCol="probability",
+        )
+        pipeline = Pipeline(
+            stages=[
+                StringIndexer(inputCol="category", outputCol="label_index"),
+                StandardScaler(inputCol="features", outputCol="scaled_features", withMean=True, withStd=True),
+                estimator,
+            ]
+        )
         fitted = pipeline.fit(train_df)
         history = fitted.stages[-1].history
         log.info("history: %s", {k: [round(v, 4) for v in vs] for k, vs in history.items()})

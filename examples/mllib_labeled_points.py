@@ -47,19 +47,25 @@ def make_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_model() -> keras.Model:
-    model = keras.Sequential([
-        keras.Input((NB_FEATURES,)),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(NB_CLASSES, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((NB_FEATURES,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(NB_CLASSES, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
 def spark_session(app: str, workers: int) -> SparkSession:
-    builder = (SparkSession.builder.appName(app).config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false"))
+    builder = (
+        SparkSession.builder.appName(app)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain python: embedded local Spark
         builder = builder.master(f"local[{workers}]")  # (spark-submit brings its own --master)
     return builder.getOrCreate()
@@ -67,8 +73,7 @@ def spark_session(app: str, workers: int) -> SparkSession:
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", default="synchronous",
-                        help="synchronous, asynchronous, hogwild or a dist-keras rule")
+    parser.add_argument("--mode", default="synchronous", help="synchronous, asynchronous, hogwild or a dist-keras rule")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
@@ -88,15 +93,20 @@ def main(argv: list[str] | None = None) -> float:
         train_lp = to_labeled_point(sc, x[:split], y[:split], categorical=True).repartition(args.workers)
         test_lp = to_labeled_point(sc, x[split:], y[split:], categorical=True)
 
-        spark_model = SparkMLlibModel(build_model(), mode=args.mode, frequency="epoch",
-                                      num_workers=args.workers)
-        history = spark_model.train(train_lp, epochs=epochs, batch_size=args.batch_size,
-                                    validation_split=0.1, categorical=True, nb_classes=NB_CLASSES)
+        spark_model = SparkMLlibModel(build_model(), mode=args.mode, frequency="epoch", num_workers=args.workers)
+        history = spark_model.train(
+            train_lp,
+            epochs=epochs,
+            batch_size=args.batch_size,
+            validation_split=0.1,
+            categorical=True,
+            nb_classes=NB_CLASSES,
+        )
         log.info("history: %s", {k: [round(v, 4) for v in vs] for k, vs in history.history.items()})
 
         vector = spark_model.predict(test_lp.first().features)  # one mllib DenseVector
         log.info("one vector -> %s", np.round(vector.toArray(), 3))
-        matrix = spark_model.predict(to_matrix(x[split:split + 5]))  # DenseMatrix, a row per sample
+        matrix = spark_model.predict(to_matrix(x[split : split + 5]))  # DenseMatrix, a row per sample
         log.info("a 5-row matrix -> predictions of shape %s", from_matrix(matrix).shape)
 
         # An RDD of vectors in, an RDD of DenseVectors out, element for element: zip works.

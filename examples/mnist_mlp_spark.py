@@ -60,14 +60,15 @@ def synthetic_digits(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, size=rows)
     images = np.zeros((rows, 28, 28), dtype="float32")
-    glyphs = [np.kron(np.array([[c == "#" for c in line] for line in g], dtype="float32"), np.ones((3, 3)))
-              for g in GLYPHS]  # 21 x 15
+    glyphs = [
+        np.kron(np.array([[c == "#" for c in line] for line in g], dtype="float32"), np.ones((3, 3))) for g in GLYPHS
+    ]  # 21 x 15
     for i, label in enumerate(labels):
         top, left = rng.integers(2, 6), rng.integers(5, 10)  # a few pixels of jitter
         glyph = glyphs[label]
         if rng.random() < 0.5:  # a thicker stroke
             glyph = np.maximum(glyph, np.roll(glyph, 1, axis=1))
-        images[i, top:top + 21, left:left + 15] = glyph * rng.uniform(0.6, 1.0)
+        images[i, top : top + 21, left : left + 15] = glyph * rng.uniform(0.6, 1.0)
     images += rng.normal(0.0, 0.15, size=images.shape)
     return (np.clip(images, 0.0, 1.0) * 255).astype("uint8"), labels
 
@@ -82,8 +83,11 @@ def load_mnist(rows: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
         real = True
     except Exception as exc:  # offline: MNIST-shaped synthetic digits
-        log.warning("MNIST could not be downloaded (%s: %s); using synthetic 28x28 digit glyphs instead.",
-                    type(exc).__name__, exc)
+        log.warning(
+            "MNIST could not be downloaded (%s: %s); using synthetic 28x28 digit glyphs instead.",
+            type(exc).__name__,
+            exc,
+        )
         n_train, n_test = (rows, max(1, rows // 5)) if rows else (60000, 10000)
         x_train, y_train = synthetic_digits(n_train, seed=0)
         x_test, y_test = synthetic_digits(n_test, seed=1)
@@ -102,16 +106,19 @@ def load_mnist(rows: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 def build_model() -> keras.Model:
     """The MLP of the original elephas README."""
-    model = keras.Sequential([
-        keras.Input((784,)),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
@@ -138,10 +145,8 @@ def main(argv: list[str] | None = None) -> float:
         x_train, y_train, x_test, y_test, real = load_mnist(3000 if args.small else None)
         log.info("training on %d %s rows", len(x_train), "MNIST" if real else "synthetic digit")
         rdd = to_simple_rdd(sc, x_train, y_train, num_slices=args.workers)
-        spark_model = SparkModel(build_model(), mode=args.mode, frequency=frequency,
-                                 num_workers=args.workers)
-        history = spark_model.fit(rdd, epochs=args.epochs, batch_size=args.batch_size, verbose=1,
-                                  validation_split=0.1)
+        spark_model = SparkModel(build_model(), mode=args.mode, frequency=frequency, num_workers=args.workers)
+        history = spark_model.fit(rdd, epochs=args.epochs, batch_size=args.batch_size, verbose=1, validation_split=0.1)
         loss, accuracy = spark_model.evaluate(x_test, y_test)
         log.info("history: %s", {k: [round(v, 4) for v in vs] for k, vs in history.history.items()})
         log.info("test loss %.4f, test accuracy %.4f", loss, accuracy)

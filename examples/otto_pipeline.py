@@ -74,8 +74,11 @@ def build_model(input_dim: int, nb_classes: int):
 def spark_session(app: str, workers: int):
     from pyspark.sql import SparkSession
 
-    builder = (SparkSession.builder.appName(app).config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false"))
+    builder = (
+        SparkSession.builder.appName(app)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain python: embedded local Spark
         builder = builder.master(f"local[{workers}]")  # (spark-submit brings its own --master)
     return builder.getOrCreate()
@@ -84,8 +87,7 @@ def spark_session(app: str, workers: int):
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="Otto train.csv (local path or Hadoop URI)")
-    parser.add_argument("--mode", default="synchronous",
-                        help="synchronous, asynchronous, hogwild or a dist-keras rule")
+    parser.add_argument("--mode", default="synchronous", help="synchronous, asynchronous, hogwild or a dist-keras rule")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
@@ -118,19 +120,29 @@ def main(argv: list[str] | None = None) -> float:
             log.info("%d classes, %d features", nb_classes, input_dim)
 
             estimator = ElephasEstimator(
-                build_model(input_dim, nb_classes), mode=args.mode, epochs=epochs,
-                batch_size=args.batch_size, validation_split=0.15, categorical=True,
-                nb_classes=nb_classes, featuresCol="scaled_features", labelCol="index_category")
-            pipeline = Pipeline(stages=[
-                StringIndexer(inputCol="category", outputCol="index_category"),
-                StandardScaler(inputCol="features", outputCol="scaled_features", withStd=True, withMean=True),
-                estimator,
-            ])
+                build_model(input_dim, nb_classes),
+                mode=args.mode,
+                epochs=epochs,
+                batch_size=args.batch_size,
+                validation_split=0.15,
+                categorical=True,
+                nb_classes=nb_classes,
+                featuresCol="scaled_features",
+                labelCol="index_category",
+            )
+            pipeline = Pipeline(
+                stages=[
+                    StringIndexer(inputCol="category", outputCol="index_category"),
+                    StandardScaler(inputCol="features", outputCol="scaled_features", withStd=True, withMean=True),
+                    estimator,
+                ]
+            )
             fitted = pipeline.fit(train_df)
             prediction = fitted.transform(test_df)
             prediction.select("category", "index_category", "prediction").show(10)
-            accuracy = MulticlassClassificationEvaluator(
-                labelCol="index_category", metricName="accuracy").evaluate(prediction)
+            accuracy = MulticlassClassificationEvaluator(labelCol="index_category", metricName="accuracy").evaluate(
+                prediction
+            )
             print(f"test accuracy {accuracy:.4f}")
             return accuracy
         finally:

@@ -37,18 +37,23 @@ log = logging.getLogger("save_load_example")
 
 
 def build_model() -> keras.Model:
-    model = keras.Sequential([
-        keras.Input((10,)),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(2, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
 def spark_session(app: str, workers: int) -> SparkSession:
-    builder = (SparkSession.builder.appName(app).config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false"))
+    builder = (
+        SparkSession.builder.appName(app)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain python: embedded local Spark
         builder = builder.master(f"local[{workers}]")  # (spark-submit brings its own --master)
     return builder.getOrCreate()
@@ -72,8 +77,7 @@ def main(argv: list[str] | None = None) -> float:
         rng = np.random.default_rng(0)
         x = rng.random((rows, 10)).astype("float32")
         y = keras.utils.to_categorical((x[:, :5].sum(axis=1) > x[:, 5:].sum(axis=1)).astype(int), 2)
-        spark_model = SparkModel(build_model(), mode="synchronous", frequency="epoch",
-                                 num_workers=args.workers)
+        spark_model = SparkModel(build_model(), mode="synchronous", frequency="epoch", num_workers=args.workers)
         spark_model.fit(to_simple_rdd(sc, x, y, num_slices=args.workers), epochs=epochs, batch_size=32)
 
         uri = args.uri or "file://" + os.path.join(tmp.name, "model.keras")
@@ -81,14 +85,15 @@ def main(argv: list[str] | None = None) -> float:
         log.info("saved to %s", uri)
 
         loaded = load_spark_model(uri)
-        log.info("loaded: mode=%s frequency=%s num_workers=%s", loaded.mode, loaded.frequency,
-                 loaded.num_workers)
+        log.info("loaded: mode=%s frequency=%s num_workers=%s", loaded.mode, loaded.frequency, loaded.num_workers)
         before, after = spark_model.predict(x[:200]), loaded.predict(x[:200])
         max_diff = float(np.max(np.abs(before - after)))
         if max_diff > 1e-6:
             raise SystemExit(f"predictions differ after loading: max |diff| = {max_diff}")
-        print(f"saved and loaded {uri}: predictions identical (max |diff| {max_diff:.1e}); "
-              f"accuracy {loaded.evaluate(x, y)[1]:.4f}")
+        print(
+            f"saved and loaded {uri}: predictions identical (max |diff| {max_diff:.1e}); "
+            f"accuracy {loaded.evaluate(x, y)[1]:.4f}"
+        )
         return max_diff
     finally:
         spark.stop()

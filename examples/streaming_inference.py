@@ -47,15 +47,23 @@ def make_rows(rows: int, start: int = 0, seed: int = 0) -> list[tuple]:
 
 
 def build_model() -> keras.Model:
-    model = keras.Sequential([keras.Input((NB_FEATURES,)), keras.layers.Dense(32, activation="relu"),
-                              keras.layers.Dense(NB_CLASSES, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((NB_FEATURES,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(NB_CLASSES, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
 def spark_session(app: str, workers: int) -> SparkSession:
-    builder = (SparkSession.builder.appName(app).config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false"))
+    builder = (
+        SparkSession.builder.appName(app)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain python: embedded local Spark
         builder = builder.master(f"local[{workers}]")  # (spark-submit brings its own --master)
     return builder.getOrCreate()
@@ -77,11 +85,20 @@ def main(argv: list[str] | None = None) -> bool:
     work = tempfile.mkdtemp(prefix="elephas-streaming-")
     try:
         train = spark.createDataFrame(make_rows(10 * per_file, seed=1), ["id", "features", "label"])
-        pipeline = Pipeline(stages=[
-            StandardScaler(inputCol="features", outputCol="scaled"),
-            ElephasEstimator(build_model(), epochs=epochs, batch_size=32, categorical=True, nb_classes=NB_CLASSES,
-                             featuresCol="scaled", probabilityCol="probability"),
-        ])
+        pipeline = Pipeline(
+            stages=[
+                StandardScaler(inputCol="features", outputCol="scaled"),
+                ElephasEstimator(
+                    build_model(),
+                    epochs=epochs,
+                    batch_size=32,
+                    categorical=True,
+                    nb_classes=NB_CLASSES,
+                    featuresCol="scaled",
+                    probabilityCol="probability",
+                ),
+            ]
+        )
         pipeline.fit(train.repartition(args.workers)).save(os.path.join(work, "pipeline"))
         model = PipelineModel.load(os.path.join(work, "pipeline"))
 
@@ -106,8 +123,10 @@ def main(argv: list[str] | None = None) -> bool:
             query.stop()
 
         streamed = {r["id"]: r["prediction"] for r in collected}
-        batch = {r["id"]: r["prediction"] for r in model.transform(spark.read.parquet(source))
-                 .select("id", "prediction").collect()}
+        batch = {
+            r["id"]: r["prediction"]
+            for r in model.transform(spark.read.parquet(source)).select("id", "prediction").collect()
+        }
         same = streamed == batch and len(batch) == files * per_file
         accuracy = np.mean([batch[r["id"]] == r["label"] for r in spark.read.parquet(source).collect()])
         print(f"streamed {len(streamed)} rows in {files} micro-batches; accuracy {accuracy:.4f}")

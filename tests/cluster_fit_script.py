@@ -24,12 +24,18 @@ def main() -> None:
     from elephas.spark_model import SparkModel
     from elephas.utils.rdd_utils import to_simple_rdd
 
-    spark = (SparkSession.builder.master(master).appName("elephas-cluster-test")
-             .config("spark.ui.enabled", "false")
-             .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.executor.memory", "1g").config("spark.cores.max", "2")
-             .config("spark.task.maxFailures", "4")
-             .config("spark.python.worker.reuse", "true").getOrCreate())
+    spark = (
+        SparkSession.builder.master(master)
+        .appName("elephas-cluster-test")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.executor.memory", "1g")
+        .config("spark.cores.max", "2")
+        .config("spark.task.maxFailures", "4")
+        .config("spark.python.worker.reuse", "true")
+        .getOrCreate()
+    )
     sc = spark.sparkContext
     sc.setLogLevel("ERROR")
     import logging
@@ -43,8 +49,9 @@ def main() -> None:
     x = (centers[labels] + rng.normal(0, 0.5, size=(4000, 4))).astype("float32")
     y = np.eye(3, dtype="float32")[labels]
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3, activation="softmax")]
+    )
     model.compile(keras.optimizers.Adam(0.02), "categorical_crossentropy", metrics=["accuracy"])
 
     class Announce(keras.callbacks.Callback):

@@ -13,7 +13,8 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # Executors must import classes defined in test modules (custom layers, callbacks).
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [_TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    [_TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -47,17 +48,26 @@ def sc(spark):
     return spark.sparkContext
 
 
-def make_dense_model(input_dim: int = 4, hidden: int = 8, classes: int = 3, optimizer="sgd",
-                     loss="categorical_crossentropy", metrics=("accuracy",), seed: int = 0):
+def make_dense_model(
+    input_dim: int = 4,
+    hidden: int = 8,
+    classes: int = 3,
+    optimizer="sgd",
+    loss="categorical_crossentropy",
+    metrics=("accuracy",),
+    seed: int = 0,
+):
     """A tiny compiled MLP classifier."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((input_dim,)),
-        keras.layers.Dense(hidden, activation="relu"),
-        keras.layers.Dense(classes, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((input_dim,)),
+            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dense(classes, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
     return model
 

@@ -44,19 +44,35 @@ def main() -> None:
     from elephas.hyperparam import HyperParamModel
 
     workdir = sys.argv[1]
-    spark = (SparkSession.builder.master("local[2,3]").appName("elephas-hyperparam-retry")
-             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.python.worker.reuse", "true").getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2,3]")
+        .appName("elephas-hyperparam-retry")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.python.worker.reuse", "true")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     try:
         hyperparam_model = HyperParamModel(spark.sparkContext, num_workers=2)
-        trials = hyperparam_model.compute_trials(functools.partial(objective, workdir=workdir),
-                                                 max_evals=6, space={"x": hp.uniform("x", -1, 1)},
-                                                 algo="random", seed=3)
-        rows = [{"tid": t["tid"], "x": t["misc"]["vals"]["x"][0], "state": t["state"],
-                 "loss": t["result"].get("loss"), "model": "model_spec" in t["result"]}
-                for t in trials.trials]
+        trials = hyperparam_model.compute_trials(
+            functools.partial(objective, workdir=workdir),
+            max_evals=6,
+            space={"x": hp.uniform("x", -1, 1)},
+            algo="random",
+            seed=3,
+        )
+        rows = [
+            {
+                "tid": t["tid"],
+                "x": t["misc"]["vals"]["x"][0],
+                "state": t["state"],
+                "loss": t["result"].get("loss"),
+                "model": "model_spec" in t["result"],
+            }
+            for t in trials.trials
+        ]
         print("RESULT " + json.dumps(rows), flush=True)
     finally:
         spark.stop()

@@ -41,10 +41,14 @@ def main() -> None:
     from elephas.spark_model import SparkModel
     from elephas.utils.rdd_utils import to_simple_rdd
 
-    spark = (SparkSession.builder.master("local[2]").appName("elephas-registered-layer")
-             .config("spark.ui.enabled", "false")
-             .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-             .getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("elephas-registered-layer")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     try:
         rng = np.random.default_rng(0)
@@ -54,23 +58,31 @@ def main() -> None:
 
         def build():
             keras.utils.set_random_seed(0)
-            model = keras.Sequential([keras.Input((4,)), ScaledDense(8, scale=0.5),
-                                      keras.layers.Activation("relu"), keras.layers.Dense(2, activation="softmax")])
-            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy",
-                          metrics=["accuracy"])
+            model = keras.Sequential(
+                [
+                    keras.Input((4,)),
+                    ScaledDense(8, scale=0.5),
+                    keras.layers.Activation("relu"),
+                    keras.layers.Dense(2, activation="softmax"),
+                ]
+            )
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy", metrics=["accuracy"])
             return model
 
         spark_model = SparkModel(build(), mode=mode)
         history = spark_model.fit(to_simple_rdd(spark.sparkContext, x, y, num_slices=2), epochs=2, batch_size=16)
         predictions = spark_model.predict(x)
         loss, accuracy = spark_model.evaluate(x, y)
-        df = spark.createDataFrame([(Vectors.dense(r.tolist()), float(c)) for r, c in zip(x, labels)],
-                                   ["features", "label"]).repartition(2)
-        fitted = ElephasEstimator(build(), mode=mode, epochs=1, batch_size=16, categorical=True,
-                                  nb_classes=2).fit(df)
+        df = spark.createDataFrame(
+            [(Vectors.dense(r.tolist()), float(c)) for r, c in zip(x, labels)], ["features", "label"]
+        ).repartition(2)
+        fitted = ElephasEstimator(build(), mode=mode, epochs=1, batch_size=16, categorical=True, nb_classes=2).fit(df)
         transformed = fitted.transform(df).count()
-        print(f"RESULT fit={len(history.history['loss'])} predict={predictions.shape[0]} "
-              f"evaluate={accuracy:.3f} transform={transformed}", flush=True)
+        print(
+            f"RESULT fit={len(history.history['loss'])} predict={predictions.shape[0]} "
+            f"evaluate={accuracy:.3f} transform={transformed}",
+            flush=True,
+        )
     finally:
         spark.stop()
 

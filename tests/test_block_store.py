@@ -71,8 +71,9 @@ def _fit(sc, stage: bool, callbacks=None, partitions: int = 3):
     model = make_dense_model(seed=3)
     io = ModelIO.of(model)
     blocks = blocks_from_numpy(sc, [x], [y], io, partitions).cache()
-    settings = TrainingSettings(strategy=SynchronousAveraging(), frequency=2, batch_size=10,
-                                epochs=3, shuffle=False, stage_blocks=stage)
+    settings = TrainingSettings(
+        strategy=SynchronousAveraging(), frequency=2, batch_size=10, epochs=3, shuffle=False, stage_blocks=stage
+    )
     history = fit_synchronous(sc, model, ModelSpec.from_model(model), blocks, settings, callbacks)
     blocks.unpersist()
     return model, history
@@ -153,8 +154,9 @@ def test_dataframe_staged_from_arrow_equals_unstaged(spark):
     from elephas.spark_model import SparkModel
 
     x, y = make_blobs(90)
-    df = spark.createDataFrame([(Vectors.dense(row.tolist()), float(np.argmax(lab)))
-                                for row, lab in zip(x, y)], ["features", "label"]).repartition(3)
+    df = spark.createDataFrame(
+        [(Vectors.dense(row.tolist()), float(np.argmax(lab))) for row, lab in zip(x, y)], ["features", "label"]
+    ).repartition(3)
     df = df.sortWithinPartitions("label").cache()
     weights = []
     for stage in (True, False):

@@ -61,28 +61,52 @@ def stop(proc: subprocess.Popen) -> None:
 def cluster(tmp_path_factory):
     home = spark_home()
     cls = os.path.join(home, "bin", "spark-class")
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", SPARK_HOME=home, PYSPARK_PYTHON=sys.executable,
-               SPARK_LOG_DIR=str(tmp_path_factory.mktemp("logs")))
+    env = dict(
+        os.environ,
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_HOME=home,
+        PYSPARK_PYTHON=sys.executable,
+        SPARK_LOG_DIR=str(tmp_path_factory.mktemp("logs")),
+    )
     port, ui = free_port(), free_port()
     procs: list[subprocess.Popen] = []
     logs = tmp_path_factory.mktemp("cluster")
 
     def launch(name: str, *args: str) -> subprocess.Popen:
         out = open(logs / f"{name}.log", "wb")
-        p = subprocess.Popen([cls, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen([cls, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(p)
         return p
 
     try:
-        launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-               "--port", str(port), "--webui-port", str(ui))
+        launch(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        )
         wait_for(lambda: _answers(ui), 60, "the master")
+
         def start_worker(i: int) -> subprocess.Popen:
-            return launch(f"worker{i}", "org.apache.spark.deploy.worker.Worker",
-                          f"spark://127.0.0.1:{port}", "--cores", "1", "--memory", "1g",
-                          "--host", "127.0.0.1", "--webui-port", str(free_port()),
-                          "--work-dir", str(tmp_path_factory.mktemp(f"work{i}")))
+            return launch(
+                f"worker{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                f"spark://127.0.0.1:{port}",
+                "--cores",
+                "1",
+                "--memory",
+                "1g",
+                "--host",
+                "127.0.0.1",
+                "--webui-port",
+                str(free_port()),
+                "--work-dir",
+                str(tmp_path_factory.mktemp(f"work{i}")),
+            )
 
         def alive() -> int:
             return len([w for w in master_state(ui)["workers"] if w["state"] == "ALIVE"])
@@ -112,10 +136,10 @@ def _answers(ui: int) -> bool:
 
 
 def run_driver(cluster, mode: str, transport: str, epochs: int, kill_during_epoch: int | None = None):
-    cmd = [sys.executable, os.path.join(HERE, "cluster_fit_script.py"), cluster["url"], mode,
-           transport, str(epochs)]
-    proc = subprocess.Popen(cmd, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    cmd = [sys.executable, os.path.join(HERE, "cluster_fit_script.py"), cluster["url"], mode, transport, str(epochs)]
+    proc = subprocess.Popen(
+        cmd, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     lines = []
     killed = False
     try:

@@ -61,10 +61,10 @@ def _inputs(rank, seed=0):
     rng = np.random.default_rng(seed + rank)
     return [
         rng.normal(size=(7, 5)).astype(np.float32),
-        rng.normal(size=(1,)).astype(np.float64),         # fewer elements than ranks
+        rng.normal(size=(1,)).astype(np.float64),  # fewer elements than ranks
         rng.normal(size=(3, 2)).astype(np.float16),
-        np.array(10 * (rank + 1), dtype=np.int64),         # a 0-d count
-        rng.normal(size=(0,)).astype(np.float32),          # empty
+        np.array(10 * (rank + 1), dtype=np.int64),  # a 0-d count
+        rng.normal(size=(0,)).astype(np.float32),  # empty
         rng.normal(size=(2, 3, 4)).astype(np.float32),
     ]
 
@@ -84,8 +84,9 @@ def test_allreduce_matches_numpy_sum_on_every_rank(cls, world):
                 parts = [inp[i] for inp in inputs]
                 assert got.shape == parts[0].shape and got.dtype == parts[0].dtype
                 tol = 1e-2 if got.dtype == np.float16 else 1e-5
-                np.testing.assert_allclose(got.astype(np.float64), np.sum([p.astype(np.float64) for p in parts], 0),
-                                           rtol=tol, atol=tol)
+                np.testing.assert_allclose(
+                    got.astype(np.float64), np.sum([p.astype(np.float64) for p in parts], 0), rtol=tol, atol=tol
+                )
             # The same bytes on every rank.
             for i, got in enumerate(out):
                 assert got.tobytes() == results[0][r][i].tobytes()

@@ -60,8 +60,10 @@ def test_every_rank_gets_the_same_center_as_the_server_step_computes():
     expected, reference = [c.copy() for c in center], copy.deepcopy(step)
     for r in range(2):
         n = sum(samples[k][r] for k in range(3))
-        total = [sum(np.float64(samples[k][r]) * deltas[k][r][i].astype(np.float64) for k in range(3))
-                 for i in range(len(center))]
+        total = [
+            sum(np.float64(samples[k][r]) * deltas[k][r][i].astype(np.float64) for k in range(3))
+            for i in range(len(center))
+        ]
         mean = [(t / n).astype(np.float32) for t in total]
         expected = [c + s for c, s in zip(expected, reference.step(mean))]
         for rank in range(3):
@@ -75,14 +77,18 @@ def test_every_rank_gets_the_same_center_as_the_server_step_computes():
 
 def test_a_round_without_samples_keeps_the_center():
     center = [np.ones(4, np.float32)]
-    results = _rounds_in_threads(2, ServerOptimizer("sgd"), center,
-                                 lambda rank, rounds: rounds.exchange([np.zeros(4, np.float32)], 0, {}, 0))
+    results = _rounds_in_threads(
+        2, ServerOptimizer("sgd"), center, lambda rank, rounds: rounds.exchange([np.zeros(4, np.float32)], 0, {}, 0)
+    )
     assert all(np.array_equal(r[0], center[0]) for r in results)
 
 
 def test_unknown_kinds_and_missing_centers_are_refused():
-    with pytest.raises(ValueError, match=r"Could not interpret reducer kind: 'mpi'. Expected one of \['server', "
-                                         r"'collective'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Could not interpret reducer kind: 'mpi'. Expected one of \['server', "
+        r"'collective'\]",
+    ):
         open_round_reducer({"kind": "mpi"}, "0", "a", 0, 1)
     with pytest.raises(ValueError, match="start center"):
         open_round_reducer({"kind": "collective", "secret": "00" * 32, "step": ServerOptimizer()}, "0", "a", 0, 1)

@@ -22,8 +22,14 @@ TESTS = Path(__file__).resolve().parent
 @pytest.mark.timeout(1600)
 def test_connect_suite_passes_in_its_own_process():
     env = dict(os.environ, ELEPHAS_CONNECT_TESTS="1")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "connect")],
-                          cwd=str(TESTS), env=env, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "connect")],
+        cwd=str(TESTS),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     tail = "\n".join((done.stdout + done.stderr).splitlines()[-60:])
     assert done.returncode == 0, f"The Spark Connect tests failed (exit {done.returncode}):\n{tail}"
     summary = done.stdout.strip().splitlines()[-1]

@@ -72,12 +72,24 @@ def test_sample_weighted_average_exact_numbers():
     state.begin_epoch(0, {"0": 1, "1": 1})
     import threading
 
-    first = threading.Thread(target=state.apply, args=([np.array([3.0, 6.0], np.float32)],),
-                             kwargs=dict(worker_id="0", attempt_id="a", version_seen=0, samples=3,
-                                         metrics={"loss": 0.5}, round=0, task_attempt=1))
+    first = threading.Thread(
+        target=state.apply,
+        args=([np.array([3.0, 6.0], np.float32)],),
+        kwargs=dict(
+            worker_id="0", attempt_id="a", version_seen=0, samples=3, metrics={"loss": 0.5}, round=0, task_attempt=1
+        ),
+    )
     first.start()
-    version = state.apply([np.array([5.0, -2.0], np.float32)], worker_id="1", attempt_id="b", version_seen=0,
-                          samples=1, metrics={"loss": 0.1}, round=0, task_attempt=2)
+    version = state.apply(
+        [np.array([5.0, -2.0], np.float32)],
+        worker_id="1",
+        attempt_id="b",
+        version_seen=0,
+        samples=1,
+        metrics={"loss": 0.1},
+        round=0,
+        task_attempt=2,
+    )
     first.join(10)
     assert version == 1 and not first.is_alive()
     np.testing.assert_array_equal(state.pull()[0][0], np.array([2.0, 1.0], np.float32))
@@ -93,13 +105,13 @@ def test_server_optimizers():
     d = [np.array([0.5], np.float32)]
     assert ServerOptimizer().apply(c, d)[0][0] == pytest.approx(1.5)
     mom = ServerOptimizer("momentum", learning_rate=1.0, momentum=0.5)
-    c1 = mom.apply(c, d)                       # v = 0.5 -> 1.5
-    c2 = mom.apply(c1, d)                      # v = 0.75 -> 2.25
+    c1 = mom.apply(c, d)  # v = 0.5 -> 1.5
+    c2 = mom.apply(c1, d)  # v = 0.75 -> 2.25
     assert c2[0][0] == pytest.approx(2.25)
     nes = ServerOptimizer("nesterov", learning_rate=2.0, momentum=0.5)
-    n1 = nes.apply(c, d)                       # v = 0.5, step = 0.25 + 0.5 = 0.75 -> 1 + 1.5
+    n1 = nes.apply(c, d)  # v = 0.5, step = 0.25 + 0.5 = 0.75 -> 1 + 1.5
     assert n1[0][0] == pytest.approx(2.5)
-    n2 = nes.apply(n1, d)                      # v = 0.75, step = 0.375 + 0.5 -> 2.5 + 1.75
+    n2 = nes.apply(n1, d)  # v = 0.75, step = 0.375 + 0.5 -> 2.5 + 1.75
     assert n2[0][0] == pytest.approx(4.25)
     with pytest.raises(ValueError, match="server_optimizer"):
         ServerOptimizer("adamw")
@@ -120,8 +132,11 @@ def test_gpu_mapping():
         addresses = ["2", "3"]
 
     assert gpu_environment({}) == {}
-    assert gpu_environment({"gpu": Info()}) == {"CUDA_VISIBLE_DEVICES": "2,3", "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-                                                "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    assert gpu_environment({"gpu": Info()}) == {
+        "CUDA_VISIBLE_DEVICES": "2,3",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+    }
     assert gpu_environment({"gpu": ["1"]})["CUDA_VISIBLE_DEVICES"] == "1"
     assert gpu_environment({"fpga": ["0"]}) == {}
     assert gpu_environment({"gpu": []}) == {}
@@ -140,8 +155,7 @@ def test_conform_and_one_hot():
     flat = np.arange(12, dtype=np.float64).reshape(2, 6)
     out = conform(flat, (2, 3))
     assert out.shape == (2, 2, 3) and out.dtype == np.float32
-    np.testing.assert_array_equal(one_hot_encode(np.array([2.0, 0.0]), 3),
-                                  np.array([[0, 0, 1], [1, 0, 0]], np.float32))
+    np.testing.assert_array_equal(one_hot_encode(np.array([2.0, 0.0]), 3), np.array([[0, 0, 1], [1, 0, 0]], np.float32))
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         one_hot_encode(np.array([3.0]), 3)
     assert split_evenly(10, 3) == [(0, 3), (3, 6), (6, 10)]

@@ -46,8 +46,12 @@ ALL_EXAMPLES_TIMEOUT = 3600
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               KERAS_BACKEND=env.get("KERAS_BACKEND", "tensorflow"), TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_DRIVER_PYTHON=sys.executable,
+        KERAS_BACKEND=env.get("KERAS_BACKEND", "tensorflow"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     env.pop("PYSPARK_GATEWAY_PORT", None)
     env.pop("PYSPARK_GATEWAY_SECRET", None)
@@ -73,12 +77,26 @@ def _spark_submit() -> str:
 def example_runs() -> dict[str, subprocess.CompletedProcess]:
     """Every example at --small through python, one through spark-submit, and the notebook through
     nbclient, each in its own process, two at a time."""
-    jobs = {"notebook": [sys.executable, "-c", NOTEBOOK_RUNNER, str(EXAMPLES / "Spark_ML_Pipeline.ipynb"),
-                         str(EXAMPLES), str(TIMEOUT)]}  # the longest first
+    jobs = {
+        "notebook": [
+            sys.executable,
+            "-c",
+            NOTEBOOK_RUNNER,
+            str(EXAMPLES / "Spark_ML_Pipeline.ipynb"),
+            str(EXAMPLES),
+            str(TIMEOUT),
+        ]
+    }  # the longest first
     jobs.update({name: [sys.executable, str(EXAMPLES / name), "--small"] for name in SCRIPTS})
     jobs["spark-submit save_load_hadoop.py"] = [
-        _spark_submit(), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-        str(EXAMPLES / "save_load_hadoop.py"), "--small"]
+        _spark_submit(),
+        "--master",
+        "local[2]",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(EXAMPLES / "save_load_hadoop.py"),
+        "--small",
+    ]
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(_run, cmd) for name, cmd in jobs.items()}
         return {name: f.result() for name, f in futures.items()}
@@ -92,8 +110,12 @@ ACCURACY_AT_LEAST = {
     "mllib_labeled_points.py": 0.43,
     "otto_pipeline.py": 0.21,
 }
-TF_STARTUP_LINES = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard",
-                    "This TensorFlow binary is optimized")
+TF_STARTUP_LINES = (
+    "oneDNN custom operations",
+    "absl::InitializeLog",
+    "cpu_feature_guard",
+    "This TensorFlow binary is optimized",
+)
 
 
 def _accuracy(text: str) -> float:
@@ -103,14 +125,15 @@ def _accuracy(text: str) -> float:
 
 
 def _check(run: subprocess.CompletedProcess, expected: str, name: str | None = None) -> None:
-    tail = (run.stdout[-3000:] + "\n--- stderr ---\n" + run.stderr[-6000:])
+    tail = run.stdout[-3000:] + "\n--- stderr ---\n" + run.stderr[-6000:]
     assert run.returncode == 0, tail
     assert expected in run.stdout + run.stderr, tail
     if name in ACCURACY_AT_LEAST:
         assert _accuracy(run.stdout + run.stderr) > ACCURACY_AT_LEAST[name], tail
     if name == "ml_pipeline_regression.py":
-        rmse, baseline = map(float, re.search(r"test RMSE ([0-9.]+) \(predict-the-mean baseline ([0-9.]+)\)",
-                                              run.stdout).groups())
+        rmse, baseline = map(
+            float, re.search(r"test RMSE ([0-9.]+) \(predict-the-mean baseline ([0-9.]+)\)", run.stdout).groups()
+        )
         assert rmse < 0.9 * baseline, tail
 
 
@@ -129,8 +152,14 @@ def test_first_example_learns_offline_and_runs_quietly():
     env = _env()
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     env["ELEPHAS_EXAMPLES_OFFLINE"] = "1"  # the download fails as it does offline
-    run = subprocess.run([sys.executable, str(EXAMPLES / "mnist_mlp_spark.py"), "--small"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=TIMEOUT)
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / "mnist_mlp_spark.py"), "--small"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     tail = run.stdout[-3000:] + "\n--- stderr ---\n" + run.stderr[-6000:]
     assert run.returncode == 0, tail
     assert "synthetic" in run.stderr, tail  # it says which data it used
@@ -190,8 +219,13 @@ def test_notebook_executes_top_to_bottom(example_runs):
 
 
 def test_mkdocs_build_strict(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -209,8 +243,9 @@ def test_readme_python_blocks_run(tmp_path):
         script = tmp_path / f"readme_block_{i}.py"
         script.write_text(textwrap.dedent(block))
         run = _run([sys.executable, str(script)], cwd=tmp_path)
-        assert run.returncode == 0, (f"README python block {i} failed:\n{block}\n"
-                                     f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
+        assert run.returncode == 0, (
+            f"README python block {i} failed:\n{block}\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+        )
 
 
 def test_readme_bash_blocks_are_what_ci_and_the_suite_run():

@@ -33,8 +33,9 @@ def model(x_train, y_train, x_test, y_test):
     model.add(Dense({{choice([2, 16])}}, activation="relu", input_shape=(4,)))
     model.add(Dropout({{uniform(0, 0.5)}}))
     model.add(Dense(2, activation="softmax"))
-    model.compile(loss="categorical_crossentropy", metrics=["accuracy"],
-                  optimizer=Adam(learning_rate={{choice([0.0001, 0.05])}}))
+    model.compile(
+        loss="categorical_crossentropy", metrics=["accuracy"], optimizer=Adam(learning_rate={{choice([0.0001, 0.05])}})
+    )
     model.fit(x_train, y_train, batch_size=16, epochs=1, verbose=0)
     score, acc = model.evaluate(x_test, y_test, verbose=0)
     return {"loss": score, "status": STATUS_OK, "model": model}
@@ -58,8 +59,7 @@ def test_seed_readme_shape_minimize_and_best_ensemble(sc):
     assert params["Dense_units"] in (2, 16) and params["Adam_learning_rate"] in (0.0001, 0.05)
     assert best.layers[0].units == params["Dense_units"]
 
-    ensemble = hyperparam_model.best_ensemble(nb_ensemble_models=2, model=model, data=data,
-                                              max_evals=2, voting="soft")
+    ensemble = hyperparam_model.best_ensemble(nb_ensemble_models=2, model=model, data=data, max_evals=2, voting="soft")
     assert isinstance(ensemble, VotingModel) and len(ensemble) == 2
     predictions = ensemble.predict(x_test)
     assert predictions.shape == (len(x_test),) and set(predictions) <= {0, 1}
@@ -74,8 +74,7 @@ def objective(params, x_train, y_train, x_test, y_test):
 def test_failed_trials_are_recorded_and_the_search_goes_on(sc):
     hyperparam_model = HyperParamModel(sc, num_workers=2)
     space = {"x": hp.uniform("x", 0, 1)}
-    trials = hyperparam_model.compute_trials(objective, data, max_evals=8, space=space,
-                                             algo="random", seed=0)
+    trials = hyperparam_model.compute_trials(objective, data, max_evals=8, space=space, algo="random", seed=0)
     states = [t["state"] for t in trials._dynamic_trials]
     failed = hyperparam_model.failed_trials
     assert len(states) == 8 and 0 < len(failed) < 8
@@ -91,8 +90,7 @@ def always_fails(params):
 
 def test_all_trials_failing_raises_naming_the_first_failure(sc):
     with pytest.raises(TrialsFailedError, match=r"All 2 trials failed. First failure \(trial 0") as info:
-        HyperParamModel(sc, num_workers=2).compute_trials(
-            always_fails, max_evals=2, space={"x": hp.uniform("x", 0, 1)})
+        HyperParamModel(sc, num_workers=2).compute_trials(always_fails, max_evals=2, space={"x": hp.uniform("x", 0, 1)})
     assert "RuntimeError" in str(info.value) and "no GPU here" in str(info.value)
 
 
@@ -106,8 +104,7 @@ def test_seed_makes_the_search_reproducible(algo):
     runs = []
     for seed in (7, 7, 8):
         hyperparam_model = HyperParamModel(None, num_workers=3)  # in-process runner
-        trials = hyperparam_model.compute_trials(quadratic, max_evals=7, space=space, algo=algo,
-                                                 seed=seed)
+        trials = hyperparam_model.compute_trials(quadratic, max_evals=7, space=space, algo=algo, seed=seed)
         runs.append([t["misc"]["vals"]["x"][0] for t in trials.trials])
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
@@ -124,8 +121,9 @@ def test_trial_workers_exempt_loaded_modules_from_garbage_collection_but_the_dri
     import gc
 
     space = {"x": hp.uniform("x", -1, 1)}
-    trials = HyperParamModel(sc, num_workers=2).compute_trials(reports_frozen_heap, max_evals=4,
-                                                               space=space, algo="random", seed=0)
+    trials = HyperParamModel(sc, num_workers=2).compute_trials(
+        reports_frozen_heap, max_evals=4, space=space, algo="random", seed=0
+    )
     assert all(t["result"]["frozen_objects"] > 50_000 for t in trials.trials)  # Keras is imported
     before = gc.get_freeze_count()
     trials = HyperParamModel(None).compute_trials(reports_frozen_heap, max_evals=2, space=space)
@@ -170,8 +168,7 @@ def test_seeded_search_is_reproducible_on_spark_whatever_finishes_first(sc):
 
     def run(spark_context, seed=5):
         hyperparam_model = HyperParamModel(spark_context, num_workers=2)
-        trials = hyperparam_model.compute_trials(slow_quadratic, max_evals=8, space=space, algo=algo,
-                                                 seed=seed)
+        trials = hyperparam_model.compute_trials(slow_quadratic, max_evals=8, space=space, algo=algo, seed=seed)
         return [(t["tid"], t["misc"]["vals"]["x"][0], t["result"]["loss"]) for t in trials.trials]
 
     first, second, in_process = run(sc), run(sc), run(None)
@@ -231,8 +228,9 @@ def scripted_search(runner, algo, max_evals=6, seed=2):
             return runner
 
     hyperparam_model = Scripted(None, num_workers=2)
-    trials = hyperparam_model.compute_trials(quadratic, max_evals=max_evals, space={"x": hp.uniform("x", -1, 1)},
-                                             algo=algo, seed=seed)
+    trials = hyperparam_model.compute_trials(
+        quadratic, max_evals=max_evals, space={"x": hp.uniform("x", -1, 1)}, algo=algo, seed=seed
+    )
     return [t["misc"]["vals"]["x"][0] for t in trials.trials]
 
 
@@ -264,6 +262,7 @@ def test_one_worker_gives_the_points_of_sequential_fmin():
     hyperparam_model = HyperParamModel(None, num_workers=1)
     ours = hyperparam_model.compute_trials(quadratic, max_evals=8, space=space, algo=algo, seed=4)
     theirs = Trials()
-    fmin(quadratic, space, algo=algo, max_evals=8, trials=theirs, rstate=np.random.default_rng(4),
-         show_progressbar=False)
+    fmin(
+        quadratic, space, algo=algo, max_evals=8, trials=theirs, rstate=np.random.default_rng(4), show_progressbar=False
+    )
     assert [t["misc"]["vals"]["x"] for t in ours.trials] == [t["misc"]["vals"]["x"] for t in theirs.trials]

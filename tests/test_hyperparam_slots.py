@@ -173,8 +173,10 @@ def test_spaces_with_functions_of_their_own_are_not_sendable():
 
 
 def test_the_executor_side_imports_neither_hyperopt_nor_scipy():
-    code = ("import sys, elephas.hyperparam.slots, elephas.hyperparam.trial; "
-            "print(sorted(m for m in ('hyperopt', 'scipy') if m in sys.modules))")
+    code = (
+        "import sys, elephas.hyperparam.slots, elephas.hyperparam.trial; "
+        "print(sorted(m for m in ('hyperopt', 'scipy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
 
@@ -183,14 +185,14 @@ def where_it_ran(params):
     from pyspark import TaskContext
 
     context = TaskContext.get()
-    return {"loss": (params["x"] - 0.25) ** 2, "status": STATUS_OK, "task": context.taskAttemptId(),
-            "pid": os.getpid()}
+    return {"loss": (params["x"] - 0.25) ** 2, "status": STATUS_OK, "task": context.taskAttemptId(), "pid": os.getpid()}
 
 
 def test_trials_run_in_one_long_task_per_slot(sc):
     space = {"x": hp.uniform("x", -1, 1)}
-    trials = HyperParamModel(sc, num_workers=2).compute_trials(where_it_ran, max_evals=8, space=space,
-                                                               algo="random", seed=1)
+    trials = HyperParamModel(sc, num_workers=2).compute_trials(
+        where_it_ran, max_evals=8, space=space, algo="random", seed=1
+    )
     tasks = {t["result"]["task"] for t in trials.trials}
     assert len(trials.trials) == 8 and len(tasks) <= 2  # 8 trials, not 8 Spark tasks
     assert [t["tid"] for t in trials.trials] == list(range(8))
@@ -212,11 +214,11 @@ def boxed(params):
 
 def test_a_space_with_functions_of_its_own_runs_each_trial_as_its_own_job(sc):
     space = {"box": scope.make_box(hp.quniform("size", 1, 3, 1)), "x": hp.uniform("x", 0, 1)}
-    trials = HyperParamModel(sc, num_workers=2).compute_trials(boxed, max_evals=3, space=space,
-                                                               algo="random", seed=0)
+    trials = HyperParamModel(sc, num_workers=2).compute_trials(boxed, max_evals=3, space=space, algo="random", seed=0)
     assert all(t["state"] == JOB_STATE_DONE for t in trials.trials)
     assert [t["result"]["loss"] for t in trials.trials] == [
-        t["misc"]["vals"]["size"][0] + t["misc"]["vals"]["x"][0] for t in trials.trials]
+        t["misc"]["vals"]["size"][0] + t["misc"]["vals"]["x"][0] for t in trials.trials
+    ]
 
 
 def crash_once(params, workdir):
@@ -247,8 +249,9 @@ def test_a_slot_task_that_dies_fails_its_trial_and_the_models_it_held_are_made_a
     had reported run again elsewhere for their models (their losses count once); the rest run."""
     objective = functools.partial(returns_a_model_crashing_once, workdir=str(tmp_path))
     hyperparam_model = HyperParamModel(sc, num_workers=2)
-    trials = hyperparam_model.compute_trials(objective, max_evals=6, space={"x": hp.uniform("x", -1, 1)},
-                                             algo="random", seed=0)
+    trials = hyperparam_model.compute_trials(
+        objective, max_evals=6, space={"x": hp.uniform("x", -1, 1)}, algo="random", seed=0
+    )
     dynamic = trials._dynamic_trials  # .trials leaves failed trials out
     states = [t["state"] for t in dynamic]
     assert len(states) == 6 and states.count(JOB_STATE_ERROR) == 1 and states.count(JOB_STATE_DONE) == 5
@@ -256,7 +259,8 @@ def test_a_slot_task_that_dies_fails_its_trial_and_the_models_it_held_are_made_a
     assert "exited unexpectedly" in failed["traceback"] or "crashed" in failed["traceback"]
     assert all("model_spec" in t["result"] for t in dynamic if t["state"] == JOB_STATE_DONE)
     assert [t["result"]["loss"] for t in dynamic if t["state"] == JOB_STATE_DONE] == [
-        (t["misc"]["vals"]["x"][0] - 0.25) ** 2 for t in dynamic if t["state"] == JOB_STATE_DONE]
+        (t["misc"]["vals"]["x"][0] - 0.25) ** 2 for t in dynamic if t["state"] == JOB_STATE_DONE
+    ]
     with open(tmp_path / "started") as f:
         assert len(f.read().splitlines()) > 6  # some trials did run twice
 
@@ -265,8 +269,7 @@ def small_model(params):
     import keras
 
     net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    return {"loss": (params["x"] - 0.25) ** 2, "status": STATUS_OK, "model": net,
-            "task": where_it_ran(params)["task"]}
+    return {"loss": (params["x"] - 0.25) ** 2, "status": STATUS_OK, "model": net, "task": where_it_ran(params)["task"]}
 
 
 def test_a_slot_whose_models_reach_the_result_budget_hands_over_to_a_new_slot_task(sc):
@@ -277,8 +280,9 @@ def test_a_slot_whose_models_reach_the_result_budget_hands_over_to_a_new_slot_ta
             return runner
 
     hyperparam_model = OneModelPerTask(sc, num_workers=2)
-    trials = hyperparam_model.compute_trials(small_model, max_evals=5, space={"x": hp.uniform("x", -1, 1)},
-                                             algo="random", seed=2)
+    trials = hyperparam_model.compute_trials(
+        small_model, max_evals=5, space={"x": hp.uniform("x", -1, 1)}, algo="random", seed=2
+    )
     assert [t["tid"] for t in trials.trials] == list(range(5))
     assert all("model_spec" in t["result"] and t["result"]["model_weights"] for t in trials.trials)
     assert len({t["result"]["task"] for t in trials.trials}) == 5
@@ -289,16 +293,19 @@ def uses_helper(params, helper):
     return {"loss": helper.loss(params["x"]), "status": STATUS_OK}
 
 
-def test_slot_tasks_that_cannot_start_stop_the_search_at_once_with_the_executor_error(sc, tmp_path,
-                                                                                       monkeypatch):
+def test_slot_tasks_that_cannot_start_stop_the_search_at_once_with_the_executor_error(sc, tmp_path, monkeypatch):
     (tmp_path / "driver_only_helper.py").write_text("def loss(x):\n    return x * x\n")
     monkeypatch.syspath_prepend(str(tmp_path))  # importable here, not in the Python workers
     import driver_only_helper
 
     with pytest.raises(RuntimeError, match="could not run on the executors") as info:
         HyperParamModel(sc, num_workers=2).compute_trials(
-            functools.partial(uses_helper, helper=driver_only_helper), max_evals=8,
-            space={"x": hp.uniform("x", -1, 1)}, algo="random", seed=0)
+            functools.partial(uses_helper, helper=driver_only_helper),
+            max_evals=8,
+            space={"x": hp.uniform("x", -1, 1)},
+            algo="random",
+            seed=0,
+        )
     assert "driver_only_helper" in str(info.value)
     assert _search_threads() == []
 
@@ -331,14 +338,16 @@ def _search_threads():
 def test_an_error_on_the_driver_stops_the_slots_the_channel_and_their_threads(sc, exc_type):
     with pytest.raises(exc_type, match="stop the search"):
         HyperParamModel(sc, num_workers=2).compute_trials(
-            slow_square, max_evals=6, space={"x": hp.uniform("x", -1, 1)}, algo=failing_suggest(exc_type))
+            slow_square, max_evals=6, space={"x": hp.uniform("x", -1, 1)}, algo=failing_suggest(exc_type)
+        )
     assert _search_threads() == []
     deadline = time.time() + 30
     while sc.statusTracker().getActiveJobsIds() and time.time() < deadline:
         time.sleep(0.2)
     assert sc.statusTracker().getActiveJobsIds() == []
     trials = HyperParamModel(sc, num_workers=2).compute_trials(  # the session still works
-        slow_square, max_evals=2, space={"x": hp.uniform("x", -1, 1)}, algo="random", seed=0)
+        slow_square, max_evals=2, space={"x": hp.uniform("x", -1, 1)}, algo="random", seed=0
+    )
     assert len(trials.trials) == 2
 
 
@@ -348,11 +357,16 @@ def test_a_slot_task_rerun_by_spark_loses_no_trial_and_counts_none_twice(tmp_pat
     """On local[2,3] Spark reruns the dead slot task: it runs the dead attempt's trials again, for
     their models; every trial is recorded once, with the points and losses of an in-process run."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "hyperparam_retry_script.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "hyperparam_retry_script.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    rows = json.loads(lines[-1][len("RESULT "):])
+    rows = json.loads(lines[-1][len("RESULT ") :])
     assert (tmp_path / "crashed").exists()  # a worker did die
     assert "was restarted (attempt 1)" in proc.stderr
     assert [r["tid"] for r in rows] == list(range(6))
@@ -367,7 +381,12 @@ def test_a_slot_task_rerun_by_spark_loses_no_trial_and_counts_none_twice(tmp_pat
     local_dir.mkdir()
     (local_dir / "crashed").touch()  # no crash in-process
     trials = HyperParamModel(None, num_workers=2).compute_trials(
-        functools.partial(objective, workdir=str(local_dir)), max_evals=6,
-        space={"x": hp.uniform("x", -1, 1)}, algo="random", seed=3)
+        functools.partial(objective, workdir=str(local_dir)),
+        max_evals=6,
+        space={"x": hp.uniform("x", -1, 1)},
+        algo="random",
+        seed=3,
+    )
     assert [(r["x"], r["loss"]) for r in rows] == [
-        (t["misc"]["vals"]["x"][0], t["result"]["loss"]) for t in trials.trials]
+        (t["misc"]["vals"]["x"][0], t["result"]["loss"]) for t in trials.trials
+    ]

@@ -51,8 +51,16 @@ def every_distribution(x_train, y_train, x_test, y_test):
 def test_every_distribution_becomes_a_named_hyperopt_entry():
     tm = parse_model(every_distribution)
     kinds = _labels_and_kinds(tm.space)
-    assert kinds == {"a": "randint", "b": "uniform", "c": "quniform", "d": "loguniform",
-                     "e": "qloguniform", "f": "normal", "g": "qnormal", "h": "randint"}
+    assert kinds == {
+        "a": "randint",
+        "b": "uniform",
+        "c": "quniform",
+        "d": "loguniform",
+        "e": "qloguniform",
+        "f": "normal",
+        "g": "qnormal",
+        "h": "randint",
+    }
     # hp.choice is a switch over a randint index; its options are resolved by space_eval
     assert [t.name for t in tm.templates] == list("abcdefgh")
     assert tm.templates[0].text == "{{choice([1, 2, 3])}}"
@@ -74,27 +82,36 @@ def seed_style_model(x_train, y_train, x_test, y_test):
     model.add(Dropout({{uniform(0, 1)}}))
     model.add(Dense({{choice([256, 512, 1024])}}))
     model.add(Dropout({{uniform(0, 1)}}))
-    model.compile(loss="categorical_crossentropy",
-                  optimizer=RMSprop(learning_rate={{loguniform(-5, -1)}}))
-    model.fit(x_train, y_train,
-              batch_size={{choice([64, 128])}},
-              epochs=1)
+    model.compile(loss="categorical_crossentropy", optimizer=RMSprop(learning_rate={{loguniform(-5, -1)}}))
+    model.fit(x_train, y_train, batch_size={{choice([64, 128])}}, epochs=1)
     return {"loss": 0.0, "status": STATUS_OK, "model": model}
 
 
 def test_names_come_from_the_call_and_argument_and_repeat_with_suffixes():
     tm = parse_model(seed_style_model)
     assert [t.name for t in tm.templates] == [
-        "Activation_activation", "Dropout_rate", "Dense_units", "Dropout_rate_1",
-        "RMSprop_learning_rate", "batch_size",
+        "Activation_activation",
+        "Dropout_rate",
+        "Dense_units",
+        "Dropout_rate_1",
+        "RMSprop_learning_rate",
+        "batch_size",
     ]
     first_line = seed_style_model.__code__.co_firstlineno
     assert tm.templates[0].lineno == first_line + 8
     assert tm.templates[-1].lineno == first_line + 15
     assert tm.n_args == (4, 4)
-    values = space_eval(tm.space, {"Activation_activation": 1, "Dense_units": 2, "batch_size": 0,
-                                   "Dropout_rate": 0.1, "Dropout_rate_1": 0.2,
-                                   "RMSprop_learning_rate": 0.01})
+    values = space_eval(
+        tm.space,
+        {
+            "Activation_activation": 1,
+            "Dense_units": 2,
+            "batch_size": 0,
+            "Dropout_rate": 0.1,
+            "Dropout_rate_1": 0.2,
+            "RMSprop_learning_rate": 0.01,
+        },
+    )
     assert values["Activation_activation"] == "tanh" and values["Dense_units"] == 1024
     assert values["batch_size"] == 64
 
@@ -105,16 +122,13 @@ def nested(x_train, y_train, x_test, y_test):
     widths = [int({{choice([1, 2])}}) for _ in range(2)]
     text = "{{not a template}}" + f"{{literal braces}}"  # noqa: F541 {{nor in a comment}}
     scale = max(1, {{randint(3)}}) * {{choice([{"a": 1}, {"b": {"c": 2}}])}}.get("a", 0)
-    return {"loss": units, "status": STATUS_OK, "config": config, "widths": widths, "text": text,
-            "scale": scale}
+    return {"loss": units, "status": STATUS_OK, "config": config, "widths": widths, "text": text, "scale": scale}
 
 
 def test_nested_expressions_strings_and_comments():
     tm = parse_model(nested)
-    assert [t.name for t in tm.templates] == ["units", "rate", "depth", "widths", "scale",
-                                              "scale_1"]
-    values = {"units": 8, "rate": 0.15, "depth": 2.0, "widths": 2, "scale": 2,
-              "scale_1": {"a": 1}}
+    assert [t.name for t in tm.templates] == ["units", "rate", "depth", "widths", "scale", "scale_1"]
+    values = {"units": 8, "rate": 0.15, "depth": 2.0, "widths": 2, "scale": 2, "scale_1": {"a": 1}}
     out = tm.factory(values)(None, None, None, None)
     assert out["loss"] == 17
     assert out["config"] == {"rate": 0.075, "depth": 2}
@@ -213,19 +227,37 @@ class _NoSpark:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"model": every_distribution, "data": four_arrays, "max_evals": 0}, ValueError,
-         r"max_evals to be an integer >= 1. Received: max_evals=0"),
-        ({"model": no_templates, "data": four_arrays, "max_evals": 2}, ValueError,
-         r"No hyper-parameters to search: no_templates\(\) contains no"),
-        ({"model": no_return_keys, "data": four_arrays, "max_evals": 2}, ValueError,
-         r"must return \{'loss'.*Received: a dict without \['loss', 'status'\]"),
-        ({"model": every_distribution, "data": two_arrays, "max_evals": 2}, ValueError,
-         r"Expected data\(\) to return 4 arrays to match every_distribution\(x_train, y_train, "
-         r"x_test, y_test\). Received: 2 values"),
-        ({"model": every_distribution, "data": four_arrays, "max_evals": 2, "algo": "grid"},
-         ValueError, r"Could not interpret algo: 'grid'"),
-        ({"model": every_distribution, "data": four_arrays, "max_evals": 2,
-          "space": {"x": hp.uniform("x", 0, 1)}}, ValueError, r"templates and space= was given"),
+        (
+            {"model": every_distribution, "data": four_arrays, "max_evals": 0},
+            ValueError,
+            r"max_evals to be an integer >= 1. Received: max_evals=0",
+        ),
+        (
+            {"model": no_templates, "data": four_arrays, "max_evals": 2},
+            ValueError,
+            r"No hyper-parameters to search: no_templates\(\) contains no",
+        ),
+        (
+            {"model": no_return_keys, "data": four_arrays, "max_evals": 2},
+            ValueError,
+            r"must return \{'loss'.*Received: a dict without \['loss', 'status'\]",
+        ),
+        (
+            {"model": every_distribution, "data": two_arrays, "max_evals": 2},
+            ValueError,
+            r"Expected data\(\) to return 4 arrays to match every_distribution\(x_train, y_train, "
+            r"x_test, y_test\). Received: 2 values",
+        ),
+        (
+            {"model": every_distribution, "data": four_arrays, "max_evals": 2, "algo": "grid"},
+            ValueError,
+            r"Could not interpret algo: 'grid'",
+        ),
+        (
+            {"model": every_distribution, "data": four_arrays, "max_evals": 2, "space": {"x": hp.uniform("x", 0, 1)}},
+            ValueError,
+            r"templates and space= was given",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_spark_job(kwargs, error, match):

@@ -41,15 +41,23 @@ def classification_pipeline(category_df):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import StandardScaler, StringIndexer
 
-    estimator = ElephasEstimator(make_dense_model(optimizer="adam"), epochs=2, batch_size=16,
-                                 categorical=True, nb_classes=3, validation_split=0.0)
+    estimator = ElephasEstimator(
+        make_dense_model(optimizer="adam"),
+        epochs=2,
+        batch_size=16,
+        categorical=True,
+        nb_classes=3,
+        validation_split=0.0,
+    )
     estimator.setFeaturesCol("scaled_features").setLabelCol("index_category")
     estimator.setProbabilityCol("probability")
-    pipeline = Pipeline(stages=[
-        StringIndexer(inputCol="category", outputCol="index_category"),
-        StandardScaler(inputCol="features", outputCol="scaled_features", withStd=True, withMean=True),
-        estimator,
-    ])
+    pipeline = Pipeline(
+        stages=[
+            StringIndexer(inputCol="category", outputCol="index_category"),
+            StandardScaler(inputCol="features", outputCol="scaled_features", withStd=True, withMean=True),
+            estimator,
+        ]
+    )
     return pipeline.fit(category_df)
 
 
@@ -63,8 +71,7 @@ def test_classification_pipeline_fits(classification_pipeline):
 
 
 @pytest.mark.backend
-def test_classification_predictions_are_class_indices_aligned_per_row(classification_pipeline,
-                                                                      category_df):
+def test_classification_predictions_are_class_indices_aligned_per_row(classification_pipeline, category_df):
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     from pyspark.mllib.evaluation import MulticlassMetrics
     from pyspark.sql.types import DoubleType
@@ -77,12 +84,12 @@ def test_classification_predictions_are_class_indices_aligned_per_row(classifica
     model = classification_pipeline.stages[-1].get_model()
     feats = np.stack([r.scaled_features.toArray() for r in rows]).astype("float32")
     expected = model.predict(feats, verbose=0)
-    np.testing.assert_allclose(np.stack([r.probability.toArray() for r in rows]), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.stack([r.probability.toArray() for r in rows]), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal([r.prediction for r in rows], np.argmax(expected, axis=1))
     accuracy = float(np.mean([r.prediction == r.index_category for r in rows]))
-    evaluator = MulticlassClassificationEvaluator(labelCol="index_category", predictionCol="prediction",
-                                                  metricName="accuracy")
+    evaluator = MulticlassClassificationEvaluator(
+        labelCol="index_category", predictionCol="prediction", metricName="accuracy"
+    )
     assert evaluator.evaluate(out) == pytest.approx(accuracy)
     metrics = MulticlassMetrics(out.select("prediction", "index_category").rdd.map(tuple))
     assert metrics.accuracy == pytest.approx(accuracy)
@@ -98,20 +105,23 @@ def test_regression_pipeline_with_fit_param_overrides(spark):
     x = rng.normal(size=(64, 3))
     city = rng.choice(["a", "b"], size=64)
     target = x @ np.array([1.0, -2.0, 0.5]) + (city == "a") * 3.0
-    df = spark.createDataFrame([(_vec(x[i]), str(city[i]), float(target[i])) for i in range(64)],
-                               ["raw", "city", "target"])
+    df = spark.createDataFrame(
+        [(_vec(x[i]), str(city[i]), float(target[i])) for i in range(64)], ["raw", "city", "target"]
+    )
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(1)])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse", metrics=["mae"])
-    estimator = ElephasEstimator(model, epochs=1, batch_size=16, validation_split=0.0,
-                                 featuresCol="scaled", labelCol="target")
-    pipeline = Pipeline(stages=[
-        StringIndexer(inputCol="city", outputCol="city_index"),
-        VectorAssembler(inputCols=["raw", "city_index"], outputCol="assembled"),
-        StandardScaler(inputCol="assembled", outputCol="scaled", withMean=True, withStd=True),
-        estimator,
-    ])
+    estimator = ElephasEstimator(
+        model, epochs=1, batch_size=16, validation_split=0.0, featuresCol="scaled", labelCol="target"
+    )
+    pipeline = Pipeline(
+        stages=[
+            StringIndexer(inputCol="city", outputCol="city_index"),
+            VectorAssembler(inputCols=["raw", "city_index"], outputCol="assembled"),
+            StandardScaler(inputCol="assembled", outputCol="scaled", withMean=True, withStd=True),
+            estimator,
+        ]
+    )
     fitted = pipeline.fit(df, {estimator.epochs: 2, estimator.outputCol: "predicted_target"})
     assert estimator.get_epochs() == 1 and estimator.getOutputCol() == "prediction"
     transformer = fitted.stages[-1]
@@ -127,12 +137,10 @@ def test_cross_validator_over_two_epoch_values(indexed_df):
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
-    estimator = ElephasEstimator(make_dense_model(), batch_size=16, categorical=True,
-                                 validation_split=0.0)
+    estimator = ElephasEstimator(make_dense_model(), batch_size=16, categorical=True, validation_split=0.0)
     grid = ParamGridBuilder().addGrid(estimator.epochs, [1, 2]).build()
     evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
-    cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator,
-                        numFolds=2, seed=7)
+    cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator, numFolds=2, seed=7)
     cv_model = cv.fit(indexed_df)
     assert len(cv_model.avgMetrics) == 2 and all(0.0 <= m <= 1.0 for m in cv_model.avgMetrics)
     best = cv_model.bestModel
@@ -143,8 +151,15 @@ def test_cross_validator_over_two_epoch_values(indexed_df):
 
 
 def test_asynchronous_mode_trains(indexed_df):
-    estimator = ElephasEstimator(make_dense_model(), epochs=1, batch_size=16, categorical=True,
-                                 validation_split=0.0, mode="asynchronous", frequency="epoch")
+    estimator = ElephasEstimator(
+        make_dense_model(),
+        epochs=1,
+        batch_size=16,
+        categorical=True,
+        validation_split=0.0,
+        mode="asynchronous",
+        frequency="epoch",
+    )
     fitted = estimator.fit(indexed_df)
     assert len(fitted.history["loss"]) == 1 and np.isfinite(fitted.history["loss"][0])
 
@@ -160,15 +175,24 @@ def _fit_error(df, match, **params):
 
 
 def test_missing_columns(indexed_df):
-    _fit_error(indexed_df, r"expected a column 'nope' \(featuresCol\). Received a DataFrame with "
-               r"columns \['features', 'label'\]", featuresCol="nope", categorical=True)
+    _fit_error(
+        indexed_df,
+        r"expected a column 'nope' \(featuresCol\). Received a DataFrame with "
+        r"columns \['features', 'label'\]",
+        featuresCol="nope",
+        categorical=True,
+    )
     _fit_error(indexed_df, r"expected a column 'y' \(labelCol\)", labelCol="y", categorical=True)
 
 
 def test_non_vector_features_column(spark):
     df = spark.createDataFrame([("a", 0.0)], ["features", "label"])
-    _fit_error(df, r"expected featuresCol 'features' to hold ml Vectors or numeric arrays. Received "
-               "type string", categorical=True)
+    _fit_error(
+        df,
+        r"expected featuresCol 'features' to hold ml Vectors or numeric arrays. Received "
+        "type string",
+        categorical=True,
+    )
 
 
 def test_labels_outside_class_range(spark):
@@ -178,19 +202,30 @@ def test_labels_outside_class_range(spark):
 
 def test_string_labels_with_categorical(spark):
     df = spark.createDataFrame([(_vec([0, 1, 2, 3]), "x")], ["features", "label"])
-    _fit_error(df, "categorical=True expected labelCol 'label' to hold class indices .* Received type "
-               "string. Index string labels with StringIndexer", categorical=True)
+    _fit_error(
+        df,
+        "categorical=True expected labelCol 'label' to hold class indices .* Received type "
+        "string. Index string labels with StringIndexer",
+        categorical=True,
+    )
 
 
 def test_nb_classes_not_matching_the_model(indexed_df):
-    _fit_error(indexed_df, "nb_classes expected to match the model's output width 3. Received: "
-               "nb_classes=5", categorical=True, nb_classes=5)
+    _fit_error(
+        indexed_df,
+        "nb_classes expected to match the model's output width 3. Received: nb_classes=5",
+        categorical=True,
+        nb_classes=5,
+    )
 
 
 def test_categorical_loss_with_scalar_label_without_categorical(indexed_df):
-    _fit_error(indexed_df, "The loss 'categorical_crossentropy' expected labels with 3 values per row "
-               r".* Received a scalar label column 'label' \(double\) with categorical=False. Set "
-               "categorical=True and nb_classes=3")
+    _fit_error(
+        indexed_df,
+        "The loss 'categorical_crossentropy' expected labels with 3 values per row "
+        r".* Received a scalar label column 'label' \(double\) with categorical=False. Set "
+        "categorical=True and nb_classes=3",
+    )
 
 
 def test_no_model_config(indexed_df):
@@ -204,8 +239,11 @@ def test_unknown_mode(indexed_df):
 
 def test_transform_bad_input(spark, indexed_df):
     transformer = ElephasTransformer(make_dense_model(), categorical=True)
-    with pytest.raises(ValueError, match=r"expected a features column 'features'. Received a "
-                       r"DataFrame with columns \['x'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected a features column 'features'. Received a "
+        r"DataFrame with columns \['x'\]",
+    ):
         transformer.transform(spark.createDataFrame([(1.0,)], ["x"]))
     with pytest.raises(ValueError, match="expected outputCol 'label' not to exist yet"):
         transformer.setOutputCol("label").transform(indexed_df)

@@ -13,11 +13,26 @@ from elephas.ml.params import PARAM_SPECS
 from elephas.ml_model import ElephasEstimator, ElephasTransformer
 
 EXPECTED_DEFAULTS = {
-    "featuresCol": "features", "labelCol": "label", "outputCol": "prediction", "probabilityCol": "",
-    "keras_model_config": None, "optimizer_config": None, "loss": None, "metrics": None,
-    "custom_objects": None, "mode": "synchronous", "frequency": "epoch", "num_workers": None,
-    "epochs": 10, "batch_size": 32, "verbose": 0, "validation_split": 0.1, "categorical": False,
-    "nb_classes": None, "inference_batch_size": None, "resources": None,
+    "featuresCol": "features",
+    "labelCol": "label",
+    "outputCol": "prediction",
+    "probabilityCol": "",
+    "keras_model_config": None,
+    "optimizer_config": None,
+    "loss": None,
+    "metrics": None,
+    "custom_objects": None,
+    "mode": "synchronous",
+    "frequency": "epoch",
+    "num_workers": None,
+    "epochs": 10,
+    "batch_size": 32,
+    "verbose": 0,
+    "validation_split": 0.1,
+    "categorical": False,
+    "nb_classes": None,
+    "inference_batch_size": None,
+    "resources": None,
 }
 
 VALUES = {
@@ -65,8 +80,12 @@ def test_every_spec_has_accessors():
 
 def test_camel_case_column_setters():
     est = ElephasEstimator().setFeaturesCol("f").setLabelCol("l").setOutputCol("o").setProbabilityCol("p")
-    assert (est.getFeaturesCol(), est.getLabelCol(), est.getOutputCol(), est.getProbabilityCol()) == \
-        ("f", "l", "o", "p")
+    assert (est.getFeaturesCol(), est.getLabelCol(), est.getOutputCol(), est.getProbabilityCol()) == (
+        "f",
+        "l",
+        "o",
+        "p",
+    )
 
 
 def test_seed_notebook_setter_sequence():
@@ -89,8 +108,7 @@ def test_seed_notebook_setter_sequence():
     assert est.get_epochs() == 20 and est.get_categorical_labels() is True and est.get_verbosity() == 1
     assert est.get_categorical() is True and est.get_nb_classes() == 3 and est.get_num_workers() == 1
     assert est.getFeaturesCol() == "scaled_features" and est.getLabelCol() == "index_category"
-    assert isinstance(keras.optimizers.deserialize(est.compile_config()["optimizer"]),
-                      keras.optimizers.Adadelta)
+    assert isinstance(keras.optimizers.deserialize(est.compile_config()["optimizer"]), keras.optimizers.Adadelta)
     assert est.compile_config()["loss"] == "categorical_crossentropy"  # from the model JSON
 
 
@@ -98,8 +116,16 @@ def test_constructor_keywords_and_aliases():
     model = make_dense_model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        est = ElephasEstimator(model, nb_epoch=3, features_col="x", label_col="y", verbosity=2,
-                               categorical_labels=True, frequency="batch", mode="synchronous")
+        est = ElephasEstimator(
+            model,
+            nb_epoch=3,
+            features_col="x",
+            label_col="y",
+            verbosity=2,
+            categorical_labels=True,
+            frequency="batch",
+            mode="synchronous",
+        )
     assert (est.get_epochs(), est.getFeaturesCol(), est.getLabelCol(), est.get_verbose()) == (3, "x", "y", 2)
     assert est.get_categorical() and est.get_frequency_value() == "batch"
     est2 = ElephasEstimator(featuresCol="a", outputCol="b", frequency=3)
@@ -159,18 +185,21 @@ def test_copy_with_extra_params_keeps_weights_and_leaves_original():
     assert other.initial_weights() is not None
 
 
-@pytest.mark.parametrize("setter,value,match", [
-    ("set_epochs", 0, "epochs expected an int >= 1. Received: epochs=0"),
-    ("set_batch_size", "x", "batch_size expected an int >= 1"),
-    ("set_validation_split", 1.5, r"validation_split expected a float in \[0, 1\)"),
-    ("set_verbose", 3, "verbose expected 0, 1 or 2"),
-    ("set_frequency", "weekly", "frequency expected 'epoch', 'batch' or a positive int"),
-    ("set_optimizer_config", "not_an_optimizer", "optimizer_config expected an optimizer name"),
-    ("set_optimizer_config", {"lr": 1}, "optimizer_config expected a dict with 'class_name'"),
-    ("set_keras_model_config", "class_name: Sequential", "Keras 3 has no model.to_yaml"),
-    ("set_keras_model_config", '{"a": 1}', "expected a Keras model config with 'class_name'"),
-    ("set_nb_classes", 0, "nb_classes expected an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "setter,value,match",
+    [
+        ("set_epochs", 0, "epochs expected an int >= 1. Received: epochs=0"),
+        ("set_batch_size", "x", "batch_size expected an int >= 1"),
+        ("set_validation_split", 1.5, r"validation_split expected a float in \[0, 1\)"),
+        ("set_verbose", 3, "verbose expected 0, 1 or 2"),
+        ("set_frequency", "weekly", "frequency expected 'epoch', 'batch' or a positive int"),
+        ("set_optimizer_config", "not_an_optimizer", "optimizer_config expected an optimizer name"),
+        ("set_optimizer_config", {"lr": 1}, "optimizer_config expected a dict with 'class_name'"),
+        ("set_keras_model_config", "class_name: Sequential", "Keras 3 has no model.to_yaml"),
+        ("set_keras_model_config", '{"a": 1}', "expected a Keras model config with 'class_name'"),
+        ("set_nb_classes", 0, "nb_classes expected an int >= 1"),
+    ],
+)
 def test_bad_values_are_rejected_when_set(setter, value, match):
     with pytest.raises((TypeError, ValueError), match=match):
         getattr(ElephasEstimator(), setter)(value)

@@ -27,12 +27,23 @@ def fitted_pipeline(df):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import StandardScaler, StringIndexer
 
-    estimator = ElephasEstimator(make_dense_model(), epochs=1, batch_size=8, categorical=True,
-                                 validation_split=0.0, featuresCol="scaled", labelCol="index",
-                                 probabilityCol="probability")
-    return Pipeline(stages=[StringIndexer(inputCol="category", outputCol="index"),
-                            StandardScaler(inputCol="features", outputCol="scaled"),
-                            estimator]).fit(df)
+    estimator = ElephasEstimator(
+        make_dense_model(),
+        epochs=1,
+        batch_size=8,
+        categorical=True,
+        validation_split=0.0,
+        featuresCol="scaled",
+        labelCol="index",
+        probabilityCol="probability",
+    )
+    return Pipeline(
+        stages=[
+            StringIndexer(inputCol="category", outputCol="index"),
+            StandardScaler(inputCol="features", outputCol="scaled"),
+            estimator,
+        ]
+    ).fit(df)
 
 
 def _predictions(model, df):
@@ -81,9 +92,17 @@ def test_pipeline_model_round_trip(fitted_pipeline, df, tmp_path):
 @pytest.mark.parametrize("scheme", ["local", "file"])
 def test_estimator_round_trip(tmp_path, scheme):
     model = make_dense_model(optimizer="adam")
-    estimator = ElephasEstimator(model, epochs=3, batch_size=8, categorical=True, nb_classes=3,
-                                 mode="synchronous", frequency=2, metrics=["accuracy"],
-                                 custom_objects={"Unused": int}).setLabelCol("y")
+    estimator = ElephasEstimator(
+        model,
+        epochs=3,
+        batch_size=8,
+        categorical=True,
+        nb_classes=3,
+        mode="synchronous",
+        frequency=2,
+        metrics=["accuracy"],
+        custom_objects={"Unused": int},
+    ).setLabelCol("y")
     path = _uri(tmp_path, "estimator", scheme)
     estimator.save(path)
     for loaded in (ElephasEstimator.load(path), load_ml_estimator(path, custom_objects={"Unused": int})):
@@ -108,6 +127,8 @@ def test_estimator_from_configs_saves_without_sidecar(tmp_path):
 
 def test_loading_with_the_wrong_class(tmp_path):
     ElephasEstimator(make_dense_model()).save(str(tmp_path / "e"))
-    with pytest.raises(ValueError, match="Expected a saved ElephasTransformer .* Received a saved "
-                       "elephas.ml.estimator.ElephasEstimator"):
+    with pytest.raises(
+        ValueError,
+        match="Expected a saved ElephasTransformer .* Received a saved elephas.ml.estimator.ElephasEstimator",
+    ):
         load_ml_transformer(str(tmp_path / "e"))

@@ -86,8 +86,10 @@ def test_autolog_estimator_and_trainer_log_to_the_active_run_and_to_new_ones(spa
 
     elephas.mlflow.autolog(log_models=False)
     x, y = make_blobs(120, seed=5)
-    df = spark.createDataFrame([(Vectors.dense(a.tolist()), float(b.argmax()), Vectors.dense(b.tolist()))
-                                for a, b in zip(x, y)], ["features", "label", "onehot"]).repartition(2)
+    df = spark.createDataFrame(
+        [(Vectors.dense(a.tolist()), float(b.argmax()), Vectors.dense(b.tolist())) for a, b in zip(x, y)],
+        ["features", "label", "onehot"],
+    ).repartition(2)
     estimator = ElephasEstimator(make_dense_model(), epochs=2, batch_size=16, categorical=True, nb_classes=3)
     with mlflow.start_run() as active:
         estimator.fit(df)
@@ -97,8 +99,15 @@ def test_autolog_estimator_and_trainer_log_to_the_active_run_and_to_new_ones(spa
     assert run.data.params["epochs"] == "2" and run.data.params["workers"] == "2"
     assert [s for s, _ in _steps(store, run.info.run_id, "loss")] == [0, 1]
 
-    trainer = AveragingTrainer(make_dense_model(), worker_optimizer="adam", loss="categorical_crossentropy",
-                               num_workers=2, batch_size=8, num_epoch=2, label_col="onehot")
+    trainer = AveragingTrainer(
+        make_dense_model(),
+        worker_optimizer="adam",
+        loss="categorical_crossentropy",
+        num_workers=2,
+        batch_size=8,
+        num_epoch=2,
+        label_col="onehot",
+    )
     trainer.train(df)
     experiment = store.get_experiment_by_name("elephas-tests")
     runs = store.search_runs([experiment.experiment_id], filter_string="params.face = 'AveragingTrainer'")
@@ -110,8 +119,9 @@ def test_autolog_estimator_and_trainer_log_to_the_active_run_and_to_new_ones(spa
 def test_mlflow_keras_callback_in_callbacks(sc, store):
     x, y = make_blobs(80, seed=1)
     with mlflow.start_run() as active:
-        history = SparkModel(make_dense_model()).fit(to_simple_rdd(sc, x, y), epochs=2, batch_size=16,
-                                                     callbacks=[mlflow.keras.MlflowCallback()])
+        history = SparkModel(make_dense_model()).fit(
+            to_simple_rdd(sc, x, y), epochs=2, batch_size=16, callbacks=[mlflow.keras.MlflowCallback()]
+        )
         mlflow.flush_async_logging()
     logged = _steps(store, active.info.run_id, "loss")
     assert [s for s, _ in logged] == [0, 1]
@@ -125,11 +135,15 @@ def test_pipeline_model_through_mlflow_spark_log_and_load(spark, store, tmp_path
 
     x, y = make_blobs(90, seed=7)
     columns = [f"f{i}" for i in range(4)]
-    df = spark.createDataFrame([(*map(float, a), float(b.argmax())) for a, b in zip(x, y)],
-                               [*columns, "label"]).repartition(2)
-    pipeline = Pipeline(stages=[VectorAssembler(inputCols=columns, outputCol="features"),
-                                ElephasEstimator(make_dense_model(), epochs=2, batch_size=16, categorical=True,
-                                                 nb_classes=3)])
+    df = spark.createDataFrame(
+        [(*map(float, a), float(b.argmax())) for a, b in zip(x, y)], [*columns, "label"]
+    ).repartition(2)
+    pipeline = Pipeline(
+        stages=[
+            VectorAssembler(inputCols=columns, outputCol="features"),
+            ElephasEstimator(make_dense_model(), epochs=2, batch_size=16, categorical=True, nb_classes=3),
+        ]
+    )
     fitted = pipeline.fit(df)
     expected = [r["prediction"] for r in fitted.transform(df).orderBy(*columns).collect()]
 
@@ -145,9 +159,11 @@ def test_pipeline_model_through_mlflow_spark_log_and_load(spark, store, tmp_path
 
 
 def test_without_mlflow_elephas_imports_and_autolog_says_what_to_install():
-    code = ("import sys; sys.modules['mlflow'] = None\n"
-            "import elephas, elephas.mlflow\n"
-            "try:\n    elephas.mlflow.autolog()\nexcept ImportError as exc:\n    print('ImportError:', exc)\n")
+    code = (
+        "import sys; sys.modules['mlflow'] = None\n"
+        "import elephas, elephas.mlflow\n"
+        "try:\n    elephas.mlflow.autolog()\nexcept ImportError as exc:\n    print('ImportError:', exc)\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ImportError:" in run.stdout and 'pip install "elephas[mlflow]"' in run.stdout, run.stdout
@@ -159,6 +175,7 @@ def test_fit_params_name_the_automatic_window_and_the_workers(sc):
     assert params["frequency"] == "auto" and params["window_initial"] == 16 and params["window_range"] == "8-32"
     assert params["workers"] == sc.defaultParallelism and params["batch_size"] == 32 and params["epochs"] == 2
     assert "port" not in params
-    fixed = elephas.mlflow.fit_params(SparkModel(make_dense_model(), mode="hogwild", frequency=4, num_workers=3),
-                                      {"data": None, "epochs": 1})
+    fixed = elephas.mlflow.fit_params(
+        SparkModel(make_dense_model(), mode="hogwild", frequency=4, num_workers=3), {"data": None, "epochs": 1}
+    )
     assert fixed["frequency"] == 4 and fixed["workers"] == 3 and "window_initial" not in fixed

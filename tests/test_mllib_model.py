@@ -16,8 +16,9 @@ def trained(sc):
     lp = to_labeled_point(sc, x, y, categorical=True)
     model = make_dense_model()
     spark_model = SparkMLlibModel(model, frequency="epoch", mode="synchronous")
-    history = spark_model.train(lp, epochs=2, batch_size=16, verbose=0, validation_split=0.1,
-                                categorical=True, nb_classes=3)
+    history = spark_model.train(
+        lp, epochs=2, batch_size=16, verbose=0, validation_split=0.1, categorical=True, nb_classes=3
+    )
     return spark_model, history, x
 
 
@@ -70,8 +71,7 @@ def test_fit_regression_on_labeled_points(sc):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
-    history = SparkMLlibModel(model).fit(to_labeled_point(sc, x, y), epochs=1, batch_size=8,
-                                         validation_split=0.0)
+    history = SparkMLlibModel(model).fit(to_labeled_point(sc, x, y), epochs=1, batch_size=8, validation_split=0.0)
     assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
 
 
@@ -88,13 +88,19 @@ def test_bad_input(sc):
     from pyspark.mllib.regression import LabeledPoint
 
     lp = sc.parallelize([LabeledPoint(lab, Vectors.dense(f.tolist())) for f, lab in zip(x, labels)], 2)
-    with pytest.raises(ValueError, match=r"expected labels that are class indices in \[0, 3\). "
-                       r"Received: \[7.0\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected labels that are class indices in \[0, 3\). "
+        r"Received: \[7.0\]",
+    ):
         spark_model.train(lp, categorical=True)
     with pytest.raises(ValueError, match="nb_classes expected to match the model's output width 3"):
         spark_model.train(lp, categorical=True, nb_classes=4)
-    with pytest.raises(ValueError, match="The loss 'categorical_crossentropy' expected labels with 3 "
-                       "values per row .* Received scalar LabeledPoint labels with categorical=False"):
+    with pytest.raises(
+        ValueError,
+        match="The loss 'categorical_crossentropy' expected labels with 3 "
+        "values per row .* Received scalar LabeledPoint labels with categorical=False",
+    ):
         spark_model.train(lp, categorical=False)
     with pytest.raises(ValueError, match="non-empty"):
         spark_model.train(sc.parallelize([], 1))

@@ -39,8 +39,7 @@ def _push_threads():
 
 
 def _kw(version, **extra):
-    return {"worker_id": "w0", "attempt_id": "a0", "version_seen": version, "samples": 1,
-            "epoch": 0, **extra}
+    return {"worker_id": "w0", "attempt_id": "a0", "version_seen": version, "samples": 1, "epoch": 0, **extra}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -51,16 +50,14 @@ def test_every_update_arrives_and_versions_are_exact(mode):
             assert exchange.wait() is None  # nothing in flight yet
             version = 0
             for k in range(1, 21):
-                exchange.submit([np.full(5, k, np.float32), np.full((2, 2), k, np.float32)],
-                                pull=True, **_kw(version))
+                exchange.submit([np.full(5, k, np.float32), np.full((2, 2), k, np.float32)], pull=True, **_kw(version))
                 assert exchange.in_flight
                 done = exchange.wait()
                 assert not exchange.in_flight
                 assert done.version == k and done.center_version == k  # one client: no one else
                 np.testing.assert_array_equal(done.center[0], np.full(5, k * (k + 1) / 2))
                 version = done.center_version
-            exchange.submit([np.ones(5, np.float32), np.ones((2, 2), np.float32)], pull=False,
-                            **_kw(version))
+            exchange.submit([np.ones(5, np.float32), np.ones((2, 2), np.float32)], pull=False, **_kw(version))
             done = exchange.wait()
             assert done.version == 21 and done.center is None and done.center_version == -1
             assert (exchange.submitted, exchange.completed) == (21, 21)
@@ -129,8 +126,9 @@ def _run_epoch(mode, strategy, background, frequency, rows=96, batch_size=8):
     spec = ModelSpec.from_model(model)
     plan = WindowPlan(batch_size, frequency, shuffle=False, seed=0)
     with ParameterServer(model.get_weights(), strategy, mode=mode) as srv:
-        fn = make_async_epoch_fn(spec, WorkerRuntime(threads=0), srv.client_config(), plan,
-                                 strategy, epoch=0, background_push=background)
+        fn = make_async_epoch_fn(
+            spec, WorkerRuntime(threads=0), srv.client_config(), plan, strategy, epoch=0, background_push=background
+        )
         out = list(fn(0, iter([(7, [x], [y])])))
         records = srv.state.records()
         center, version = srv.state.pull()
@@ -203,8 +201,7 @@ def test_fit_with_background_push_learns_and_records_every_window(sc):
 
     x, y = make_blobs(160, seed=6)
     model = make_dense_model(optimizer=keras.optimizers.Adam(0.05))
-    sm = SparkModel(model, mode="asynchronous", frequency="batch", parameter_server_mode="socket",
-                    background_push=True)
+    sm = SparkModel(model, mode="asynchronous", frequency="batch", parameter_server_mode="socket", background_push=True)
     assert sm.get_config()["background_push"] is True
     history = sm.fit(to_simple_rdd(sc, x, y), epochs=3, batch_size=16)
     assert history.history["loss"][-1] < history.history["loss"][0]

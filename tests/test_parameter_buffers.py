@@ -81,8 +81,9 @@ class _Failing(Strategy):
         raise RuntimeError("boom after the first array")
 
 
-@pytest.mark.parametrize("strategy, expected", [(Strategy(), 3.0), (_Scaled(), 2.0)],
-                         ids=["sum (fused)", "own rule (copy, then apply)"])
+@pytest.mark.parametrize(
+    "strategy, expected", [(Strategy(), 3.0), (_Scaled(), 2.0)], ids=["sum (fused)", "own rule (copy, then apply)"]
+)
 def test_server_apply_to_writes_the_result_and_leaves_the_center(strategy, expected):
     center = [np.ones((2, 3), np.float32), np.arange(4, dtype=np.float32)]
     update = [np.full((2, 3), 2.0, np.float32), np.full(4, 2.0, np.float32)]
@@ -115,8 +116,7 @@ def test_locked_center_versions_are_payloads_that_pulls_send_without_copying():
 def test_an_apply_that_raises_leaves_center_and_version_as_they_were():
     state = ServerState([np.zeros(5, np.float32), np.zeros(2, np.float32)], _Failing())
     with pytest.raises(RuntimeError, match="boom"):
-        state.apply([np.ones(5, np.float32), np.ones(2, np.float32)], worker_id="w",
-                    attempt_id="a", version_seen=0)
+        state.apply([np.ones(5, np.float32), np.ones(2, np.float32)], worker_id="w", attempt_id="a", version_seen=0)
     weights, version = state.pull()
     assert version == 0
     assert not any(w.any() for w in weights)

@@ -25,8 +25,12 @@ from elephas.parameter.auth import (
 
 def _arrays():
     rng = np.random.default_rng(0)
-    return [rng.standard_normal((3, 4)).astype(np.float32), np.arange(5, dtype=np.int64),
-            np.zeros((0, 2), np.float32), np.array(2.5, np.float64)]
+    return [
+        rng.standard_normal((3, 4)).astype(np.float32),
+        np.arange(5, dtype=np.int64),
+        np.zeros((0, 2), np.float32),
+        np.array(2.5, np.float64),
+    ]
 
 
 @pytest.mark.parametrize("compression", ["none", "zlib"])
@@ -59,8 +63,12 @@ def test_big_endian_input_is_sent_little_endian():
 
 @pytest.mark.parametrize("compression", ["none", "fp16", "zlib"])
 def test_segments_join_to_the_payload_and_do_not_copy_contiguous_arrays(compression):
-    arrays = [*_arrays(), np.arange(6, dtype=">f4").reshape(2, 3),
-              np.ones((3, 4), np.float32)[:, ::2], np.array([True, False])]
+    arrays = [
+        *_arrays(),
+        np.arange(6, dtype=">f4").reshape(2, 3),
+        np.ones((3, 4), np.float32)[:, ::2],
+        np.array([True, False]),
+    ]
     segments = codec.encode_segments(arrays, codec.KIND_UPDATE, compression, {"a": 1})
     joined = b"".join(bytes(s) for s in segments)
     assert joined == bytes(codec.encode(arrays, codec.KIND_UPDATE, compression, {"a": 1}))
@@ -90,40 +98,40 @@ def test_object_dtype_is_refused_on_encode():
         codec.encode([np.array([object()])], codec.KIND_UPDATE)
 
 
-def _payload_with_header(header: dict, data: bytes = b"", kind: int = codec.KIND_UPDATE,
-                         comp: int = 0) -> bytes:
+def _payload_with_header(header: dict, data: bytes = b"", kind: int = codec.KIND_UPDATE, comp: int = 0) -> bytes:
     raw = json.dumps(header).encode()
     return codec.PREFIX.pack(codec.MAGIC, codec.FORMAT_VERSION, kind, comp, len(raw)) + raw + data
 
 
-@pytest.mark.parametrize("payload, message", [
-    (b"", "Expected at least"),
-    (b"XXXX" + bytes(20), "Expected magic"),
-    (struct.pack("<4sHBBI", b"ELPH", 9, 2, 0, 0), "wire format version"),
-    (struct.pack("<4sHBBI", b"ELPH", 1, 7, 0, 0), "payload kind"),
-    (struct.pack("<4sHBBI", b"ELPH", 1, 2, 9, 0), "compression code"),
-    (struct.pack("<4sHBBI", b"ELPH", 1, 2, 0, 2**31), "header"),
-    (struct.pack("<4sHBBI", b"ELPH", 1, 2, 0, 3) + b"{{{", "JSON header"),
-    (_payload_with_header({"arrays": [[[2], "|O", "|O"]]}), "dtypes"),
-    (_payload_with_header({"arrays": [[[-1], "<f4", "<f4"]]}), "shape of non-negative"),
-    (_payload_with_header({"arrays": [[[2.5], "<f4", "<f4"]]}), "shape of non-negative"),
-    (_payload_with_header({"arrays": [[[2], "<f4", "<i4"]]}), "wire dtype"),
-    (_payload_with_header({"arrays": "x"}), "'arrays' list"),
-    (_payload_with_header({"arrays": [], "meta": [1]}), "'meta'"),
-    (_payload_with_header({"arrays": [[[2], "<f4", "<f4"]]}, bytes(7)), "Expected 8 data bytes"),
-    (_payload_with_header({"arrays": [[[2], "<f4", "<f4"]]}, bytes(9)), "Expected 8 data bytes"),
-    (_payload_with_header({"arrays": [[[2], "<f4", "<f4"]]}, b"notzlib", comp=2), "zlib"),
-    (_payload_with_header({"arrays": [[[2], "<f4", "<f4"]]}, zlib.compress(bytes(10**6)), comp=2),
-     "zlib stream"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"", "Expected at least"),
+        (b"XXXX" + bytes(20), "Expected magic"),
+        (struct.pack("<4sHBBI", b"ELPH", 9, 2, 0, 0), "wire format version"),
+        (struct.pack("<4sHBBI", b"ELPH", 1, 7, 0, 0), "payload kind"),
+        (struct.pack("<4sHBBI", b"ELPH", 1, 2, 9, 0), "compression code"),
+        (struct.pack("<4sHBBI", b"ELPH", 1, 2, 0, 2**31), "header"),
+        (struct.pack("<4sHBBI", b"ELPH", 1, 2, 0, 3) + b"{{{", "JSON header"),
+        (_payload_with_header({"arrays": [[[2], "|O", "|O"]]}), "dtypes"),
+        (_payload_with_header({"arrays": [[[-1], "<f4", "<f4"]]}), "shape of non-negative"),
+        (_payload_with_header({"arrays": [[[2.5], "<f4", "<f4"]]}), "shape of non-negative"),
+        (_payload_with_header({"arrays": [[[2], "<f4", "<i4"]]}), "wire dtype"),
+        (_payload_with_header({"arrays": "x"}), "'arrays' list"),
+        (_payload_with_header({"arrays": [], "meta": [1]}), "'meta'"),
+        (_payload_with_header({"arrays": [[[2], "<f4", "<f4"]]}, bytes(7)), "Expected 8 data bytes"),
+        (_payload_with_header({"arrays": [[[2], "<f4", "<f4"]]}, bytes(9)), "Expected 8 data bytes"),
+        (_payload_with_header({"arrays": [[[2], "<f4", "<f4"]]}, b"notzlib", comp=2), "zlib"),
+        (_payload_with_header({"arrays": [[[2], "<f4", "<f4"]]}, zlib.compress(bytes(10**6)), comp=2), "zlib stream"),
+    ],
+)
 def test_malformed_payloads_are_refused(payload, message):
     with pytest.raises(codec.WireFormatError, match=message):
         codec.decode(payload)
 
 
 def test_declared_size_over_the_cap_is_refused_before_inflating():
-    payload = _payload_with_header({"arrays": [[[10**9], "<f4", "<f4"]]},
-                                   zlib.compress(b""), comp=2)
+    payload = _payload_with_header({"arrays": [[[10**9], "<f4", "<f4"]]}, zlib.compress(b""), comp=2)
     with pytest.raises(codec.WireFormatError, match="at most 4000"):
         codec.decode(payload, max_data_bytes=4000)
 
@@ -199,11 +207,19 @@ def test_signature_matches_the_documented_construction():
 def test_signature_binds_method_path_timestamp_nonce_and_body():
     signer = Signer(new_secret())
     base = signer.tag("POST", "/update", "1.0", "n", b"body")
-    assert len({base, signer.tag("GET", "/update", "1.0", "n", b"body"),
+    assert (
+        len(
+            {
+                base,
+                signer.tag("GET", "/update", "1.0", "n", b"body"),
                 signer.tag("POST", "/stats", "1.0", "n", b"body"),
                 signer.tag("POST", "/update", "2.0", "n", b"body"),
                 signer.tag("POST", "/update", "1.0", "m", b"body"),
-                signer.tag("POST", "/update", "1.0", "n", b"bodx")}) == 6
+                signer.tag("POST", "/update", "1.0", "n", b"bodx"),
+            }
+        )
+        == 6
+    )
     assert Signer(new_secret()).tag("POST", "/update", "1.0", "n", b"body") != base
 
 

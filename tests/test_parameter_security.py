@@ -74,8 +74,12 @@ def _raw(server, method, path, headers, body):
 def _request_bytes(mode: str, method: str, path: str, headers: dict, body: bytes) -> bytes:
     """A request as it goes on the wire."""
     if mode == "http":
-        lines = [f"{method} {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}",
-                 *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            "Host: x",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
     auth = json.dumps({"method": method, "path": path, **headers}).encode()
     return netio.REQUEST.pack(netio.REQUEST_MAGIC, netio.PROTOCOL_VERSION, len(auth), len(body)) + auth + body
@@ -133,7 +137,8 @@ def test_unauthenticated_cap_sized_bodies_cost_bounded_memory(mode):
                 headers[HEADER_SIGNATURE] = "trailer"
                 if i % 2:  # a head signature made with another secret
                     headers[HEADER_HEAD_SIGNATURE] = forged.head_tag(
-                        "POST", "/update", headers[HEADER_TIMESTAMP], headers[HEADER_NONCE], cap)
+                        "POST", "/update", headers[HEADER_TIMESTAMP], headers[HEADER_NONCE], cap
+                    )
                 head = _request_bytes(mode, "POST", "/update", headers, b"")
                 if mode == "http":
                     head = head.replace(b"Content-Length: 0", f"Content-Length: {cap}".encode())
@@ -170,8 +175,10 @@ def test_idle_connections_are_capped_and_a_worker_still_trains(mode):
             assert 0 < peak <= cap
             with server.client() as client:
                 weights, version = client.pull()
-                assert client.push([np.ones_like(w) for w in weights], worker_id="w",
-                                   attempt_id="a", version_seen=version) == 1
+                assert (
+                    client.push([np.ones_like(w) for w in weights], worker_id="w", attempt_id="a", version_seen=version)
+                    == 1
+                )
             assert len(_conn_threads()) <= cap
         finally:
             for sock in idle:
@@ -187,8 +194,15 @@ def test_workers_beyond_the_cap_are_still_served(mode):
             for client in clients:
                 assert client.pull()[1] == 0
             for i, client in enumerate(clients):  # each still on its first connection
-                assert client.push([np.ones((2, 3), np.float32), np.ones(4, np.float32)],
-                                   worker_id=str(i), attempt_id="a", version_seen=0) == i + 1
+                assert (
+                    client.push(
+                        [np.ones((2, 3), np.float32), np.ones(4, np.float32)],
+                        worker_id=str(i),
+                        attempt_id="a",
+                        version_seen=0,
+                    )
+                    == i + 1
+                )
         finally:
             for client in clients:
                 client.close()
@@ -201,7 +215,7 @@ def _drip(sock: socket.socket, data: bytes, every_s: float, limit_s: float) -> f
     sock.settimeout(every_s)
     for i in range(int(limit_s / every_s)):
         try:
-            sock.send(data[i % len(data):i % len(data) + 1])
+            sock.send(data[i % len(data) : i % len(data) + 1])
             if sock.recv(1 << 16) == b"":
                 return time.monotonic() - start
         except TimeoutError:
@@ -214,11 +228,11 @@ def _drip(sock: socket.socket, data: bytes, every_s: float, limit_s: float) -> f
 @pytest.mark.parametrize("mode", MODES)
 def test_a_drip_is_closed_by_the_request_deadline(mode):
     """A byte every 0.2 s never trips the per-call idle time-out; the whole-request deadline does."""
-    with ParameterServer(_weights(), AddStrategy(), mode=mode, idle_timeout_s=30,
-                         request_timeout_s=1.0) as server:
+    with ParameterServer(_weights(), AddStrategy(), mode=mode, idle_timeout_s=30, request_timeout_s=1.0) as server:
         body = _update_body(_weights())
-        request = _request_bytes(mode, "POST", "/update", Signer(server.secret).sign("POST", "/update", body),
-                                 bytes(body))
+        request = _request_bytes(
+            mode, "POST", "/update", Signer(server.secret).sign("POST", "/update", body), bytes(body)
+        )
         with socket.create_connection((server.host, server.port)) as sock:
             closed_after = _drip(sock, request, every_s=0.2, limit_s=8.0)
         assert closed_after is not None and closed_after < 4.0
@@ -229,8 +243,7 @@ def test_the_trial_channel_handshake_drip_is_cut_off():
     with ChannelServer(lambda r: {"ok": True}, channel_secret(), handshake_timeout_s=1.0) as server:
         with socket.create_connection(server.address) as sock:
             sock.recv(16)
-            closed_after = _drip(sock, os.urandom(16) + (100).to_bytes(4, "big") + bytes(200),
-                                 every_s=0.2, limit_s=8.0)
+            closed_after = _drip(sock, os.urandom(16) + (100).to_bytes(4, "big") + bytes(200), every_s=0.2, limit_s=8.0)
         assert closed_after is not None and closed_after < 4.0
 
 
@@ -265,8 +278,9 @@ def test_the_trial_channel_caps_connections_and_keeps_serving_slots():
             idle = [socket.create_connection(server.address, timeout=10) for _ in range(50)]
             try:
                 time.sleep(1.0)
-                serving = [t for t in threading.enumerate()
-                           if t.name.startswith(prefix) and not t.name.endswith("reaper")]
+                serving = [
+                    t for t in threading.enumerate() if t.name.startswith(prefix) and not t.name.endswith("reaper")
+                ]
                 assert len(serving) <= 4
                 assert slot.request({"n": 1}) == {"echo": {"n": 1}}  # the trusted slot was kept
             finally:
@@ -320,8 +334,8 @@ def test_a_retried_push_and_pull_still_gets_the_center(mode):
 
         client._channel.request = lose_first_response
         version, center, center_version = client.push_and_pull(
-            [np.ones((2, 3), np.float32), np.ones(4, np.float32)], worker_id="w", attempt_id="a",
-            version_seen=0)
+            [np.ones((2, 3), np.float32), np.ones(4, np.float32)], worker_id="w", attempt_id="a", version_seen=0
+        )
         assert version == center_version == 1 and server.state.version == 1
         np.testing.assert_array_equal(center[1], np.arange(4, dtype=np.float32) + 1)
         assert calls[-1].startswith("/parameters")
@@ -342,8 +356,10 @@ def test_malformed_authentication_gets_4xx_without_tracebacks(mode, caplog, capf
             nested = b"[" * 8000 + b"]" * 8000  # fits the 16 KiB auth block, too deep for json
             frame = netio.REQUEST.pack(netio.REQUEST_MAGIC, netio.PROTOCOL_VERSION, len(nested), 0) + nested
             assert _exchange(server, frame) == 400
-            surrogate = b'{"method": "GET", "path": "/stats", "X-Elephas-Nonce": "\\ud800", ' \
-                        b'"X-Elephas-Timestamp": "1", "X-Elephas-Signature": "' + b"0" * 64 + b'"}'
+            surrogate = (
+                b'{"method": "GET", "path": "/stats", "X-Elephas-Nonce": "\\ud800", '
+                b'"X-Elephas-Timestamp": "1", "X-Elephas-Signature": "' + b"0" * 64 + b'"}'
+            )
             frame = netio.REQUEST.pack(netio.REQUEST_MAGIC, netio.PROTOCOL_VERSION, len(surrogate), 0) + surrogate
             assert _exchange(server, frame) in (401, 403)
         else:
@@ -375,8 +391,9 @@ def test_shapes_whose_product_overflows_get_400(mode):
     with ParameterServer(_weights(), AddStrategy(), mode=mode) as server:
         meta = {"worker_id": "w", "attempt_id": "a", "version_seen": 0, "samples": 1, "epoch": 0}
         for shape in ([2**32, 2**32], [2**39, 2**39, 2**39, 2**39], [2**16] * 4):
-            body = _payload_with_header({"arrays": [[shape, "<f4", "<f4"], [[4], "<f4", "<f4"]],
-                                         "meta": meta}, bytes(16))
+            body = _payload_with_header(
+                {"arrays": [[shape, "<f4", "<f4"], [[4], "<f4", "<f4"]], "meta": meta}, bytes(16)
+            )
             status, info = _signed_push(server, body)
             assert status == 400, info
         assert server.state.version == 0
@@ -388,16 +405,24 @@ def test_bad_metrics_leave_the_version_unchanged(mode):
         before = _center(server)
         entries = [[[2, 3], "<f4", "<f4"], [[4], "<f4", "<f4"]]
         data = np.ones(10, np.float32).tobytes()
-        for metrics in (b'{"loss": 1e400}', b'{"loss": -1e400}', b'{"loss": ' + b"9" * 400 + b"}",
-                        b'{"loss": NaN}', b'{"loss": [1]}', b'{"": 1.0}'):
-            header = (b'{"arrays": ' + json.dumps(entries).encode() + b', "meta": {"worker_id": "w", '
-                      b'"attempt_id": "a", "version_seen": 0, "samples": 1, "epoch": 0, "metrics": '
-                      + metrics + b"}}")
+        for metrics in (
+            b'{"loss": 1e400}',
+            b'{"loss": -1e400}',
+            b'{"loss": ' + b"9" * 400 + b"}",
+            b'{"loss": NaN}',
+            b'{"loss": [1]}',
+            b'{"": 1.0}',
+        ):
+            header = (
+                b'{"arrays": ' + json.dumps(entries).encode() + b', "meta": {"worker_id": "w", '
+                b'"attempt_id": "a", "version_seen": 0, "samples": 1, "epoch": 0, "metrics": ' + metrics + b"}}"
+            )
             status, info = _signed_push(server, _payload_with_header(header, data))
             assert status == 400 and info["reason"] == "metadata", (metrics, info)
         for meta in ({"samples": 2**64}, {"epoch": 10**30}):
-            status, info = _signed_push(server, _update_body([np.ones((2, 3), np.float32),
-                                                              np.ones(4, np.float32)], **meta))
+            status, info = _signed_push(
+                server, _update_body([np.ones((2, 3), np.float32), np.ones(4, np.float32)], **meta)
+            )
             assert status == 400, info
         _assert_same_center(before, _center(server))
         assert not server.state.records()
@@ -452,8 +477,10 @@ class _SpoofedServer:
 
 
 def _http_response(payload: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-            b"Content-Length: " + str(len(payload)).encode() + b"\r\nConnection: close\r\n\r\n" + payload)
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Length: " + str(len(payload)).encode() + b"\r\nConnection: close\r\n\r\n" + payload
+    )
 
 
 def test_the_client_refuses_a_payload_that_inflates_past_the_model():
@@ -461,12 +488,20 @@ def test_the_client_refuses_a_payload_that_inflates_past_the_model():
     compressor = zlib.compressobj(1)
     stream = b"".join(compressor.compress(bytes(2**20)) for _ in range(inflated // 2**20)) + compressor.flush()
     header = json.dumps({"arrays": [[[inflated // 4], "<f4", "<f4"]], "meta": {"version": 0}}).encode()
-    payload = codec.PREFIX.pack(codec.MAGIC, codec.FORMAT_VERSION, codec.KIND_PARAMETERS, 2,
-                                len(header)) + header + stream
+    payload = (
+        codec.PREFIX.pack(codec.MAGIC, codec.FORMAT_VERSION, codec.KIND_PARAMETERS, 2, len(header)) + header + stream
+    )
     spoofed = _SpoofedServer(_http_response(payload))
     try:
-        client = ParameterClient("127.0.0.1", spoofed.port, mode="http", secret=new_secret(),
-                                 timeout=10, retries=0, max_payload_bytes=4 * 2**20)
+        client = ParameterClient(
+            "127.0.0.1",
+            spoofed.port,
+            mode="http",
+            secret=new_secret(),
+            timeout=10,
+            retries=0,
+            max_payload_bytes=4 * 2**20,
+        )
         with client, pytest.raises(ParameterServerError, match="at most") as err:
             client.pull()
         assert err.value.status == 502
@@ -475,11 +510,13 @@ def test_the_client_refuses_a_payload_that_inflates_past_the_model():
 
 
 def test_the_client_refuses_a_response_longer_than_the_model_before_reading_it():
-    spoofed = _SpoofedServer(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                             b"Content-Length: 1073741824\r\n\r\n")
+    spoofed = _SpoofedServer(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1073741824\r\n\r\n"
+    )
     try:
-        client = ParameterClient("127.0.0.1", spoofed.port, mode="http", secret=new_secret(),
-                                 timeout=10, retries=0, max_payload_bytes=2**20)
+        client = ParameterClient(
+            "127.0.0.1", spoofed.port, mode="http", secret=new_secret(), timeout=10, retries=0, max_payload_bytes=2**20
+        )
         with client, pytest.raises(ParameterServerError, match="at most 1048576 bytes"):
             client.pull()
     finally:
@@ -532,7 +569,7 @@ def _mutate(rng: np.random.Generator, data: bytes) -> bytes:
         elif kind == 3:  # insert non-ASCII text
             data[at:at] = "\u00e9\u20ac\ud7ff".encode("utf-8") * int(rng.integers(1, 30))
         elif kind == 4:  # duplicate a slice
-            data[at:at] = data[at:at + int(rng.integers(1, 200))]
+            data[at:at] = data[at : at + int(rng.integers(1, 200))]
         else:  # nested brackets
             data[at:at] = b"[" * int(rng.integers(1, 5000))
     return bytes(data)
@@ -546,10 +583,8 @@ def test_fuzzed_requests_get_no_5xx_no_tracebacks_and_change_nothing(mode, caplo
         signer = Signer(server.secret)
         corpus = []
         for i in range(8):
-            body = bytes(_update_body([np.full((2, 3), i, np.float32), np.ones(4, np.float32)],
-                                      metrics={"loss": 0.5}))
-            path = ["/update", "/update?pull=1&compression=none", "/parameters?compression=fp16",
-                    "/stats"][i % 4]
+            body = bytes(_update_body([np.full((2, 3), i, np.float32), np.ones(4, np.float32)], metrics={"loss": 0.5}))
+            path = ["/update", "/update?pull=1&compression=none", "/parameters?compression=fp16", "/stats"][i % 4]
             method = "POST" if path.startswith("/update") else "GET"
             body = body if method == "POST" else b""
             corpus.append(_request_bytes(mode, method, path, signer.sign(method, path, body), body))

@@ -101,8 +101,7 @@ def test_pull_returns_current_weights_and_version(server):
 def test_push_applies_strategy_rule_and_counts(server):
     with server.client() as client:
         assert _push(client, _ones(1.5), 0, samples=10, metrics={"loss": 2.0}, epoch=0) == 1
-        assert _push(client, _ones(0.25), 1, worker_id="w1", samples=30,
-                     metrics={"loss": 1.0}) == 2
+        assert _push(client, _ones(0.25), 1, worker_id="w1", samples=30, metrics={"loss": 1.0}) == 2
         weights, version = client.pull()
         stats = client.stats()
     assert version == 2
@@ -110,14 +109,12 @@ def test_push_applies_strategy_rule_and_counts(server):
     np.testing.assert_array_equal(weights[1], np.arange(4) + 1.75)
     assert stats["version"] == stats["updates_applied"] == 2
     assert stats["updates_refused"] == 0
-    assert stats["workers"]["w0"] == {"updates": 1, "samples": 10, "refused": 0,
-                                      "attempts": ["a0"]}
+    assert stats["workers"]["w0"] == {"updates": 1, "samples": 10, "refused": 0, "attempts": ["a0"]}
     assert stats["workers"]["w1"]["samples"] == 30
     assert stats["bytes_in"] > 2 * 40 and stats["bytes_out"] > 40
     assert [r["metrics"] for r in stats["window_records"]] == [{"loss": 2.0}, {"loss": 1.0}]
     records = server.state.records()
-    assert [(r.worker_id, r.samples, r.version, r.staleness) for r in records] == [
-        ("w0", 10, 1, 0), ("w1", 30, 2, 0)]
+    assert [(r.worker_id, r.samples, r.version, r.staleness) for r in records] == [("w0", 10, 1, 0), ("w1", 30, 2, 0)]
 
 
 @pytest.mark.parametrize("transport", MODES)
@@ -126,10 +123,10 @@ def test_staleness_scaled_rule(transport):
         with srv.client() as a, srv.client() as b:
             _, seen_a = a.pull()
             _, seen_b = b.pull()
-            assert _push(b, _ones(4.0), seen_b) == 1          # staleness 0: C += 4
-            assert _push(a, _ones(4.0), seen_a) == 2          # staleness 1: C += 4 / 2
+            assert _push(b, _ones(4.0), seen_b) == 1  # staleness 0: C += 4
+            assert _push(a, _ones(4.0), seen_a) == 2  # staleness 1: C += 4 / 2
             _, seen_b = b.pull()
-            assert _push(b, _ones(4.0), seen_b - 2) == 3      # staleness 2... from version 0
+            assert _push(b, _ones(4.0), seen_b - 2) == 3  # staleness 2... from version 0
             weights, _ = a.pull()
     np.testing.assert_array_equal(weights[0], np.full((2, 3), 4 + 2 + 4 / 3, np.float32))
     assert [r.staleness for r in srv.state.records()] == [0, 1, 2]
@@ -181,29 +178,34 @@ def test_big_updates_are_sent_without_copies_and_verified_while_received(transpo
 @pytest.mark.parametrize("compression", ["none", "fp16"])
 def test_push_and_pull_is_one_request_answered_with_the_center(server, compression):
     with server.client(compression=compression) as client, server.client() as other:
-        assert client.push_and_pull(_ones(1.5), worker_id="w0", attempt_id="a0",
-                                    version_seen=0)[0] == 1
+        assert client.push_and_pull(_ones(1.5), worker_id="w0", attempt_id="a0", version_seen=0)[0] == 1
         assert _push(other, _ones(0.25), 1, worker_id="w1") == 2
         version, center, center_version = client.push_and_pull(
-            _ones(1.0), worker_id="w0", attempt_id="a0", version_seen=1, samples=3)
+            _ones(1.0), worker_id="w0", attempt_id="a0", version_seen=1, samples=3
+        )
     assert version == center_version == 3
     assert center[0].dtype == np.float32
     np.testing.assert_array_equal(center[0], np.full((2, 3), 2.75, np.float32))
     np.testing.assert_array_equal(center[1], np.arange(4) + 2.75)
     assert [(r.worker_id, r.version, r.staleness) for r in server.state.records()] == [
-        ("w0", 1, 0), ("w1", 2, 0), ("w0", 3, 1)]
+        ("w0", 1, 0),
+        ("w1", 2, 0),
+        ("w0", 3, 1),
+    ]
     refused = server.state.stats()["updates_refused"]
     assert refused == 0
 
 
 def test_retried_push_and_pull_is_applied_once_and_bad_queries_change_nothing(server):
     with server.client() as client:
-        body = codec.encode(_ones(), codec.KIND_UPDATE, "none",
-                            {"worker_id": "w", "attempt_id": "a", "version_seen": 0,
-                             "samples": 1, "epoch": 0})
+        body = codec.encode(
+            _ones(),
+            codec.KIND_UPDATE,
+            "none",
+            {"worker_id": "w", "attempt_id": "a", "version_seen": 0, "samples": 1, "epoch": 0},
+        )
         bad = "/update?pull=1&compression=bogus"
-        status, info = client._channel.request("POST", bad, client._signer.sign("POST", bad, body),
-                                               body)[:2]
+        status, info = client._channel.request("POST", bad, client._signer.sign("POST", bad, body), body)[:2]
         assert status == 400 and "compression" in info["error"]
         path = "/update?pull=1&compression=none"
         headers = client._signer.sign("POST", path, body)
@@ -221,9 +223,12 @@ def test_retried_push_and_pull_is_applied_once_and_bad_queries_change_nothing(se
 def test_retried_push_is_applied_once(server):
     """A push whose response was lost is resent as is; the server answers it again."""
     with server.client() as client:
-        body = codec.encode(_ones(), codec.KIND_UPDATE, "none",
-                            {"worker_id": "w", "attempt_id": "a", "version_seen": 0,
-                             "samples": 1, "epoch": 0})
+        body = codec.encode(
+            _ones(),
+            codec.KIND_UPDATE,
+            "none",
+            {"worker_id": "w", "attempt_id": "a", "version_seen": 0, "samples": 1, "epoch": 0},
+        )
         headers = client._signer.sign("POST", "/update", body)
         first = client._channel.request("POST", "/update", headers, body)
         client._channel.close()  # a new connection, as after a lost response
@@ -246,8 +251,9 @@ def test_load_no_lost_update(mode):
                 with ParameterClient(**config) as client:
                     delta = [np.full(8, i + 1, np.float32), np.full((2, 2), i + 1, np.float32)]
                     for k in range(pushes):
-                        client.push(delta, worker_id=f"w{i}", attempt_id=f"a{i}",
-                                    version_seen=0 if k == 0 else client.pull()[1])
+                        client.push(
+                            delta, worker_id=f"w{i}", attempt_id=f"a{i}", version_seen=0 if k == 0 else client.pull()[1]
+                        )
             except Exception as exc:  # surfaced below
                 errors.append(exc)
 
@@ -445,17 +451,19 @@ def test_pickle_payload_is_refused_and_never_run(server):
     _assert_untouched(server)
 
 
-@pytest.mark.parametrize("update, meta, status, reason", [
-    ([np.ones((3, 2), np.float32), np.ones(4, np.float32)], {}, 400, "shape"),
-    ([np.ones((2, 3), np.float32)], {}, 400, "shape"),
-    ([np.ones((2, 3), np.float64), np.ones(4, np.float32)], {}, 400, "dtype"),
-    ([np.full((2, 3), np.nan, np.float32), np.ones(4, np.float32)], {}, 422, "nonfinite"),
-    ([np.ones((2, 3), np.float32), np.array([1, np.inf, 0, 0], np.float32)], {}, 422,
-     "nonfinite"),
-    (_ones(), {"version_seen": 5}, 400, "metadata"),
-    (_ones(), {"worker_id": 3}, 400, "metadata"),
-    (_ones(), {"metrics": {"loss": "x"}}, 400, "metadata"),
-])
+@pytest.mark.parametrize(
+    "update, meta, status, reason",
+    [
+        ([np.ones((3, 2), np.float32), np.ones(4, np.float32)], {}, 400, "shape"),
+        ([np.ones((2, 3), np.float32)], {}, 400, "shape"),
+        ([np.ones((2, 3), np.float64), np.ones(4, np.float32)], {}, 400, "dtype"),
+        ([np.full((2, 3), np.nan, np.float32), np.ones(4, np.float32)], {}, 422, "nonfinite"),
+        ([np.ones((2, 3), np.float32), np.array([1, np.inf, 0, 0], np.float32)], {}, 422, "nonfinite"),
+        (_ones(), {"version_seen": 5}, 400, "metadata"),
+        (_ones(), {"worker_id": 3}, 400, "metadata"),
+        (_ones(), {"metrics": {"loss": "x"}}, 400, "metadata"),
+    ],
+)
 def test_invalid_updates_are_refused_and_counted(server, update, meta, status, reason):
     body = _update_body(update, **meta)
     signer = Signer(server.secret)
@@ -485,8 +493,7 @@ def test_oversized_and_truncated_bodies(server):
             finally:
                 conn.close()
         with socket.create_connection((server.host, server.port), timeout=10) as sock:
-            sock.sendall(b"POST /update HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
-                         + bytes(10))
+            sock.sendall(b"POST /update HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + bytes(10))
             sock.shutdown(socket.SHUT_WR)
             assert sock.recv(1000).startswith(b"HTTP/1.1 400")
     else:
@@ -580,8 +587,9 @@ def test_unreachable_server_names_the_address(transport):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = ParameterClient("127.0.0.1", port, mode=transport, secret=new_secret(), timeout=1,
-                             retries=2, backoff_s=0.01)
+    client = ParameterClient(
+        "127.0.0.1", port, mode=transport, secret=new_secret(), timeout=1, retries=2, backoff_s=0.01
+    )
     started = time.monotonic()
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}.*3 attempts"):
         client.pull()

@@ -17,15 +17,18 @@ STANDALONE = {"spark.master": "spark://host:7077"}
 DYNAMIC = {"spark.master": "yarn", "spark.dynamicAllocation.enabled": "true"}
 
 
-@pytest.mark.parametrize("resources, match", [
-    ({"tpu": 1}, "Unknown key"),
-    ({"gpu": 0}, "gpu"),
-    ({"gpu": 1.5}, "whole number"),
-    ({"gpu": True}, "gpu"),
-    ({"cpus": "4"}, "int >= 1"),
-    ({"executor_memory": 8}, "non-empty string"),
-    ([("gpu", 1)], "must be a dict"),
-])
+@pytest.mark.parametrize(
+    "resources, match",
+    [
+        ({"tpu": 1}, "Unknown key"),
+        ({"gpu": 0}, "gpu"),
+        ({"gpu": 1.5}, "whole number"),
+        ({"gpu": True}, "gpu"),
+        ({"cpus": "4"}, "int >= 1"),
+        ({"executor_memory": 8}, "non-empty string"),
+        ([("gpu", 1)], "must be a dict"),
+    ],
+)
 def test_check_resources_rejects_bad_requests(resources, match):
     with pytest.raises(ValueError, match=match):
         check_resources(resources)
@@ -45,8 +48,9 @@ def test_task_profile_without_dynamic_allocation():
 
 
 def test_executor_and_task_profile_with_dynamic_allocation():
-    profile = resource_profile({"gpu": 0.5, "cpus": 2, "executor_memory": "8g",
-                                "gpu_discovery_script": "/opt/getGpus.sh"}, DYNAMIC)
+    profile = resource_profile(
+        {"gpu": 0.5, "cpus": 2, "executor_memory": "8g", "gpu_discovery_script": "/opt/getGpus.sh"}, DYNAMIC
+    )
     assert {k: r.amount for k, r in profile.taskResources.items()} == {"gpu": 0.5, "cpus": 2.0}
     executor = profile.executorResources
     assert executor["cores"].amount == 2 and executor["memory"].amount == 8192
@@ -67,17 +71,23 @@ def test_with_profile_attaches_through_with_resources(sc):
         rdd.withResources(profile)
 
 
-@pytest.mark.parametrize("backend, extra", [
-    ("tensorflow", {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}),
-    ("jax", {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),
-    ("torch", {}),
-])
+@pytest.mark.parametrize(
+    "backend, extra",
+    [
+        ("tensorflow", {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}),
+        ("jax", {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),
+        ("torch", {}),
+    ],
+)
 def test_gpu_environment_per_backend(backend, extra):
     class Info:
         addresses = ["2", " 0 "]
 
-    assert gpu_environment({"gpu": Info()}, backend) == {"CUDA_VISIBLE_DEVICES": "2,0",
-                                                         "CUDA_DEVICE_ORDER": "PCI_BUS_ID", **extra}
+    assert gpu_environment({"gpu": Info()}, backend) == {
+        "CUDA_VISIBLE_DEVICES": "2,0",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        **extra,
+    }
     assert gpu_environment({}, backend) == {}
     assert gpu_environment({"gpu": []}, backend) == {}
 

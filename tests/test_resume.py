@@ -72,10 +72,19 @@ def test_backup_and_restore_on_a_hadoop_uri_resumes_after_epoch_2(rdd, uninterru
     checkpoints = f"file://{tmp_path}/ckpt"
     sm = _spark_model()
     with pytest.raises(RuntimeError, match="interrupted after epoch 1"):
-        sm.fit(rdd, epochs=EPOCHS, callbacks=[BackupAndRestore(backup), _Interrupt(after=1),
-                                              ModelCheckpoint(checkpoints + "/m-{epoch}.keras")])
+        sm.fit(
+            rdd,
+            epochs=EPOCHS,
+            callbacks=[
+                BackupAndRestore(backup),
+                _Interrupt(after=1),
+                ModelCheckpoint(checkpoints + "/m-{epoch}.keras"),
+            ],
+        )
     assert sorted(f for f in os.listdir(tmp_path / "backup") if not f.startswith(".")) == [
-        "latest.weights.h5", "training_metadata.json"]
+        "latest.weights.h5",
+        "training_metadata.json",
+    ]
     assert sorted(f for f in os.listdir(tmp_path / "ckpt") if not f.startswith(".")) == ["m-1.keras"]
     after_two = sm.master_network.get_weights()
 

@@ -60,8 +60,11 @@ def test_predict_numpy_and_dataframe(spark, sc):
     expected = model.predict(x, verbose=0)
     sm = SparkModel(model, num_workers=3)
     np.testing.assert_allclose(sm.predict(x), expected, atol=1e-6)
-    df = spark.createDataFrame([(i, Vectors.dense(r.tolist())) for i, r in enumerate(x)],
-                               ["id", "features"]).repartition(4).orderBy("id")
+    df = (
+        spark.createDataFrame([(i, Vectors.dense(r.tolist())) for i, r in enumerate(x)], ["id", "features"])
+        .repartition(4)
+        .orderBy("id")
+    )
     np.testing.assert_allclose(sm.predict(df), expected, atol=1e-6)
 
 
@@ -128,8 +131,9 @@ def test_fit_learns_and_merges_history(sc):
 def test_fit_numpy_with_validation_data_and_int_frequency(sc):
     x, y = make_blobs(120, seed=2)
     model = make_dense_model(optimizer=keras.optimizers.Adam(0.05))
-    sm = SparkModel(model, frequency=2, num_workers=2, server_optimizer="nesterov",
-                    server_learning_rate=1.0, server_momentum=0.5)
+    sm = SparkModel(
+        model, frequency=2, num_workers=2, server_optimizer="nesterov", server_learning_rate=1.0, server_momentum=0.5
+    )
     history = sm.fit(x, y, epochs=2, batch_size=8, validation_data=(x, y))
     val_loss = history.history["val_loss"][-1]
     assert val_loss == pytest.approx(model.evaluate(x, y, verbose=0)[0], abs=1e-5)
@@ -180,8 +184,13 @@ def test_callbacks_stop_training_and_checkpoint(sc, tmp_path):
                 self.model.stop_training = True
 
     ckpt = str(tmp_path / "best.keras")
-    history = SparkModel(model).fit(x, y, epochs=5, batch_size=16, callbacks=[
-        StopAtTwo(), keras.callbacks.ModelCheckpoint(ckpt), keras.callbacks.TerminateOnNaN()])
+    history = SparkModel(model).fit(
+        x,
+        y,
+        epochs=5,
+        batch_size=16,
+        callbacks=[StopAtTwo(), keras.callbacks.ModelCheckpoint(ckpt), keras.callbacks.TerminateOnNaN()],
+    )
     assert len(history.history["loss"]) == 2
     assert [e for e, _ in seen] == [0, 1] and "loss" in seen[0][1]
     assert os.path.exists(ckpt)
@@ -198,8 +207,7 @@ def test_early_stopping_restores_best_weights(sc):
             logs["score"] = scores[epoch]
             snapshots.append(self.model.get_weights())
 
-    es = keras.callbacks.EarlyStopping(monitor="score", mode="min", patience=1,
-                                       restore_best_weights=True)
+    es = keras.callbacks.EarlyStopping(monitor="score", mode="min", patience=1, restore_best_weights=True)
     history = SparkModel(model).fit(x, y, epochs=6, batch_size=4, callbacks=[Score(), es])
     assert len(history.history["loss"]) == 3  # epochs 0, 1, 2: stopped after one worse epoch
     assert es.stopped_epoch == 2 and es.best == 1.0
@@ -214,8 +222,7 @@ def test_early_stopping_restores_best_weights(sc):
 def test_save_load_roundtrip(sc, tmp_path, ext):
     x, _ = make_blobs(10)
     model = make_dense_model()
-    sm = SparkModel(model, mode="hogwild", frequency=3, parameter_server_mode="socket", num_workers=2,
-                    batch_size=7)
+    sm = SparkModel(model, mode="hogwild", frequency=3, parameter_server_mode="socket", num_workers=2, batch_size=7)
     path = str(tmp_path / f"model{ext}")
     sm.save(path)
     with pytest.raises(FileExistsError, match="overwrite=True"):
@@ -224,8 +231,7 @@ def test_save_load_roundtrip(sc, tmp_path, ext):
     loaded = load_spark_model(path)
     assert loaded.get_config() == sm.get_config()
     assert loaded.mode == "hogwild" and loaded.frequency == 3 and loaded.batch_size == 7
-    np.testing.assert_allclose(loaded.master_network.predict(x, verbose=0),
-                               model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(loaded.master_network.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_save_load_hadoop_uri(sc, tmp_path):
@@ -335,8 +341,9 @@ def test_task_failure_names_the_partition(sc):
 
 
 # ------------------------------------------------------------------------------- asynchronous
-@pytest.mark.parametrize("mode,transport,frequency", [("asynchronous", "http", "epoch"),
-                                                      ("hogwild", "socket", "batch")])
+@pytest.mark.parametrize(
+    "mode,transport,frequency", [("asynchronous", "http", "epoch"), ("hogwild", "socket", "batch")]
+)
 @pytest.mark.backend
 def test_async_modes_learn(sc, mode, transport, frequency):
     x, y = make_blobs(160, seed=6)
@@ -349,9 +356,17 @@ def test_async_modes_learn(sc, mode, transport, frequency):
 
 
 def _server_threads():
-    return [t for t in threading.enumerate() if t.is_alive() and (
-        "werkzeug" in t.name.lower() or "parameter" in t.name.lower() or "elephas" in t.name.lower()
-        or "socket" in t.name.lower())]
+    return [
+        t
+        for t in threading.enumerate()
+        if t.is_alive()
+        and (
+            "werkzeug" in t.name.lower()
+            or "parameter" in t.name.lower()
+            or "elephas" in t.name.lower()
+            or "socket" in t.name.lower()
+        )
+    ]
 
 
 def test_async_fit_that_raises_releases_server(sc):

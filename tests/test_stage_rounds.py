@@ -51,8 +51,9 @@ def simulate(model, parts, frequency, batch_size, epochs, step, seed=0):
                 train_window(model, take([x], idx), take([y], idx), batch_size)
                 n = len(idx)
                 delta = [(np.asarray(w) - c) * np.float32(n) for w, c in zip(model.get_weights(), center)]
-                total = [d.astype(np.float64) for d in delta] if total is None else \
-                    [t + d for t, d in zip(total, delta)]
+                total = (
+                    [d.astype(np.float64) for d in delta] if total is None else [t + d for t, d in zip(total, delta)]
+                )
                 samples += n
             mean = [(t / samples).astype(np.float32) for t in total]
             center = [c + s.astype(np.float32) for c, s in zip(center, step.step(mean))]
@@ -60,8 +61,15 @@ def simulate(model, parts, frequency, batch_size, epochs, step, seed=0):
 
 
 def _settings(frequency, epochs, step, batch_size=10):
-    return TrainingSettings(strategy=SynchronousAveraging(), frequency=frequency, batch_size=batch_size,
-                            epochs=epochs, shuffle=True, seed=0, server_optimizer=step)
+    return TrainingSettings(
+        strategy=SynchronousAveraging(),
+        frequency=frequency,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        seed=0,
+        server_optimizer=step,
+    )
 
 
 @pytest.mark.parametrize("sizes", [(120, 120), (240, 80), (160, 0)], ids=["equal", "3x", "one-empty"])
@@ -71,8 +79,13 @@ def test_in_stage_rounds_equal_an_in_process_simulation(sc, sizes):
     parts = [(x[a:b], y[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
     model = make_dense_model(input_dim=4, seed=11)
     start = model.get_weights()
-    history = fit_synchronous(sc, model, ModelSpec.from_model(model), blocks_of(sc, parts),
-                              _settings(4, 1, ServerOptimizer("nesterov", 1.0, 0.5)))
+    history = fit_synchronous(
+        sc,
+        model,
+        ModelSpec.from_model(model),
+        blocks_of(sc, parts),
+        _settings(4, 1, ServerOptimizer("nesterov", 1.0, 0.5)),
+    )
     reference = make_dense_model(input_dim=4, seed=11)
     reference.set_weights(start)
     expected = simulate(reference, parts, 4, 10, 1, ServerOptimizer("nesterov", 1.0, 0.5))
@@ -107,8 +120,9 @@ def test_one_training_job_per_epoch_and_rounds_follow_the_window(sc):
 def _keras_accuracy(x, y, xt, yt, epochs, batch_size, seed):
     import keras
 
-    model = make_dense_model(input_dim=x.shape[1], hidden=32, classes=y.shape[1], seed=seed,
-                             optimizer=keras.optimizers.SGD(0.1))
+    model = make_dense_model(
+        input_dim=x.shape[1], hidden=32, classes=y.shape[1], seed=seed, optimizer=keras.optimizers.SGD(0.1)
+    )
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
     return float(model.evaluate(xt, yt, verbose=0)[1])
 

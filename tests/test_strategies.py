@@ -21,9 +21,16 @@ def f32(*values):
 
 
 # ------------------------------------------------------------------------- registry and defaults
-@pytest.mark.parametrize("mode,cls,window", [("downpour", Downpour, 5), ("adag", Adag, 12),
-                                             ("easgd", EASGD, 32), ("eamsgd", EAMSGD, 32),
-                                             ("dynsgd", DynSGD, 5)])
+@pytest.mark.parametrize(
+    "mode,cls,window",
+    [
+        ("downpour", Downpour, 5),
+        ("adag", Adag, 12),
+        ("easgd", EASGD, 32),
+        ("eamsgd", EAMSGD, 32),
+        ("dynsgd", DynSGD, 5),
+    ],
+)
 def test_registered_with_default_window(mode, cls, window):
     assert mode in valid_modes()
     strategy = get_strategy(mode)
@@ -114,8 +121,7 @@ def test_dynsgd_staleness_through_server_state():
 def _scalar_model(lr: float = 0.1):
     import keras
 
-    model = keras.Sequential([keras.Input((1,)),
-                              keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
     model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
     return model
 
@@ -154,8 +160,7 @@ def test_eamsgd_velocity_resets_for_a_new_task(monkeypatch):
 
 def test_eamsgd_zero_momentum_is_plain_keras_steps():
     model = _scalar_model()
-    EAMSGD(momentum=0.0).train_window(model, [np.ones((2, 1), np.float32)],
-                                      [np.zeros((2, 1), np.float32)], 1)
+    EAMSGD(momentum=0.0).train_window(model, [np.ones((2, 1), np.float32)], [np.zeros((2, 1), np.float32)], 1)
     np.testing.assert_allclose(model.get_weights()[0], [[0.64]], rtol=1e-6)
 
 
@@ -169,15 +174,18 @@ def test_eamsgd_pickles_without_velocity():
 
 
 # --------------------------------------------------------------------------------- knob checks
-@pytest.mark.parametrize("mode,knobs,message", [
-    ("easgd", {"rho": 0}, "rho must be a number > 0. Received: rho=0"),
-    ("easgd", {"learning_rate": -0.1}, "learning_rate must be a number > 0"),
-    ("eamsgd", {"momentum": 1.0}, r"momentum must be a number in \[0, 1\). Received: momentum=1.0"),
-    ("eamsgd", {"momentum": -0.1}, r"momentum must be a number in \[0, 1\)"),
-    ("downpour", {"learning_rate": 0}, "learning_rate must be a number > 0"),
-    ("downpour", {"rho": 1.0}, r"Mode 'downpour' does not take \['rho'\]"),
-    ("adag", {"momentum": 0.5}, r"does not take \['momentum'\]"),
-])
+@pytest.mark.parametrize(
+    "mode,knobs,message",
+    [
+        ("easgd", {"rho": 0}, "rho must be a number > 0. Received: rho=0"),
+        ("easgd", {"learning_rate": -0.1}, "learning_rate must be a number > 0"),
+        ("eamsgd", {"momentum": 1.0}, r"momentum must be a number in \[0, 1\). Received: momentum=1.0"),
+        ("eamsgd", {"momentum": -0.1}, r"momentum must be a number in \[0, 1\)"),
+        ("downpour", {"learning_rate": 0}, "learning_rate must be a number > 0"),
+        ("downpour", {"rho": 1.0}, r"Mode 'downpour' does not take \['rho'\]"),
+        ("adag", {"momentum": 0.5}, r"does not take \['momentum'\]"),
+    ],
+)
 def test_knob_validation(mode, knobs, message):
     with pytest.raises(ValueError, match=message):
         get_strategy(mode, **knobs)
@@ -208,8 +216,7 @@ def test_plateau_every_k_and_patience_divides_worker_optimizer_rate():
     model = _scalar_model(lr=0.1)
     s = Downpour()
     losses = iter([1.0, 1.0, 1.0])
-    cb = LearningRateOnPlateau(strategy=s, evaluate=lambda: next(losses), every=2, patience=1,
-                               factor=4.0)
+    cb = LearningRateOnPlateau(strategy=s, evaluate=lambda: next(losses), every=2, patience=1, factor=4.0)
     cb.set_model(model)
     cb.on_train_begin()
     for epoch in range(6):  # checks at epochs 1, 3, 5: improve, wait, divide

@@ -46,8 +46,13 @@ def test_saved_pipeline_on_a_parquet_stream_matches_batch_and_builds_once_per_wo
     marker = tmp_path / "builds"
     marker.mkdir()
     keras.utils.set_random_seed(4)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                              CountingDense(3, marker=str(marker), activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            CountingDense(3, marker=str(marker), activation="softmax"),
+        ]
+    )
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     stage = ElephasTransformer(model, categorical=True, probabilityCol="probability")
     PipelineModel(stages=[stage]).save(str(tmp_path / "pipeline"))
@@ -55,8 +60,7 @@ def test_saved_pipeline_on_a_parquet_stream_matches_batch_and_builds_once_per_wo
     x, _ = make_blobs(FILES * ROWS_PER_FILE, seed=9)
     source = str(tmp_path / "source")
     for f in range(FILES):
-        rows = [(float(i), Vectors.dense(x[i].tolist()))
-                for i in range(f * ROWS_PER_FILE, (f + 1) * ROWS_PER_FILE)]
+        rows = [(float(i), Vectors.dense(x[i].tolist())) for i in range(f * ROWS_PER_FILE, (f + 1) * ROWS_PER_FILE)]
         spark.createDataFrame(rows, ["id", "features"]).coalesce(1).write.mode("append").parquet(source)
     schema = spark.read.parquet(source).schema
 
@@ -66,8 +70,14 @@ def test_saved_pipeline_on_a_parquet_stream_matches_batch_and_builds_once_per_wo
     driver = os.getpid()
     stream = spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(source)
     name = f"elephas_stream_{uuid.uuid4().hex[:8]}"
-    query = (loaded.transform(stream).select("id", "prediction", "probability")
-             .writeStream.format("memory").queryName(name).outputMode("append").start())
+    query = (
+        loaded.transform(stream)
+        .select("id", "prediction", "probability")
+        .writeStream.format("memory")
+        .queryName(name)
+        .outputMode("append")
+        .start()
+    )
     try:
         query.processAllAvailable()
         batches = [p for p in query.recentProgress if p["numInputRows"] > 0]
@@ -82,11 +92,14 @@ def test_saved_pipeline_on_a_parquet_stream_matches_batch_and_builds_once_per_wo
     assert set(builds.values()) == {1}, f"model builds per worker process: {builds}"
     assert len(builds) < len(batches)
 
-    batch = sorted(loaded.transform(spark.read.parquet(source)).select("id", "prediction", "probability")
-                   .collect(), key=lambda r: r["id"])
+    batch = sorted(
+        loaded.transform(spark.read.parquet(source)).select("id", "prediction", "probability").collect(),
+        key=lambda r: r["id"],
+    )
     assert [r["prediction"] for r in streamed] == [r["prediction"] for r in batch]
-    np.testing.assert_allclose([r["probability"].toArray() for r in streamed],
-                               [r["probability"].toArray() for r in batch], atol=1e-6)
+    np.testing.assert_allclose(
+        [r["probability"].toArray() for r in streamed], [r["probability"].toArray() for r in batch], atol=1e-6
+    )
     expected = model.predict(x, verbose=0)
     assert [r["prediction"] for r in streamed] == [float(c) for c in expected.argmax(axis=1)]
     np.testing.assert_allclose([r["probability"].toArray() for r in streamed], expected, atol=1e-5)

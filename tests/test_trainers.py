@@ -63,8 +63,7 @@ def test_trainer_learns_and_leaves_the_given_model_untouched(blobs_df, cls, kwar
     assert _accuracy(trained, blobs_df) > 0.8  # chance is 1/3
     assert trainer.get_training_time() > 0
     history = trainer.get_history()
-    assert history and all({"worker_id", "iteration", "timestamp", "loss", "accuracy"} <= set(r)
-                           for r in history)
+    assert history and all({"worker_id", "iteration", "timestamp", "loss", "accuracy"} <= set(r) for r in history)
     averaged = trainer.get_averaged_history()
     assert set(averaged) >= {"loss", "accuracy"} and len(averaged["loss"]) >= 1
     if cls not in (SingleTrainer, AveragingTrainer):
@@ -77,9 +76,14 @@ def test_ensemble_trainer_returns_independent_models(blobs_df):
     import keras
 
     model = make_dense_model(seed=0)
-    trainer = EnsembleTrainer(keras_model=model, worker_optimizer=keras.optimizers.Adam(0.05),
-                              loss="categorical_crossentropy",
-                              batch_size=8, num_ensembles=2, num_epoch=3)
+    trainer = EnsembleTrainer(
+        keras_model=model,
+        worker_optimizer=keras.optimizers.Adam(0.05),
+        loss="categorical_crossentropy",
+        batch_size=8,
+        num_ensembles=2,
+        num_epoch=3,
+    )
     models = trainer.train(blobs_df)
     assert len(models) == 2 and models[0] is not models[1]
     assert not np.allclose(models[0].get_weights()[0], models[1].get_weights()[0])
@@ -109,9 +113,17 @@ def test_multi_input_model(spark):
     ia, ib = keras.Input((2,), name="left"), keras.Input((3,), name="right")
     h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([ia, ib]))
     model = keras.Model([ia, ib], keras.layers.Dense(2, activation="softmax")(h))
-    trainer = DOWNPOUR(keras_model=model, worker_optimizer=keras.optimizers.Adam(0.05),
-                       loss="categorical_crossentropy", num_workers=2, batch_size=8, num_epoch=4,
-                       features_col=["left", "right"], label_col="label", communication_window=2)
+    trainer = DOWNPOUR(
+        keras_model=model,
+        worker_optimizer=keras.optimizers.Adam(0.05),
+        loss="categorical_crossentropy",
+        num_workers=2,
+        batch_size=8,
+        num_epoch=4,
+        features_col=["left", "right"],
+        label_col="label",
+        communication_window=2,
+    )
     trained = trainer.train(df)
     acc = np.mean(trained.predict([a, b], verbose=0).argmax(1) == cls)
     assert acc > 0.75
@@ -133,23 +145,42 @@ def test_seed_workflow_end_to_end(spark):
     rng = np.random.default_rng(7)
     x = rng.normal(size=(160, 4)) * [1, 10, 100, 1] + [0, 5, 50, 0]
     label = np.where(x[:, 0] + x[:, 1] / 10 > 0.5, "s", "b")
-    raw = spark.createDataFrame([(*map(float, r), str(lab)) for r, lab in zip(x, label)],
-                                ["f0", "f1", "f2", "f3", "Label"])
+    raw = spark.createDataFrame(
+        [(*map(float, r), str(lab)) for r, lab in zip(x, label)], ["f0", "f1", "f2", "f3", "Label"]
+    )
     dataset = VectorAssembler(inputCols=["f0", "f1", "f2", "f3"], outputCol="features").transform(raw)
-    dataset = StandardScaler(inputCol="features", outputCol="features_normalized", withStd=True,
-                             withMean=True).fit(dataset).transform(dataset)
+    dataset = (
+        StandardScaler(inputCol="features", outputCol="features_normalized", withStd=True, withMean=True)
+        .fit(dataset)
+        .transform(dataset)
+    )
     dataset = StringIndexer(inputCol="Label", outputCol="label_index").fit(dataset).transform(dataset)
     dataset = OneHotTransformer(output_dim=2, input_col="label_index", output_col="label").transform(dataset)
     dataset = shuffle(dataset.select("features_normalized", "label_index", "label"), seed=1)
     training_set, test_set = dataset.randomSplit([0.7, 0.3], seed=1)
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dropout(0.1), keras.layers.Dense(2, activation="softmax")])
-    trainer = AEASGD(keras_model=model, worker_optimizer=keras.optimizers.Adagrad(0.3),
-                     loss="categorical_crossentropy", num_workers=2, batch_size=8,
-                     features_col="features_normalized", label_col="label", num_epoch=4,
-                     communication_window=4, rho=5.0, learning_rate=0.1)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    trainer = AEASGD(
+        keras_model=model,
+        worker_optimizer=keras.optimizers.Adagrad(0.3),
+        loss="categorical_crossentropy",
+        num_workers=2,
+        batch_size=8,
+        features_col="features_normalized",
+        label_col="label",
+        num_epoch=4,
+        communication_window=4,
+        rho=5.0,
+        learning_rate=0.1,
+    )
     trainer.set_parallelism_factor(1)
     trained_model = trainer.train(training_set)
 
@@ -160,15 +191,21 @@ def test_seed_workflow_end_to_end(spark):
 
 
 def test_plateau_schedule_and_target_loss_through_a_trainer(blobs_df):
-    trainer = AEASGD(keras_model=make_dense_model(), communication_window=4, validation_df=blobs_df,
-                     plateau_every=1, plateau_factor=2.0, target_loss=-1.0, num_workers=2,
-                     **{**COMMON, "num_epoch": 3, "worker_optimizer": "sgd"})
+    trainer = AEASGD(
+        keras_model=make_dense_model(),
+        communication_window=4,
+        validation_df=blobs_df,
+        plateau_every=1,
+        plateau_factor=2.0,
+        target_loss=-1.0,
+        num_workers=2,
+        **{**COMMON, "num_epoch": 3, "worker_optimizer": "sgd"},
+    )
     trainer.train(blobs_df)
     assert len(trainer.history.history["loss"]) == 3
     strategy = trainer.spark_model._strategy
     assert strategy.learning_rate <= 0.1  # divided only when the validation loss stalls
-    stop = AEASGD(keras_model=make_dense_model(), communication_window=4, target_loss=100.0,
-                  num_workers=2, **COMMON)
+    stop = AEASGD(keras_model=make_dense_model(), communication_window=4, target_loss=100.0, num_workers=2, **COMMON)
     stop.train(blobs_df)
     assert len(stop.history.history["loss"]) == 1  # target reached after the first epoch
 
@@ -176,9 +213,15 @@ def test_plateau_schedule_and_target_loss_through_a_trainer(blobs_df):
 def test_plateau_schedule_on_a_synchronous_trainer(blobs_df):
     """The driver optimizer's learning rate travels with every round, so synchronous trainers
     can be scheduled too; a stalled validation loss divides it."""
-    trainer = AveragingTrainer(keras_model=make_dense_model(), validation_df=blobs_df, plateau_every=1,
-                               plateau_factor=4.0, plateau_patience=0, num_workers=2,
-                               **{**COMMON, "num_epoch": 2, "worker_optimizer": "sgd"})
+    trainer = AveragingTrainer(
+        keras_model=make_dense_model(),
+        validation_df=blobs_df,
+        plateau_every=1,
+        plateau_factor=4.0,
+        plateau_patience=0,
+        num_workers=2,
+        **{**COMMON, "num_epoch": 2, "worker_optimizer": "sgd"},
+    )
     model = trainer.train(blobs_df)
     assert len(trainer.history.history["loss"]) == 2
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
@@ -186,16 +229,19 @@ def test_plateau_schedule_on_a_synchronous_trainer(blobs_df):
 
 
 # ---------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("cls,kwargs,message", [
-    (AEASGD, {"rho": 0.0}, "rho must be a number > 0. Received: rho=0.0"),
-    (AEASGD, {"learning_rate": -1.0}, "learning_rate must be a number > 0"),
-    (EAMSGD, {"momentum": 1.0}, r"momentum must be a number in \[0, 1\)"),
-    (DOWNPOUR, {"communication_window": 0}, "communication_window must be an int >= 1"),
-    (ADAG, {"learning_rate": 0}, "learning_rate must be a number > 0"),
-    (DOWNPOUR, {"num_workers": 0}, "num_workers must be an integer >= 1"),
-    (DOWNPOUR, {"worker_optimizer": "no-such-optimizer"}, "Could not interpret worker_optimizer"),
-    (DOWNPOUR, {"plateau_every": 1}, "plateau_every needs validation_df"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,message",
+    [
+        (AEASGD, {"rho": 0.0}, "rho must be a number > 0. Received: rho=0.0"),
+        (AEASGD, {"learning_rate": -1.0}, "learning_rate must be a number > 0"),
+        (EAMSGD, {"momentum": 1.0}, r"momentum must be a number in \[0, 1\)"),
+        (DOWNPOUR, {"communication_window": 0}, "communication_window must be an int >= 1"),
+        (ADAG, {"learning_rate": 0}, "learning_rate must be a number > 0"),
+        (DOWNPOUR, {"num_workers": 0}, "num_workers must be an integer >= 1"),
+        (DOWNPOUR, {"worker_optimizer": "no-such-optimizer"}, "Could not interpret worker_optimizer"),
+        (DOWNPOUR, {"plateau_every": 1}, "plateau_every needs validation_df"),
+    ],
+)
 def test_bad_arguments(cls, kwargs, message):
     args = {**COMMON, **kwargs}
     with pytest.raises(ValueError, match=message):

@@ -50,11 +50,13 @@ def predictions(spark):
             (3, Vectors.dense([0.4, 0.4, 0.2]), [0.4, 0.4, 0.2]),
             (4, None, None),
         ],
-        StructType([
-            StructField("id", IntegerType()),
-            StructField("prediction", VectorUDT()),
-            StructField("prediction_array", ArrayType(DoubleType())),
-        ]),
+        StructType(
+            [
+                StructField("id", IntegerType()),
+                StructField("prediction", VectorUDT()),
+                StructField("prediction_array", ArrayType(DoubleType())),
+            ]
+        ),
     )
 
 
@@ -70,7 +72,10 @@ def test_one_hot_double_and_integer_indices(indices):
     assert _vectors(values) == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0], None]
     t.setParams(input_col="int_index", output_col="label2")
     assert _vectors(_column(t.transform(indices), "label2")) == [
-        [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], None
+        [0.0, 1.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0],
+        None,
     ]
 
 
@@ -94,8 +99,9 @@ def test_one_hot_schema_errors_raise_on_driver(indices, spark):
         OneHotTransformer(input_col="label_index", output_col="label").transform(indices)
 
 
-@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (2.5, TypeError),
-                                        ("3", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "bad, error", [(0, ValueError), (-2, ValueError), (2.5, TypeError), ("3", TypeError), (True, TypeError)]
+)
 def test_one_hot_bad_output_dim(bad, error):
     with pytest.raises(error, match="expected output_dim to be a positive integer|an integer"):
         OneHotTransformer(output_dim=bad, input_col="a", output_col="b")
@@ -143,15 +149,19 @@ def test_label_index_errors(predictions, indices):
 
 def test_min_max_vector_array_and_scalar(spark):
     df = spark.createDataFrame(
-        [(0, Vectors.dense([0.0, 2.0, 4.0]), [0, 2, 4], 6.0),
-         (1, Vectors.sparse(3, {1: 1.0}), [1, 0, 3], 1.0),
-         (2, None, None, None)],
-        StructType([
-            StructField("id", IntegerType()),
-            StructField("v", VectorUDT()),
-            StructField("a", ArrayType(IntegerType())),
-            StructField("x", DoubleType()),
-        ]),
+        [
+            (0, Vectors.dense([0.0, 2.0, 4.0]), [0, 2, 4], 6.0),
+            (1, Vectors.sparse(3, {1: 1.0}), [1, 0, 3], 1.0),
+            (2, None, None, None),
+        ],
+        StructType(
+            [
+                StructField("id", IntegerType()),
+                StructField("v", VectorUDT()),
+                StructField("a", ArrayType(IntegerType())),
+                StructField("x", DoubleType()),
+            ]
+        ),
     )
     kw = dict(o_min=0.0, o_max=4.0, n_min=-1.0, n_max=1.0)
     out = MinMaxTransformer(input_col="v", output_col="v2", **kw).transform(df)
@@ -166,17 +176,18 @@ def test_min_max_vector_array_and_scalar(spark):
 def test_min_max_errors(spark):
     df = spark.createDataFrame([(1.0, Vectors.dense([1.0]))], ["x", "v"])
     with pytest.raises(ValueError, match="expected o_min != o_max.*received o_min=1.0, o_max=1.0"):
-        MinMaxTransformer(o_min=1.0, o_max=1.0, n_min=0.0, n_max=1.0, input_col="x",
-                          output_col="y")
+        MinMaxTransformer(o_min=1.0, o_max=1.0, n_min=0.0, n_max=1.0, input_col="x", output_col="y")
     kw = dict(o_min=0.0, o_max=2.0, n_min=0.0, n_max=1.0, output_col="y")
-    with pytest.raises(TypeError, match=r"vectors or numeric arrays \(is_vector=True\), received "
-                                        "double"):
+    with pytest.raises(
+        TypeError,
+        match=r"vectors or numeric arrays \(is_vector=True\), received "
+        "double",
+    ):
         MinMaxTransformer(input_col="x", **kw).transform(df)
     with pytest.raises(TypeError, match=r"numbers \(is_vector=False\), received vector"):
         MinMaxTransformer(input_col="v", is_vector=False, **kw).transform(df)
     with pytest.raises(ValueError, match="expected n_max to be set"):
-        MinMaxTransformer(o_min=0.0, o_max=1.0, n_min=0.0, input_col="x",
-                          output_col="y").transform(df)
+        MinMaxTransformer(o_min=0.0, o_max=1.0, n_min=0.0, input_col="x", output_col="y").transform(df)
     with pytest.raises(ValueError, match="expected o_min to be a finite number"):
         MinMaxTransformer(o_min=float("nan"))
 
@@ -185,8 +196,7 @@ def test_min_max_errors(spark):
 
 
 def test_binary_label(spark):
-    df = spark.createDataFrame([(0, "s", 1), (1, "b", 0), (2, None, None)],
-                               "id int, Label string, flag int")
+    df = spark.createDataFrame([(0, "s", 1), (1, "b", 0), (2, None, None)], "id int, Label string, flag int")
     out = BinaryLabelTransformer(input_col="Label", output_col="label", label="s").transform(df)
     assert _vectors(_column(out, "label")) == [[0.0, 1.0], [1.0, 0.0], None]
     out = BinaryLabelTransformer(input_col="flag", output_col="label", label=1).transform(df)
@@ -198,8 +208,11 @@ def test_binary_label(spark):
 
 def test_binary_label_errors(spark):
     df = spark.createDataFrame([("s", [1.0])], ["Label", "arr"])
-    with pytest.raises(TypeError, match="expected a label of the same kind as column 'Label' "
-                                        r"\(string\), received 1 \(int\)"):
+    with pytest.raises(
+        TypeError,
+        match="expected a label of the same kind as column 'Label' "
+        r"\(string\), received 1 \(int\)",
+    ):
         BinaryLabelTransformer(input_col="Label", output_col="y", label=1).transform(df)
     with pytest.raises(TypeError, match="strings, numbers or booleans, received array<double>"):
         BinaryLabelTransformer(input_col="arr", output_col="y", label=1).transform(df)
@@ -233,8 +246,7 @@ def test_standard_transformer_one_pass(spark, monkeypatch):
 
 def test_standard_transformer_errors(spark):
     df = spark.createDataFrame([(1.0, 2.0, "x"), (1.0, 3.0, "y")], ["c", "d", "s"])
-    with pytest.raises(ValueError, match="column 'c' to have a positive, finite standard "
-                                         "deviation, received std=0.0"):
+    with pytest.raises(ValueError, match="column 'c' to have a positive, finite standard deviation, received std=0.0"):
         StandardTransformer(columns=["d", "c"]).transform(df)
     with pytest.raises(TypeError, match="column 's' to hold numbers, received string"):
         StandardTransformer(columns=["s"]).transform(df)
@@ -249,8 +261,7 @@ def test_standard_transformer_errors(spark):
 
 def test_dense_transformer(spark):
     df = spark.createDataFrame(
-        [(0, Vectors.sparse(4, {1: 2.0, 3: -1.0})), (1, Vectors.dense([1.0, 0.0, 0.0, 5.0])),
-         (2, None)],
+        [(0, Vectors.sparse(4, {1: 2.0, 3: -1.0})), (1, Vectors.dense([1.0, 0.0, 0.0, 5.0])), (2, None)],
         StructType([StructField("id", IntegerType()), StructField("features", VectorUDT())]),
     )
     out = _column(DenseTransformer(input_col="features", output_col="d").transform(df), "d")
@@ -260,8 +271,7 @@ def test_dense_transformer(spark):
 
 def test_dense_transformer_error(spark):
     df = spark.createDataFrame([([1.0],)], ["features"])
-    with pytest.raises(TypeError, match="expected column 'features' to hold vectors, received "
-                                        "array<double>"):
+    with pytest.raises(TypeError, match="expected column 'features' to hold vectors, received array<double>"):
         DenseTransformer(input_col="features", output_col="d").transform(df)
 
 
@@ -275,11 +285,9 @@ def test_reshape(spark):
     )
     out = ReshapeTransformer(input_col="features", output_col="m", shape=(3, 4)).transform(df)
     assert out.schema["m"].dataType.simpleString() == "array<array<double>>"
-    assert _column(out, "m") == [[[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0],
-                                  [8.0, 9.0, 10.0, 11.0]]]
+    assert _column(out, "m") == [[[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0], [8.0, 9.0, 10.0, 11.0]]]
     out = ReshapeTransformer(input_col="arr", output_col="t", shape=[2, 3, 2]).transform(df)
-    assert _column(out, "t") == [[[[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]],
-                                  [[6.0, 7.0], [8.0, 9.0], [10.0, 11.0]]]]
+    assert _column(out, "t") == [[[[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], [[6.0, 7.0], [8.0, 9.0], [10.0, 11.0]]]]
     out = ReshapeTransformer(input_col="arr", output_col="f", shape=(12,)).transform(df)
     assert _column(out, "f") == [[float(i) for i in range(12)]]
 
@@ -287,8 +295,11 @@ def test_reshape(spark):
 def test_reshape_errors(spark):
     df = spark.createDataFrame([(Vectors.dense([1.0, 2.0, 3.0]), "s")], ["features", "s"])
     t = ReshapeTransformer(input_col="features", output_col="m", shape=(2, 2))
-    with pytest.raises(Exception, match=r"expected vectors of length 4 \(shape \(2, 2\)\).*"
-                                        "received length 3"):
+    with pytest.raises(
+        Exception,
+        match=r"expected vectors of length 4 \(shape \(2, 2\)\).*"
+        "received length 3",
+    ):
         t.transform(df).collect()
     with pytest.raises(TypeError, match="vectors or numeric arrays, received string"):
         ReshapeTransformer(input_col="s", output_col="m", shape=(1,)).transform(df)
@@ -302,23 +313,26 @@ def test_reshape_errors(spark):
 def _all_transformers():
     return [
         (OneHotTransformer(output_dim=3, input_col="label_index", output_col="onehot"), "onehot"),
-        (LabelIndexTransformer(output_dim=3, activation_threshold=0.45, default_index=2),
-         "prediction_index"),
-        (MinMaxTransformer(o_min=0.0, o_max=4.0, n_min=-1.0, n_max=1.0, input_col="prediction",
-                           output_col="scaled"), "scaled"),
+        (LabelIndexTransformer(output_dim=3, activation_threshold=0.45, default_index=2), "prediction_index"),
+        (
+            MinMaxTransformer(o_min=0.0, o_max=4.0, n_min=-1.0, n_max=1.0, input_col="prediction", output_col="scaled"),
+            "scaled",
+        ),
         (BinaryLabelTransformer(input_col="label_index", output_col="binary", label=2.0), "binary"),
         (StandardTransformer(columns=["label_index"], suffix="_z"), "label_index_z"),
         (DenseTransformer(input_col="prediction", output_col="dense"), "dense"),
-        (ReshapeTransformer(input_col="prediction", output_col="reshaped", shape=(3, 1)),
-         "reshaped"),
+        (ReshapeTransformer(input_col="prediction", output_col="reshaped", shape=(3, 1)), "reshaped"),
     ]
 
 
 @pytest.fixture(scope="module")
 def frame(spark):
     return spark.createDataFrame(
-        [(0, 0.0, Vectors.dense([0.1, 0.7, 0.2])), (1, 2.0, Vectors.sparse(3, {2: 0.9})),
-         (2, 1.0, Vectors.dense([0.5, 0.2, 0.3]))],
+        [
+            (0, 0.0, Vectors.dense([0.1, 0.7, 0.2])),
+            (1, 2.0, Vectors.sparse(3, {2: 0.9})),
+            (2, 1.0, Vectors.dense([0.5, 0.2, 0.3])),
+        ],
         ["id", "label_index", "prediction"],
     )
 
@@ -330,6 +344,7 @@ def test_save_load_round_trip(frame, tmp_path, index):
     transformer.save(path)
     loaded = type(transformer).load(path)
     assert loaded.uid == transformer.uid
+
     def named(t):
         return {p.name: v for p, v in t.extractParamMap().items()}
 
@@ -426,8 +441,7 @@ def test_model_predictor_matches_keras(model_and_frame):
     np.testing.assert_allclose(np.array(_vectors(got)), expected, rtol=1e-5, atol=1e-6)
     # The dist-keras evaluation chain: predict -> argmax index -> accuracy.
     indexed = LabelIndexTransformer(output_dim=3).transform(out)
-    accuracy = AccuracyEvaluator(prediction_col="prediction_index",
-                                 label_col="label_index").evaluate(indexed)
+    accuracy = AccuracyEvaluator(prediction_col="prediction_index", label_col="label_index").evaluate(indexed)
     labels = np.array(_column(df, "label_index"))
     assert accuracy == pytest.approx(float(np.mean(np.argmax(expected, axis=1) == labels)))
 
@@ -444,17 +458,13 @@ def test_model_predictor_persistence_and_errors(model_and_frame, tmp_path):
     pipeline.save(str(tmp_path / "pipeline"))
     reloaded = PipelineModel.load(str(tmp_path / "pipeline"))
     assert isinstance(reloaded.stages[0], ModelPredictor)
-    assert _column(reloaded.transform(df), "prediction_index") == _column(
-        pipeline.transform(df), "prediction_index"
-    )
+    assert _column(reloaded.transform(df), "prediction_index") == _column(pipeline.transform(df), "prediction_index")
     with pytest.raises(ValueError, match="expected keras_model to be set, received nothing"):
         ModelPredictor().transform(df)
     with pytest.raises(ValueError, match="expected a column named 'missing'"):
         ModelPredictor(keras_model=model, features_col="missing").transform(df)
     with pytest.raises(TypeError, match="vectors, arrays or numbers, received string"):
-        ModelPredictor(keras_model=model, features_col="id").transform(
-            df.withColumn("id", F.col("id").cast("string"))
-        )
+        ModelPredictor(keras_model=model, features_col="id").transform(df.withColumn("id", F.col("id").cast("string")))
 
 
 def test_accuracy_evaluator_drives_cross_validator(spark):
@@ -465,8 +475,7 @@ def test_accuracy_evaluator_drives_cross_validator(spark):
     df = spark.createDataFrame(rows, ["features", "label"])
     lr = LogisticRegression(maxIter=5)
     grid = ParamGridBuilder().addGrid(lr.regParam, [0.0, 10.0]).build()
-    cv = CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=AccuracyEvaluator(),
-                        numFolds=2, seed=0)
+    cv = CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=AccuracyEvaluator(), numFolds=2, seed=0)
     model = cv.fit(df)
     assert len(model.avgMetrics) == 2
     assert all(0.0 <= m <= 1.0 for m in model.avgMetrics)

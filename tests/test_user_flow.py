@@ -96,9 +96,16 @@ def test_trainer_worker_optimizer_from_serialized_config(spark):
     serialized = keras.optimizers.serialize(keras.optimizers.SGD(learning_rate=0.1))
     model = make_dense_model()
     for _ in range(2):
-        trainer = SingleTrainer(model, worker_optimizer=serialized, loss="categorical_crossentropy",
-                                metrics=["accuracy"], features_col="features", label_col="label_oh",
-                                num_epoch=1, batch_size=16)
+        trainer = SingleTrainer(
+            model,
+            worker_optimizer=serialized,
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+            features_col="features",
+            label_col="label_oh",
+            num_epoch=1,
+            batch_size=16,
+        )
         trained = trainer.train(df)
         assert type(trained.optimizer).__name__ == "SGD"
     assert serialized["class_name"] == "SGD"
@@ -109,9 +116,17 @@ def test_adapter_importable_as_first_elephas_import():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "from elephas.ml.adapter import to_data_frame; "
-                           "from elephas.utils import to_data_frame as t; assert t is to_data_frame"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from elephas.ml.adapter import to_data_frame; "
+            "from elephas.utils import to_data_frame as t; assert t is to_data_frame",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -140,7 +155,8 @@ def test_upstream_mode_and_frequency_enums(spark, blobs):
 
     x, y = blobs
     history = SparkModel(make_dense_model(), mode=Mode.ASYNCHRONOUS, frequency=Frequency.BATCH).fit(
-        x, y, epochs=1, batch_size=32)
+        x, y, epochs=1, batch_size=32
+    )
     assert len(history.history["loss"]) == 1
 
 
@@ -178,7 +194,8 @@ def test_terminate_on_nan_stops_training_like_keras(spark, blobs, mode):
     x, y = _nan_data(blobs)
     model = make_dense_model()
     history = SparkModel(model, mode=mode).fit(
-        x, y, epochs=3, batch_size=32, callbacks=[keras.callbacks.TerminateOnNaN()])
+        x, y, epochs=3, batch_size=32, callbacks=[keras.callbacks.TerminateOnNaN()]
+    )
     assert len(history.history["loss"]) == 1
     assert np.isnan(history.history["loss"][0])
     assert all(np.isfinite(w).all() for w in model.get_weights())
@@ -236,10 +253,12 @@ def test_layer_registered_in_main_works_on_executors(mode):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     env.pop("PYSPARK_GATEWAY_PORT", None)
     env.pop("PYSPARK_GATEWAY_SECRET", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-                                        if p and Path(p).resolve() != script.parent)  # not importable there
-    run = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=600,
-                         cwd=str(script.parent.parent))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != script.parent
+    )  # not importable there
+    run = subprocess.run(
+        [sys.executable, str(script), mode], capture_output=True, text=True, timeout=600, cwd=str(script.parent.parent)
+    )
     tail = run.stdout[-2000:] + "\n--- stderr ---\n" + run.stderr[-5000:]
     assert run.returncode == 0, tail
     assert "RESULT fit=2 predict=200" in run.stdout and "transform=200" in run.stdout, tail
@@ -271,9 +290,11 @@ def test_worker_framework_import_writes_nothing_to_stderr():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    code = ("from elephas.engine.runtime import WorkerRuntime, prepare_worker; "
-            "prepare_worker(WorkerRuntime('tensorflow', 1)); import keras; "
-            "keras.layers.Dense(2)(keras.ops.ones((1, 3))); print('ok')")
+    code = (
+        "from elephas.engine.runtime import WorkerRuntime, prepare_worker; "
+        "prepare_worker(WorkerRuntime('tensorflow', 1)); import keras; "
+        "keras.layers.Dense(2)(keras.ops.ones((1, 3))); print('ok')"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-3000:]
     assert "oneDNN" not in run.stderr and "absl::InitializeLog" not in run.stderr, run.stderr[-3000:]

@@ -13,8 +13,7 @@ def linear(kernel):
     import keras
 
     kernel = np.asarray(kernel, dtype="float32")
-    model = keras.Sequential([keras.Input((kernel.shape[0],)),
-                              keras.layers.Dense(kernel.shape[1], use_bias=False)])
+    model = keras.Sequential([keras.Input((kernel.shape[0],)), keras.layers.Dense(kernel.shape[1], use_bias=False)])
     model.set_weights([kernel])
     return model
 
@@ -55,8 +54,7 @@ def test_binary_single_column_outputs():
     models = [linear([[0.9], [0.2]]), linear([[0.6], [0.7]]), linear([[0.1], [0.45]])]
     x = np.eye(2, dtype="float32")
     assert VotingModel(models, "hard").predict(x).tolist() == [1, 0]
-    np.testing.assert_allclose(VotingModel(models, "soft").predict_proba(x).ravel(),
-                               [1.6 / 3, 1.35 / 3], rtol=1e-6)
+    np.testing.assert_allclose(VotingModel(models, "soft").predict_proba(x).ravel(), [1.6 / 3, 1.35 / 3], rtol=1e-6)
     assert VotingModel(models, "soft").predict(x).tolist() == [1, 0]
 
 

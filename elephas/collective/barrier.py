@@ -18,8 +18,9 @@ HOST_ENV_VAR = "ELEPHAS_COLLECTIVE_HOST"
 """Overrides the address a task advertises to the other tasks (e.g. a specific interface)."""
 
 
-def open_reducer(kind: str, barrier_context: Any, secret: bytes | str, *, host: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT_S) -> Reducer:
+def open_reducer(
+    kind: str, barrier_context: Any, secret: bytes | str, *, host: str | None = None, timeout: float = DEFAULT_TIMEOUT_S
+) -> Reducer:
     """Open a reducer among the tasks of the current barrier stage.
 
     Binds a listener on an OS-assigned port of this executor's address, exchanges every rank's
@@ -66,5 +67,6 @@ def open_reducer(kind: str, barrier_context: Any, secret: bytes | str, *, host: 
     except BaseException:
         listener.close()
         raise
-    return cls(rank, world, addresses, secret, listener=listener if world > 1 else None, session=session,
-               timeout=timeout)
+    return cls(
+        rank, world, addresses, secret, listener=listener if world > 1 else None, session=session, timeout=timeout
+    )

@@ -86,7 +86,7 @@ class Layout:
         out = []
         for shape, dtype, offset in zip(self.shapes, self.dtypes, self.offsets):
             count = int(np.prod(shape, dtype=np.int64))
-            out.append(flat[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape))
+            out.append(flat[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape))
         return out
 
     def add(self, flat: np.ndarray, incoming: np.ndarray, start: int) -> None:
@@ -100,7 +100,7 @@ class Layout:
             lo, hi = max(start, offset), min(stop, end)
             if lo < hi:
                 target = flat[lo:hi].view(dtype)
-                np.add(target, incoming[lo - start:hi - start].view(dtype), out=target)
+                np.add(target, incoming[lo - start : hi - start].view(dtype), out=target)
 
 
 class Reducer:
@@ -141,9 +141,11 @@ class Reducer:
             RuntimeError: The reducer was closed or broken by an earlier error.
         """
         if self._closed or self._broken is not None:
-            raise RuntimeError(f"Expected an open reducer, received one that is "
-                               f"{'closed' if self._closed else 'broken by: ' + repr(self._broken)}. "
-                               "Open a new reducer (a new stage attempt).")
+            raise RuntimeError(
+                f"Expected an open reducer, received one that is "
+                f"{'closed' if self._closed else 'broken by: ' + repr(self._broken)}. "
+                "Open a new reducer (a new stage attempt)."
+            )
         layout = Layout.of(arrays)
         flat = layout.pack(arrays)
         self.round += 1
@@ -188,8 +190,16 @@ class HubReducer(Reducer):
         [1.0, 1.0]
     """
 
-    def __init__(self, rank: int, world: int, addresses: Sequence[str], secret: bytes | str,
-                 listener: socket.socket | None = None, session: str = "", timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        rank: int,
+        world: int,
+        addresses: Sequence[str],
+        secret: bytes | str,
+        listener: socket.socket | None = None,
+        session: str = "",
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         super().__init__(rank, world, timeout)
         signer = Signer(secret)
         self._peers: dict[int, wire.Channel] = {}
@@ -249,8 +259,16 @@ class RingReducer(Reducer):
         [0, 1, 2]
     """
 
-    def __init__(self, rank: int, world: int, addresses: Sequence[str], secret: bytes | str,
-                 listener: socket.socket | None = None, session: str = "", timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        rank: int,
+        world: int,
+        addresses: Sequence[str],
+        secret: bytes | str,
+        listener: socket.socket | None = None,
+        session: str = "",
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         super().__init__(rank, world, timeout)
         signer = Signer(secret)
         self._right: wire.Channel | None = None
@@ -283,21 +301,23 @@ class RingReducer(Reducer):
 
         def chunk(i: int) -> np.ndarray:
             i %= k
-            return flat[bounds[i]:bounds[i + 1]]
+            return flat[bounds[i] : bounds[i + 1]]
 
         for step in range(k - 1):  # reduce-scatter: afterwards this rank holds chunk rank+1 summed
             sending = self._sender.submit(self._right.send, wire.KIND_SCATTER, r, step, chunk(self.rank - step), digest)
             i = (self.rank - step - 1) % k
-            target = incoming[:bounds[i + 1] - bounds[i]]
+            target = incoming[: bounds[i + 1] - bounds[i]]
             self._receive(sending, wire.KIND_SCATTER, step, target, digest)
             layout.add(flat, target, bounds[i])
         for step in range(k - 1):  # all-gather: pass the summed chunks around
-            sending = self._sender.submit(self._right.send, wire.KIND_GATHER, r, step,
-                                          chunk(self.rank + 1 - step), digest)
+            sending = self._sender.submit(
+                self._right.send, wire.KIND_GATHER, r, step, chunk(self.rank + 1 - step), digest
+            )
             self._receive(sending, wire.KIND_GATHER, step, chunk(self.rank - step), digest)
 
-    def _receive(self, sending: concurrent.futures.Future, kind: int, step: int, out: np.ndarray,
-                 digest: bytes) -> None:
+    def _receive(
+        self, sending: concurrent.futures.Future, kind: int, step: int, out: np.ndarray, digest: bytes
+    ) -> None:
         try:
             self._left.recv_into(kind, self.round, step, out, digest)
         except BaseException:

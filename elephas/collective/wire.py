@@ -43,8 +43,13 @@ KIND_PUSH = 2
 KIND_RESULT = 3
 KIND_SCATTER = 4
 KIND_GATHER = 5
-KIND_NAMES = {KIND_HELLO: "hello", KIND_PUSH: "push", KIND_RESULT: "result", KIND_SCATTER: "reduce-scatter",
-              KIND_GATHER: "all-gather"}
+KIND_NAMES = {
+    KIND_HELLO: "hello",
+    KIND_PUSH: "push",
+    KIND_RESULT: "result",
+    KIND_SCATTER: "reduce-scatter",
+    KIND_GATHER: "all-gather",
+}
 NO_DIGEST = b"\0" * 8
 
 
@@ -64,8 +69,9 @@ class Channel:
         timeout: Seconds a single send or receive may block.
     """
 
-    def __init__(self, sock: socket.socket, local: int, peer: int, signer: Signer, session: str,
-                 timeout: float) -> None:
+    def __init__(
+        self, sock: socket.socket, local: int, peer: int, signer: Signer, session: str, timeout: float
+    ) -> None:
         self.sock = sock
         self.local = local
         self.peer = peer
@@ -116,16 +122,19 @@ class Channel:
         header = bytearray(FRAME.size)
         try:
             if not recv_exactly(self.sock, memoryview(header)):
-                raise CollectiveError(f"Expected a {KIND_NAMES[kind]} frame of round {round_} from rank "
-                                      f"{self.peer}, received end of stream: rank {self.peer} closed the "
-                                      "connection (its task failed or finished early).")
+                raise CollectiveError(
+                    f"Expected a {KIND_NAMES[kind]} frame of round {round_} from rank "
+                    f"{self.peer}, received end of stream: rank {self.peer} closed the "
+                    "connection (its task failed or finished early)."
+                )
             got = FRAME.unpack(header)
             want = (MAGIC, PROTOCOL_VERSION, kind, step, self.peer, self.local, round_, len(view), digest)
             if got != want:
                 raise CollectiveError(
                     f"Expected frame (magic, version, kind, step, sender, receiver, round, length, layout) = "
                     f"{want}, received {got} from rank {self.peer}. The ranks disagree on the round or on "
-                    "the arrays' shapes and dtypes, or the frame belongs to another stage.")
+                    "the arrays' shapes and dtypes, or the frame belongs to another stage."
+                )
             mac = self._signer.body_mac(self._session, str(round_), FRAME.size + len(view))
             mac.feed(header)
             done = 0
@@ -146,22 +155,36 @@ class Channel:
             raise self._failure("receive", kind, round_, exc) from exc
         expected = self._tag(kind, round_, step, self.peer, self.local, None, mac)
         if not hmac.compare_digest(expected, bytes(tag)):
-            raise AuthenticationError(f"Expected a {KIND_NAMES[kind]} frame from rank {self.peer} signed with "
-                                      "this stage's secret, received one whose tag does not match.")
+            raise AuthenticationError(
+                f"Expected a {KIND_NAMES[kind]} frame from rank {self.peer} signed with "
+                "this stage's secret, received one whose tag does not match."
+            )
 
-    def _tag(self, kind: int, round_: int, step: int, sender: int, receiver: int,
-             segments: Sequence[Buffer] | None, mac: object = None) -> bytes:
+    def _tag(
+        self,
+        kind: int,
+        round_: int,
+        step: int,
+        sender: int,
+        receiver: int,
+        segments: Sequence[Buffer] | None,
+        mac: object = None,
+    ) -> bytes:
         path = f"/{kind}/{step}/{sender}/{receiver}"
         return bytes.fromhex(self._signer.tag(METHOD, path, self._session, str(round_), segments or b"", mac))
 
     def _failure(self, what: str, kind: int, round_: int, exc: OSError) -> CollectiveError:
         if isinstance(exc, TimeoutError) or exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-            return CollectiveError(f"Expected to {what} a {KIND_NAMES[kind]} frame of round {round_} "
-                                   f"{'to' if what == 'send' else 'from'} rank {self.peer} within "
-                                   f"{self.timeout:g} s, received nothing in that time: rank {self.peer} "
-                                   "is stuck or gone. Raise the reducer's timeout if its rounds are slow.")
-        return CollectiveError(f"Could not {what} a {KIND_NAMES[kind]} frame of round {round_} "
-                               f"{'to' if what == 'send' else 'from'} rank {self.peer}: {exc}.")
+            return CollectiveError(
+                f"Expected to {what} a {KIND_NAMES[kind]} frame of round {round_} "
+                f"{'to' if what == 'send' else 'from'} rank {self.peer} within "
+                f"{self.timeout:g} s, received nothing in that time: rank {self.peer} "
+                "is stuck or gone. Raise the reducer's timeout if its rounds are slow."
+            )
+        return CollectiveError(
+            f"Could not {what} a {KIND_NAMES[kind]} frame of round {round_} "
+            f"{'to' if what == 'send' else 'from'} rank {self.peer}: {exc}."
+        )
 
     def check_hello(self, header: bytearray) -> None:
         """Check a hello whose header was already read (reads and checks its tag)."""
@@ -175,8 +198,9 @@ class Channel:
         if not recv_exactly(self.sock, memoryview(tag)):
             raise CollectiveError("Connection closed before the hello's tag.")
         if not hmac.compare_digest(self._tag(KIND_HELLO, 0, 0, self.peer, self.local, None, mac), bytes(tag)):
-            raise AuthenticationError("Expected a hello signed with this stage's secret, received one whose tag "
-                                      "does not match.")
+            raise AuthenticationError(
+                "Expected a hello signed with this stage's secret, received one whose tag does not match."
+            )
 
     def close(self) -> None:
         """Shut the socket down (wakes a thread blocked on it) and close it."""
@@ -205,16 +229,19 @@ def connect(address: str, local: int, peer: int, signer: Signer, session: str, t
             break
         except OSError as exc:
             if time.monotonic() >= deadline:
-                raise CollectiveError(f"Expected to reach rank {peer} at {address} within {timeout:g} s, "
-                                      f"received: {exc}. Check that executors can reach each other.") from exc
+                raise CollectiveError(
+                    f"Expected to reach rank {peer} at {address} within {timeout:g} s, "
+                    f"received: {exc}. Check that executors can reach each other."
+                ) from exc
             time.sleep(0.05)
     channel = Channel(sock, local, peer, signer, session, timeout)
     channel.send(KIND_HELLO, 0, 0, b"")
     return channel
 
 
-def accept(listener: socket.socket, local: int, peers: set[int], signer: Signer, session: str,
-           timeout: float) -> dict[int, Channel]:
+def accept(
+    listener: socket.socket, local: int, peers: set[int], signer: Signer, session: str, timeout: float
+) -> dict[int, Channel]:
     """Accept one signed connection from each rank in ``peers``.
 
     A connection whose hello is not a valid frame from an expected rank of this session is closed
@@ -232,9 +259,11 @@ def accept(listener: socket.socket, local: int, peers: set[int], signer: Signer,
         while len(channels) < len(peers):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise CollectiveError(f"Expected connections from ranks {sorted(peers)} within {timeout:g} s, "
-                                      f"received them from {sorted(channels)}. A task of the stage is stuck or "
-                                      "cannot reach this executor.")
+                raise CollectiveError(
+                    f"Expected connections from ranks {sorted(peers)} within {timeout:g} s, "
+                    f"received them from {sorted(channels)}. A task of the stage is stuck or "
+                    "cannot reach this executor."
+                )
             listener.settimeout(left)
             try:
                 sock, _ = listener.accept()
@@ -250,8 +279,9 @@ def accept(listener: socket.socket, local: int, peers: set[int], signer: Signer,
     return channels
 
 
-def _hello(sock: socket.socket, local: int, expected: set[int], signer: Signer, session: str,
-           wait: float, timeout: float) -> Channel | None:
+def _hello(
+    sock: socket.socket, local: int, expected: set[int], signer: Signer, session: str, wait: float, timeout: float
+) -> Channel | None:
     """Read and check, within ``wait`` seconds, the hello of a new connection; ``None`` (connection
     closed) if it fails, else the channel with the per-operation ``timeout``."""
     header = bytearray(FRAME.size)

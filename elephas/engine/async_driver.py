@@ -28,9 +28,16 @@ from .worker import WindowPlan, master_learning_rate
 logger = logging.getLogger(__name__)
 
 
-def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
-                     callbacks: list[Any] | None = None, validation: Validation | None = None,
-                     sample: Any = None) -> Any:
+def fit_asynchronous(
+    sc: Any,
+    model: Any,
+    spec: ModelSpec,
+    blocks: Any,
+    settings: TrainingSettings,
+    callbacks: list[Any] | None = None,
+    validation: Validation | None = None,
+    sample: Any = None,
+) -> Any:
     """Train ``model`` asynchronously with ``settings.strategy`` through a parameter server.
 
     Returns:
@@ -41,8 +48,16 @@ def fit_asynchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings
         return _fit_staged(sc, model, spec, staged, settings, callbacks, validation, sample)
 
 
-def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, settings: TrainingSettings,
-                callbacks: list[Any] | None, validation: Validation | None, sample: Any) -> Any:
+def _fit_staged(
+    sc: Any,
+    model: Any,
+    spec: ModelSpec,
+    staged: StagedBlocks,
+    settings: TrainingSettings,
+    callbacks: list[Any] | None,
+    validation: Validation | None,
+    sample: Any,
+) -> Any:
     strategy = settings.strategy
     sizes = staged.sizes
     total = sum(sizes)
@@ -55,36 +70,65 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
     plan = WindowPlan(settings.batch_size, frequency, settings.shuffle, settings.seed)
     srv = settings.server
     group = f"elephas-{uuid.uuid4().hex[:12]}"
-    server = ParameterServer(model.get_weights(), strategy, mode=srv.get("transport", "http"),
-                             host=srv.get("host"), port=int(srv.get("port", 0)),
-                             driver_host=srv.get("driver_host"),
-                             compression=srv.get("compression", "none"),
-                             client_timeout_s=float(srv.get("timeout", 60.0)),
-                             driver_bind_address=srv.get("driver_bind_address"), expected_workers=len(sizes))
+    server = ParameterServer(
+        model.get_weights(),
+        strategy,
+        mode=srv.get("transport", "http"),
+        host=srv.get("host"),
+        port=int(srv.get("port", 0)),
+        driver_host=srv.get("driver_host"),
+        compression=srv.get("compression", "none"),
+        client_timeout_s=float(srv.get("timeout", 60.0)),
+        driver_bind_address=srv.get("driver_bind_address"),
+        expected_workers=len(sizes),
+    )
     with server:
         client_config = server.client_config()
         state = server.state
-        logger.info("%s training: %d partitions (%d rows), parameter server at %s (%s)",
-                    strategy.name, len(sizes), total, server.address, server.mode)
+        logger.info(
+            "%s training: %d partitions (%d rows), parameter server at %s (%s)",
+            strategy.name,
+            len(sizes),
+            total,
+            server.address,
+            server.mode,
+        )
 
         def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
             if state.set_center(model.get_weights()):  # a callback (BackupAndRestore) set the weights
                 logger.info("epoch %d starts from the driver model's weights set by a callback", epoch + 1)
-            fn = guard(make_async_epoch_fn(spec, settings.runtime, client_config, plan, strategy,
-                                           epoch, master_learning_rate(model),
-                                           background_push=bool(srv.get("background_push"))))
+            fn = guard(
+                make_async_epoch_fn(
+                    spec,
+                    settings.runtime,
+                    client_config,
+                    plan,
+                    strategy,
+                    epoch,
+                    master_learning_rate(model),
+                    background_push=bool(srv.get("background_push")),
+                )
+            )
             watcher = EpochProgress(state, epoch, total, progress)
-            sc.setJobGroup(group, f"elephas: epoch {epoch + 1}/{settings.epochs} ({strategy.name}, "
-                                  f"{len(sizes)} workers, window {frequency})", True)
+            sc.setJobGroup(
+                group,
+                f"elephas: epoch {epoch + 1}/{settings.epochs} ({strategy.name}, "
+                f"{len(sizes)} workers, window {frequency})",
+                True,
+            )
             try:
                 stage = with_profile(staged.rdd.mapPartitionsWithIndex(fn), settings.profile)
                 finished = run_job(stage.collect, "Training")
                 missing = sorted(m.partition for m in finished if isinstance(m, Missing))
                 if missing:  # staged files not on the executor that ran the task: train from Spark
-                    logger.info("epoch %d: %d staged block(s) not found on their executor; reading "
-                                "them from Spark instead", epoch + 1, len(missing))
+                    logger.info(
+                        "epoch %d: %d staged block(s) not found on their executor; reading them from Spark instead",
+                        epoch + 1,
+                        len(missing),
+                    )
                     finished = [f for f in finished if not isinstance(f, Missing)] + staged.rerun(
-                        fn, missing, "Training")
+                        fn, missing, "Training"
+                    )
             except BaseException:
                 sc.cancelJobGroup(group)
                 raise
@@ -102,11 +146,18 @@ def _fit_staged(sc: Any, model: Any, spec: ModelSpec, staged: StagedBlocks, sett
             return merged.means()
 
         validate = make_validate(sc, model, spec, settings, validation, sample)
-        history = run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, total,
-                             validate, initial_epoch=settings.initial_epoch)
+        history = run_epochs(
+            model,
+            settings.epochs,
+            callbacks,
+            settings.verbose,
+            run_epoch,
+            total,
+            validate,
+            initial_epoch=settings.initial_epoch,
+        )
         # Per-window records (worker id, epoch, samples, metrics, timestamp, staleness) of the
         # successful attempts, for per-worker views such as the trainers' get_history().
         history.window_records = [r.to_dict() for r in state.records()]
-        logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items()
-                                                   if k != "workers"})
+        logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items() if k != "workers"})
     return history

@@ -28,9 +28,16 @@ def attempt_id() -> str:
     return f"{ctx.stageId()}.{ctx.partitionId()}.{ctx.attemptNumber()}:{ctx.taskAttemptId()}"
 
 
-def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: dict[str, Any],
-                        plan: WindowPlan, strategy: Strategy, epoch: int,
-                        learning_rate: float | None = None, background_push: bool = False):
+def make_async_epoch_fn(
+    spec: ModelSpec,
+    runtime: WorkerRuntime,
+    client_config: dict[str, Any],
+    plan: WindowPlan,
+    strategy: Strategy,
+    epoch: int,
+    learning_rate: float | None = None,
+    background_push: bool = False,
+):
     """Build the task function of one asynchronous epoch.
 
     Every task trains its partition (a block, or a staged block handle) window by window against
@@ -79,10 +86,15 @@ def make_async_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, client_config: 
                     center = None
                     if strategy.needs_center_pull:
                         center, version = client.pull()
-                    update, continue_from = strategy.worker_update(
-                        weights, start, center, plan.batches(len(idx)))
-                    push = {"worker_id": str(part), "attempt_id": attempt, "version_seen": version,
-                            "samples": int(len(idx)), "metrics": logs, "epoch": epoch}
+                    update, continue_from = strategy.worker_update(weights, start, center, plan.batches(len(idx)))
+                    push = {
+                        "worker_id": str(part),
+                        "attempt_id": attempt,
+                        "version_seen": version,
+                        "samples": int(len(idx)),
+                        "metrics": logs,
+                        "epoch": epoch,
+                    }
                     if exchange is None:
                         if strategy.pull_after_push:  # one request: push, answered with C
                             _, start, version = client.push_and_pull(update, **push)

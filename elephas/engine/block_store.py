@@ -98,10 +98,14 @@ def read_block(handle: StagedBlock) -> Block | None:
         return handle.partition, [], []
     path = block_dir(handle.store_id, handle.partition)
     try:
-        xs = [np.asarray(np.load(os.path.join(path, f"x{i}.npy"), mmap_mode="r", allow_pickle=False))
-              for i in range(handle.inputs)]
-        ys = [np.asarray(np.load(os.path.join(path, f"y{j}.npy"), mmap_mode="r", allow_pickle=False))
-              for j in range(handle.outputs)]
+        xs = [
+            np.asarray(np.load(os.path.join(path, f"x{i}.npy"), mmap_mode="r", allow_pickle=False))
+            for i in range(handle.inputs)
+        ]
+        ys = [
+            np.asarray(np.load(os.path.join(path, f"y{j}.npy"), mmap_mode="r", allow_pickle=False))
+            for j in range(handle.outputs)
+        ]
     except (OSError, ValueError):
         return None
     if any(int(a.shape[0]) != handle.rows for a in xs + ys):
@@ -163,8 +167,7 @@ class StagedBlocks:
         handles = run_job(self.rdd.collect, "Data loading")
         self.sizes = [h.rows for h in sorted(handles, key=lambda h: h.partition)]
         self.store_ids = sorted({h.store_id for h in handles} | {store_id})
-        logger.debug("staged %d blocks (%d rows) as store(s) %s", len(handles), sum(self.sizes),
-                     self.store_ids)
+        logger.debug("staged %d blocks (%d rows) as store(s) %s", len(handles), sum(self.sizes), self.store_ids)
 
     def rerun(self, fn: Any, partitions: list[int], what: str) -> list[Any]:
         """Run ``fn`` (a ``mapPartitionsWithIndex`` function) on ``partitions`` of :attr:`source`.
@@ -179,8 +182,10 @@ class StagedBlocks:
         items = run_job(lambda: rdd.context.runJob(rdd, lambda it: list(it), partitions=sorted(partitions)), what)
         for item in items:
             if isinstance(item, Missing):
-                raise RuntimeError(f"The block of partition {item.partition} could not be staged "
-                                   "in the executor's local directory (SPARK_LOCAL_DIRS).")
+                raise RuntimeError(
+                    f"The block of partition {item.partition} could not be staged "
+                    "in the executor's local directory (SPARK_LOCAL_DIRS)."
+                )
         return items
 
     def close(self) -> None:

@@ -35,8 +35,12 @@ class ModelIO:
         """Read the shapes of a built Keras model."""
         ins = [tuple(t.shape[1:]) for t in model.inputs]
         outs = [tuple(t.shape[1:]) for t in model.outputs]
-        return cls(tuple(ins), tuple(outs), tuple(t.name for t in model.inputs),
-                   tuple(getattr(model, "output_names", None) or [t.name for t in model.outputs]))
+        return cls(
+            tuple(ins),
+            tuple(outs),
+            tuple(t.name for t in model.inputs),
+            tuple(getattr(model, "output_names", None) or [t.name for t in model.outputs]),
+        )
 
 
 def to_array(value: Any) -> np.ndarray:
@@ -53,10 +57,14 @@ def _split_multi(value: Any, n: int, what: str) -> list[Any]:
     if n == 1:
         return [value]
     if not isinstance(value, (list, tuple)) or len(value) != n:
-        got = f"{type(value).__name__} of length {len(value)}" if isinstance(value, (list, tuple)) \
+        got = (
+            f"{type(value).__name__} of length {len(value)}"
+            if isinstance(value, (list, tuple))
             else type(value).__name__
-        raise ValueError(f"The model has {n} {what}s, so each row's {what} must be a list or tuple "
-                         f"of {n} arrays. Received: {got}.")
+        )
+        raise ValueError(
+            f"The model has {n} {what}s, so each row's {what} must be a list or tuple of {n} arrays. Received: {got}."
+        )
     return list(value)
 
 
@@ -81,8 +89,7 @@ def stack_rows(rows: Sequence[Any], io: ModelIO, labels: bool) -> tuple[list[np.
     if labels:
         feats = [_split_multi(r[0], n_in, "input") for r in rows]
         labs = [_split_multi(r[1], n_out, "output") for r in rows]
-        ys = [conform(np.stack([to_array(lab[j]) for lab in labs]), (), float_cast=False)
-              for j in range(n_out)]
+        ys = [conform(np.stack([to_array(lab[j]) for lab in labs]), (), float_cast=False) for j in range(n_out)]
     else:
         feats = [_split_multi(r, n_in, "input") for r in rows]
         ys = None
@@ -150,23 +157,22 @@ def as_list(arrays: Any, n: int, what: str) -> list[np.ndarray]:
         raise ValueError(f"Pass {what}s as a list in the model's order, not a dict.")
     if n == 1 and not isinstance(arrays, (list, tuple)):
         return [np.asarray(arrays)]
-    if isinstance(arrays, (list, tuple)) and len(arrays) == n and all(
-            hasattr(a, "shape") for a in arrays):
+    if isinstance(arrays, (list, tuple)) and len(arrays) == n and all(hasattr(a, "shape") for a in arrays):
         return [np.asarray(a) for a in arrays]
     if n == 1:
         return [np.asarray(arrays)]
-    raise ValueError(f"The model has {n} {what}s. Expected a list of {n} arrays. "
-                     f"Received: {type(arrays).__name__}.")
+    raise ValueError(f"The model has {n} {what}s. Expected a list of {n} arrays. Received: {type(arrays).__name__}.")
 
 
-def blocks_from_numpy(sc: Any, xs: list[np.ndarray], ys: list[np.ndarray] | None, io: ModelIO,
-                      num_slices: int) -> Any:
+def blocks_from_numpy(sc: Any, xs: list[np.ndarray], ys: list[np.ndarray] | None, io: ModelIO, num_slices: int) -> Any:
     """Split numpy arrays into ``num_slices`` contiguous blocks and parallelize them."""
     n = int(xs[0].shape[0])
     for a in xs + (ys or []):
         if a.shape[0] != n:
-            raise ValueError("All input and label arrays must have the same number of rows. "
-                             f"Received: row counts {[int(b.shape[0]) for b in xs + (ys or [])]}.")
+            raise ValueError(
+                "All input and label arrays must have the same number of rows. "
+                f"Received: row counts {[int(b.shape[0]) for b in xs + (ys or [])]}."
+            )
     xs = [conform(a, s) for a, s in zip(xs, io.input_shapes)]
     blocks = []
     for pid, (a, b) in enumerate(split_evenly(n, num_slices)):
@@ -187,18 +193,19 @@ def arrow_to_numpy(column: Any) -> np.ndarray:
     n = len(column)
     shape: list[int] = [n]
     arr = column
-    while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) \
-            or pa.types.is_fixed_size_list(arr.type):
+    while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
         if arr.null_count:
             raise ValueError("Feature arrays must not contain nulls.")
         offsets = None if pa.types.is_fixed_size_list(arr.type) else arr.offsets.to_numpy()
         if offsets is not None:
             lengths = np.diff(offsets)
             if len(lengths) and not np.all(lengths == lengths[0]):
-                raise ValueError("All rows of an array column must have the same length. Received "
-                                 f"lengths from {int(lengths.min())} to {int(lengths.max())}.")
+                raise ValueError(
+                    "All rows of an array column must have the same length. Received "
+                    f"lengths from {int(lengths.min())} to {int(lengths.max())}."
+                )
             width = int(lengths[0]) if len(lengths) else 0
-            arr = arr.values[offsets[0]:offsets[-1]] if len(offsets) else arr.values
+            arr = arr.values[offsets[0] : offsets[-1]] if len(offsets) else arr.values
         else:
             width = arr.type.list_size
             arr = arr.flatten()
@@ -227,8 +234,14 @@ def prepare_dataframe(df: Any, columns: Sequence[str]) -> Any:
     return df.select(*exprs)
 
 
-def blocks_from_dataframe(df: Any, feature_cols: Sequence[str], label_cols: Sequence[str] | None,
-                          io: ModelIO, one_hot: int | None = None, store_id: str | None = None) -> Any:
+def blocks_from_dataframe(
+    df: Any,
+    feature_cols: Sequence[str],
+    label_cols: Sequence[str] | None,
+    io: ModelIO,
+    one_hot: int | None = None,
+    store_id: str | None = None,
+) -> Any:
     """Stack each DataFrame partition into a block through Arrow batches.
 
     Args:
@@ -272,17 +285,19 @@ def blocks_from_dataframe(df: Any, feature_cols: Sequence[str], label_cols: Sequ
                 from .block_store import write_block
 
                 handle = write_block(store_id, (pid, xs, ys))
-                yield pa.RecordBatch.from_pydict({"pid": [pid], "rows": [handle.rows]},
-                                                 schema=pa.schema([("pid", pa.int32()), ("rows", pa.int64())]))
+                yield pa.RecordBatch.from_pydict(
+                    {"pid": [pid], "rows": [handle.rows]}, schema=pa.schema([("pid", pa.int32()), ("rows", pa.int64())])
+                )
                 return
             row_bytes = max(1, sum(a.nbytes for a in xs + (ys or [])) // max(1, n))
             step = max(1, _CHUNK_BYTES // row_bytes)
             for a in range(0, n, step):
-                chunk = ([x[a:a + step] for x in xs], None if ys is None else [y[a:a + step] for y in ys])
+                chunk = ([x[a : a + step] for x in xs], None if ys is None else [y[a : a + step] for y in ys])
                 payload = pickle.dumps(chunk, protocol=5)
-                yield pa.RecordBatch.from_pydict({"pid": [pid], "payload": [payload]},
-                                                 schema=pa.schema([("pid", pa.int32()),
-                                                                   ("payload", pa.binary())]))
+                yield pa.RecordBatch.from_pydict(
+                    {"pid": [pid], "payload": [payload]},
+                    schema=pa.schema([("pid", pa.int32()), ("payload", pa.binary())]),
+                )
 
     if store_id is not None:
         from pyspark.sql.types import LongType
@@ -290,8 +305,9 @@ def blocks_from_dataframe(df: Any, feature_cols: Sequence[str], label_cols: Sequ
         from .block_store import StagedBlock
 
         n_lab = len(label_cols or [])
-        written = prepared.mapInArrow(to_blocks, StructType([StructField("pid", IntegerType()),
-                                                              StructField("rows", LongType())]))
+        written = prepared.mapInArrow(
+            to_blocks, StructType([StructField("pid", IntegerType()), StructField("rows", LongType())])
+        )
 
         def handles(pid: int, it: Iterable[Any]) -> Iterator[Any]:
             rows = sum(int(r.rows) for r in it)
@@ -321,6 +337,5 @@ def one_hot_encode(labels: np.ndarray, nb_classes: int) -> np.ndarray:
     idx = flat.astype(np.int64)
     bad = (idx < 0) | (idx >= nb_classes) | (idx != flat)
     if np.any(bad):
-        raise ValueError(f"Labels must be class indices in [0, {nb_classes}). "
-                         f"Received: {flat[bad][:5].tolist()}.")
+        raise ValueError(f"Labels must be class indices in [0, {nb_classes}). Received: {flat[bad][:5].tolist()}.")
     return np.eye(nb_classes, dtype=np.float32)[idx]

@@ -99,8 +99,9 @@ def split_validation(blocks: Any, fraction: float) -> tuple[Any, Any]:
     return blocks.map(head, preservesPartitioning=True), blocks.map(tail, preservesPartitioning=True)
 
 
-def make_validate(sc: Any, model: Any, spec: ModelSpec, settings: TrainingSettings,
-                  validation: Validation | None, sample: Any) -> Callable[[], dict[str, float]] | None:
+def make_validate(
+    sc: Any, model: Any, spec: ModelSpec, settings: TrainingSettings, validation: Validation | None, sample: Any
+) -> Callable[[], dict[str, float]] | None:
     """The per-epoch validation function on the driver's current weights, if any."""
     if validation is None:
         return None
@@ -108,15 +109,23 @@ def make_validate(sc: Any, model: Any, spec: ModelSpec, settings: TrainingSettin
         xv, yv = validation.arrays
 
         def on_driver() -> dict[str, float]:
-            logs = model.evaluate(unwrap(xv), unwrap(yv), batch_size=validation.batch_size,
-                                  verbose=0, return_dict=True)
+            logs = model.evaluate(unwrap(xv), unwrap(yv), batch_size=validation.batch_size, verbose=0, return_dict=True)
             return {k: float(v) for k, v in logs.items()}
 
         return on_driver
 
     def distributed() -> dict[str, float]:
-        return evaluate_blocks(sc, validation.blocks, spec, model.get_weights(), settings.runtime,
-                               validation.batch_size, model, sample, settings.profile)
+        return evaluate_blocks(
+            sc,
+            validation.blocks,
+            spec,
+            model.get_weights(),
+            settings.runtime,
+            validation.batch_size,
+            model,
+            sample,
+            settings.profile,
+        )
 
     return distributed
 
@@ -153,23 +162,31 @@ def fit_to_slots(blocks: Any, slots: int, cut: bool = False) -> Any:
         return blocks
     target = min(partitions, slots)
     if partitions > slots:
-        logger.info("synchronous training: the data has %d partitions but the cluster runs %d tasks at once; "
-                    "coalescing to %d partitions (a barrier stage needs all its tasks scheduled together).",
-                    partitions, slots, target)
+        logger.info(
+            "synchronous training: the data has %d partitions but the cluster runs %d tasks at once; "
+            "coalescing to %d partitions (a barrier stage needs all its tasks scheduled together).",
+            partitions,
+            slots,
+            target,
+        )
 
     def keyed(pid: int, items: Any) -> Any:
         for block in resolve(items):
             if not isinstance(block, tuple):
-                raise MissingBlockError(f"Expected the staged block of partition {block.partition} on this "
-                                        "executor, received none.")
+                raise MissingBlockError(
+                    f"Expected the staged block of partition {block.partition} on this executor, received none."
+                )
             yield pid % target, (pid, block)
 
     def merge(pid: int, items: Any) -> Any:
         found = [block for _, (_, block) in sorted(items, key=lambda kv: kv[1][0])]
         yield merge_blocks(pid, found)
 
-    return (blocks.mapPartitionsWithIndex(keyed).partitionBy(target, lambda key: key)
-            .mapPartitionsWithIndex(merge, preservesPartitioning=True))
+    return (
+        blocks.mapPartitionsWithIndex(keyed)
+        .partitionBy(target, lambda key: key)
+        .mapPartitionsWithIndex(merge, preservesPartitioning=True)
+    )
 
 
 def epoch_metrics(records: list[Any], epoch: int) -> MetricSum:
@@ -188,8 +205,7 @@ class EpochProgress:
     (the progress bar and ``on_train_batch_end`` callbacks); :meth:`stop` ends and joins it.
     """
 
-    def __init__(self, state: Any, epoch: int, total: int,
-                 progress: Callable[[int, dict[str, float]], None]) -> None:
+    def __init__(self, state: Any, epoch: int, total: int, progress: Callable[[int, dict[str, float]], None]) -> None:
         self._done = threading.Event()
 
         def poll() -> None:
@@ -226,9 +242,12 @@ class _SlotWatch:
             short_since = short_since or time.monotonic()
             if time.monotonic() - short_since >= self.grace_s:
                 self.fired = True
-                logger.warning("the epoch stage needs %d task slots but the cluster has had fewer for %.0fs; "
-                               "cancelling it to run the epoch again on the slots left.", self.needed,
-                               self.grace_s)
+                logger.warning(
+                    "the epoch stage needs %d task slots but the cluster has had fewer for %.0fs; "
+                    "cancelling it to run the epoch again on the slots left.",
+                    self.needed,
+                    self.grace_s,
+                )
                 self.sc.cancelJobGroup(self.group)
                 return
 
@@ -261,8 +280,10 @@ class _Plan:
     def restage(self, replan: _Replan) -> None:
         self.replans += 1
         if self.replans > _MAX_REPLANS:
-            raise RuntimeError(f"Expected the epoch stage to run after re-staging the data, received {replan.why} "
-                               f"{self.replans} times.") from replan
+            raise RuntimeError(
+                f"Expected the epoch stage to run after re-staging the data, received {replan.why} "
+                f"{self.replans} times."
+            ) from replan
         self.stage(replan.slots, replan.cut)
 
     def close(self) -> None:
@@ -271,9 +292,16 @@ class _Plan:
             self.staged = None
 
 
-def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings: TrainingSettings,
-                  callbacks: list[Any] | None = None, validation: Validation | None = None,
-                  sample: Any = None) -> Any:
+def fit_synchronous(
+    sc: Any,
+    model: Any,
+    spec: ModelSpec,
+    blocks: Any,
+    settings: TrainingSettings,
+    callbacks: list[Any] | None = None,
+    validation: Validation | None = None,
+    sample: Any = None,
+) -> Any:
     """Train ``model`` (the driver's master copy) synchronously, one barrier stage per epoch.
 
     Returns:
@@ -292,8 +320,16 @@ def fit_synchronous(sc: Any, model: Any, spec: ModelSpec, blocks: Any, settings:
         plan.close()
 
 
-def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSettings,
-         callbacks: list[Any] | None, validation: Validation | None, sample: Any) -> Any:
+def _fit(
+    sc: Any,
+    model: Any,
+    spec: ModelSpec,
+    plan: _Plan,
+    settings: TrainingSettings,
+    callbacks: list[Any] | None,
+    validation: Validation | None,
+    sample: Any,
+) -> Any:
     from ..parameter.rounds import RoundState
     from ..parameter.server import ParameterServer
 
@@ -308,16 +344,32 @@ def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSe
     srv = settings.server
     timeout = max(float(srv.get("timeout", 60.0)), 300.0)
     state = RoundState(model.get_weights(), settings.strategy, step, round_timeout_s=timeout)
-    server = ParameterServer(model.get_weights(), settings.strategy, mode=srv.get("transport", "http"),
-                             host=srv.get("host"), port=int(srv.get("port", 0)), driver_host=srv.get("driver_host"),
-                             compression=srv.get("compression", "none"), client_timeout_s=timeout, state=state,
-                             driver_bind_address=srv.get("driver_bind_address"), expected_workers=len(plan.sizes))
+    server = ParameterServer(
+        model.get_weights(),
+        settings.strategy,
+        mode=srv.get("transport", "http"),
+        host=srv.get("host"),
+        port=int(srv.get("port", 0)),
+        driver_host=srv.get("driver_host"),
+        compression=srv.get("compression", "none"),
+        client_timeout_s=timeout,
+        state=state,
+        driver_bind_address=srv.get("driver_bind_address"),
+        expected_workers=len(plan.sizes),
+    )
     windows_used: list[Any] = []
     with server:
         reducer = {"kind": "server", "client": server.client_config()}
-        logger.info("synchronous training: %d partitions (%d rows), rounds reduced by the parameter server at %s "
-                    "(%s); server step %s; window %s", len(plan.sizes), sum(plan.sizes), server.address,
-                    server.mode, step.get_config(), "auto" if auto else window[0])
+        logger.info(
+            "synchronous training: %d partitions (%d rows), rounds reduced by the parameter server at %s "
+            "(%s); server step %s; window %s",
+            len(plan.sizes),
+            sum(plan.sizes),
+            server.address,
+            server.mode,
+            step.get_config(),
+            "auto" if auto else window[0],
+        )
 
         def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
             start = model.get_weights()
@@ -342,8 +394,16 @@ def _fit(sc: Any, model: Any, spec: ModelSpec, plan: _Plan, settings: TrainingSe
             return merged.means()
 
         validate = make_validate(sc, model, spec, settings, validation, sample)
-        history = run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, sum(plan.sizes),
-                             validate, initial_epoch=settings.initial_epoch)
+        history = run_epochs(
+            model,
+            settings.epochs,
+            callbacks,
+            settings.verbose,
+            run_epoch,
+            sum(plan.sizes),
+            validate,
+            initial_epoch=settings.initial_epoch,
+        )
         history.server_optimizer = step  # its momentum, for a fit that continues (initial_epoch)
         history.window_records = [r.to_dict() for r in state.records()]
         history.windows = windows_used
@@ -360,15 +420,22 @@ class _Replan(Exception):
         self.slots, self.why, self.cut = slots, why, cut
 
 
-def _run_stage(sc: Any, plan: _Plan, fn: Any, state: Any, epoch: int, settings: TrainingSettings,
-               window: Any, progress: Callable[[int, dict[str, float]], None]) -> list[TaskReport]:
+def _run_stage(
+    sc: Any,
+    plan: _Plan,
+    fn: Any,
+    state: Any,
+    epoch: int,
+    settings: TrainingSettings,
+    window: Any,
+    progress: Callable[[int, dict[str, float]], None],
+) -> list[TaskReport]:
     """Run one epoch's barrier stage; raise :class:`_Replan` when it must run again re-staged."""
     staged = plan.staged
     assert staged is not None
     workers = len(plan.sizes)
     group = plan.group
-    description = (f"elephas: epoch {epoch + 1}/{settings.epochs} (synchronous, {workers} workers, "
-                   f"window {window})")
+    description = f"elephas: epoch {epoch + 1}/{settings.epochs} (synchronous, {workers} workers, window {window})"
     guarded = guard(lambda pid, it: fn(it))
     rdd = with_profile(staged.rdd.barrier().mapPartitions(lambda it: guarded(_partition_id(), it)), settings.profile)
     watcher = EpochProgress(state, epoch, sum(plan.sizes), progress)
@@ -379,16 +446,21 @@ def _run_stage(sc: Any, plan: _Plan, fn: Any, state: Any, epoch: int, settings: 
             return run_job(rdd.collect, "Training")
     except TaskFailedError as exc:
         if "MissingBlockError" in str(exc):
-            logger.info("epoch %d: staged block(s) not found on their executor; staging them again and "
-                        "running the epoch again from its first center", epoch + 1)
+            logger.info(
+                "epoch %d: staged block(s) not found on their executor; staging them again and "
+                "running the epoch again from its first center",
+                epoch + 1,
+            )
             raise _Replan(task_slots(sc), "missing staged blocks") from exc
         raise
     except Exception as exc:
         if watch.fired or task_slots(sc) < workers:
             raise _Replan(task_slots(sc), "too few task slots") from None
         if "BarrierJobUnsupportedRDDChainException" in str(exc):
-            logger.info("the data's lineage changes its number of partitions, which a barrier stage does not "
-                        "allow; regrouping it with a shuffle once")
+            logger.info(
+                "the data's lineage changes its number of partitions, which a barrier stage does not "
+                "allow; regrouping it with a shuffle once"
+            )
             raise _Replan(task_slots(sc), "an unsupported lineage", cut=True) from None
         raise
     except BaseException:
@@ -415,8 +487,14 @@ def _next_window(reports: list[TaskReport], bounds: Any, current: int, epoch: in
     batch_s = sum(r.compute_s for r in active) / sum(r.batches for r in active)
     exchange_s = sum(r.exchange_s for r in active) / sum(r.windows for r in active)
     chosen = bounds.choose(batch_s, exchange_s)
-    logger.info("frequency='auto': epoch %d measured %.2f ms per batch and %.2f ms per round; window %d batches "
-                "from epoch %d on (was %d)", epoch + 1, 1e3 * batch_s, 1e3 * exchange_s, chosen, epoch + 2,
-                current)
+    logger.info(
+        "frequency='auto': epoch %d measured %.2f ms per batch and %.2f ms per round; window %d batches "
+        "from epoch %d on (was %d)",
+        epoch + 1,
+        1e3 * batch_s,
+        1e3 * exchange_s,
+        chosen,
+        epoch + 2,
+        current,
+    )
     return chosen
-

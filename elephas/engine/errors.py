@@ -89,7 +89,8 @@ def check_finite_logs(logs: dict[str, Any], *, partition: int, epoch: int, windo
             f"Non-finite {names} in partition {partition}, epoch {epoch + 1}, window {window + 1}. "
             f"Expected finite values. Received: {received}. Lower the learning rate, clip gradients "
             "(e.g. optimizer clipnorm=1.0) or check the data for NaN/inf; pass "
-            "keras.callbacks.TerminateOnNaN() to stop training instead of failing.")
+            "keras.callbacks.TerminateOnNaN() to stop training instead of failing."
+        )
     return logs
 
 
@@ -120,8 +121,9 @@ def task_failure(exc: BaseException, what: str) -> TaskFailedError | None:
     body = match.group(2).strip()
     first = body.splitlines()[0] if body else "unknown error"
     tail = "\n".join(body.splitlines()[-25:])
-    return TaskFailedError(f"{what} failed in the task for partition {pid}: {first}\n"
-                           f"Executor traceback (tail):\n{tail}", pid, body)
+    return TaskFailedError(
+        f"{what} failed in the task for partition {pid}: {first}\nExecutor traceback (tail):\n{tail}", pid, body
+    )
 
 
 def run_job(action: Callable[[], T], what: str) -> T:
@@ -140,5 +142,7 @@ def run_job(action: Callable[[], T], what: str) -> T:
                 f"{what} failed: the executors cannot import module {missing.group(1)!r}, which "
                 "the model, its custom objects or a callback comes from. Ship it with "
                 "SparkContext.addPyFile(...) or --py-files, or define the objects in the main script.",
-                None, str(exc)) from None
+                None,
+                str(exc),
+            ) from None
         raise

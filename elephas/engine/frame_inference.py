@@ -27,8 +27,9 @@ ROW_COL = "__elephas_row"
 _PAYLOAD_SCHEMA = "part long, payload binary"
 
 
-def numpy_frame(session: Any, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray] | None = None,
-                num_partitions: int | None = None) -> tuple[Any, list[str], list[str] | None]:
+def numpy_frame(
+    session: Any, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray] | None = None, num_partitions: int | None = None
+) -> tuple[Any, list[str], list[str] | None]:
     """A DataFrame of numpy rows made through Arrow: ``(df, feature columns, label columns)``.
 
     Every array becomes one ``array<float|double|...>`` column of its flattened rows
@@ -47,8 +48,9 @@ def numpy_frame(session: Any, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
         if a.ndim == 1:
             return pa.array(a)
         width = int(np.prod(a.shape[1:], dtype=np.int64))
-        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), width).cast(pa.list_(pa.from_numpy_dtype(
-            a.dtype)))
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), width).cast(
+            pa.list_(pa.from_numpy_dtype(a.dtype))
+        )
 
     n = int(xs[0].shape[0])
     data = {ROW_COL: pa.array(np.arange(n, dtype=np.int64))}
@@ -67,8 +69,16 @@ def _encode(arrays: Sequence[np.ndarray], meta: dict[str, Any] | None = None) ->
     return bytes(codec.encode([np.asarray(a) for a in arrays], codec.KIND_PARAMETERS, meta=meta))
 
 
-def predict_frame(df: Any, spec: ModelSpec, weights: list[np.ndarray], io: ModelIO, feature_cols: Sequence[str],
-                  runtime: WorkerRuntime, batch_size: int, keep_row_index: bool = False) -> list[np.ndarray]:
+def predict_frame(
+    df: Any,
+    spec: ModelSpec,
+    weights: list[np.ndarray],
+    io: ModelIO,
+    feature_cols: Sequence[str],
+    runtime: WorkerRuntime,
+    batch_size: int,
+    keep_row_index: bool = False,
+) -> list[np.ndarray]:
     """Predict every row of ``df``; the outputs in the order the rows come back.
 
     Args:
@@ -105,7 +115,7 @@ def predict_frame(df: Any, spec: ModelSpec, weights: list[np.ndarray], io: Model
             xs = [conform(arrow_to_numpy(batch.column(i)), shapes[i]) for i in range(n_feat)]
             outs = []
             for a in range(0, batch.num_rows, batch_size):
-                out = model.predict_on_batch(unwrap([x[a:a + batch_size] for x in xs]))
+                out = model.predict_on_batch(unwrap([x[a : a + batch_size] for x in xs]))
                 outs.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
             arrays = [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
             if keep_row_index:
@@ -125,9 +135,17 @@ def predict_frame(df: Any, spec: ModelSpec, weights: list[np.ndarray], io: Model
     return outs
 
 
-def evaluate_frame(df: Any, spec: ModelSpec, weights: list[np.ndarray], io: ModelIO, feature_cols: Sequence[str],
-                   label_cols: Sequence[str], runtime: WorkerRuntime, batch_size: int,
-                   one_hot: int | None = None) -> list[tuple[int, dict[str, float], list[np.ndarray]]]:
+def evaluate_frame(
+    df: Any,
+    spec: ModelSpec,
+    weights: list[np.ndarray],
+    io: ModelIO,
+    feature_cols: Sequence[str],
+    label_cols: Sequence[str],
+    runtime: WorkerRuntime,
+    batch_size: int,
+    one_hot: int | None = None,
+) -> list[tuple[int, dict[str, float], list[np.ndarray]]]:
     """Evaluate each partition of ``df``: ``(rows, logs, metric state arrays)`` per non-empty one.
 
     The results merge like those of :func:`elephas.engine.inference.evaluate_blocks`
@@ -177,9 +195,17 @@ def _columns(col: str | Sequence[str]) -> list[str]:
     return [col] if isinstance(col, str) else list(col)
 
 
-def predict_data(session: Any, spec: ModelSpec, weights: list[np.ndarray], io: ModelIO, data: Any,
-                 features_col: str | Sequence[str], runtime: WorkerRuntime, batch_size: int,
-                 num_partitions: int | None = None) -> np.ndarray | list[np.ndarray]:
+def predict_data(
+    session: Any,
+    spec: ModelSpec,
+    weights: list[np.ndarray],
+    io: ModelIO,
+    data: Any,
+    features_col: str | Sequence[str],
+    runtime: WorkerRuntime,
+    batch_size: int,
+    num_partitions: int | None = None,
+) -> np.ndarray | list[np.ndarray]:
     """``SparkModel.predict`` without a SparkContext: numpy features or a DataFrame, outputs in input order.
 
     Args:
@@ -206,8 +232,10 @@ def predict_data(session: Any, spec: ModelSpec, weights: list[np.ndarray], io: M
     else:
         xs = as_list(data, len(io.input_shapes), "input")
         if not xs[0].shape[0]:  # nothing to run (and Arrow cannot make a DataFrame of no rows without a schema)
-            outs = [np.zeros((0,) + tuple(int(d or 0) for d in t.shape[1:]), dtype=np.float32)
-                    for t in spec.build(compile=False).outputs]
+            outs = [
+                np.zeros((0,) + tuple(int(d or 0) for d in t.shape[1:]), dtype=np.float32)
+                for t in spec.build(compile=False).outputs
+            ]
             return outs[0] if len(outs) == 1 else outs
         check_features(io, [x[0] for x in xs])
         df, fcols, _ = numpy_frame(session, xs, None, num_partitions)
@@ -215,9 +243,20 @@ def predict_data(session: Any, spec: ModelSpec, weights: list[np.ndarray], io: M
     return outs[0] if len(outs) == 1 else outs
 
 
-def evaluate_data(session: Any, spec: ModelSpec, weights: list[np.ndarray], model: Any, io: ModelIO, x: Any,
-                  y: Any, features_col: str | Sequence[str], label_col: str | Sequence[str], runtime: WorkerRuntime,
-                  batch_size: int, num_partitions: int | None = None) -> dict[str, float]:
+def evaluate_data(
+    session: Any,
+    spec: ModelSpec,
+    weights: list[np.ndarray],
+    model: Any,
+    io: ModelIO,
+    x: Any,
+    y: Any,
+    features_col: str | Sequence[str],
+    label_col: str | Sequence[str],
+    runtime: WorkerRuntime,
+    batch_size: int,
+    num_partitions: int | None = None,
+) -> dict[str, float]:
     """``SparkModel.evaluate`` without a SparkContext: ``{name: value}`` over all rows of numpy or a DataFrame.
 
     Args:
@@ -243,8 +282,10 @@ def evaluate_data(session: Any, spec: ModelSpec, weights: list[np.ndarray], mode
         first = prepare_dataframe(x, fcols + lcols).first()
         if first is None:
             raise ValueError("Cannot evaluate on empty data: the DataFrame has no rows.")
-        sample = ([np.asarray(first[i]) for i in range(len(fcols))],
-                  [np.asarray(first[len(fcols) + j]) for j in range(len(lcols))])
+        sample = (
+            [np.asarray(first[i]) for i in range(len(fcols))],
+            [np.asarray(first[len(fcols) + j]) for j in range(len(lcols))],
+        )
         df = x
     else:
         if y is None:

@@ -70,7 +70,7 @@ def task_slots(session: Any) -> int | None:
 
     master = conf("spark.master") or ""
     if master.startswith("local"):
-        inside = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
+        inside = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
         inside = inside.split(",")[0]
         return os.cpu_count() or 1 if inside in ("*", "") else int(inside)
     parallelism = conf("spark.default.parallelism")
@@ -87,13 +87,20 @@ def choose_workers(session: Any, num_workers: int | None) -> int:
     slots = task_slots(session)
     if num_workers:
         if slots is not None and num_workers > slots:
-            logger.warning("num_workers=%d but the session's configuration shows %d task slots; a barrier stage "
-                           "needs all its tasks at once and waits for them.", num_workers, slots)
+            logger.warning(
+                "num_workers=%d but the session's configuration shows %d task slots; a barrier stage "
+                "needs all its tasks at once and waits for them.",
+                num_workers,
+                slots,
+            )
         workers = int(num_workers)
     else:
         workers = slots or 2
-    logger.info("synchronous training on Spark Connect: %d partitions (barrier tasks)%s", workers,
-                "" if num_workers else " (the session's task slots; set num_workers to choose)")
+    logger.info(
+        "synchronous training on Spark Connect: %d partitions (barrier tasks)%s",
+        workers,
+        "" if num_workers else " (the session's task slots; set num_workers to choose)",
+    )
     return workers
 
 
@@ -114,13 +121,22 @@ def _encode(arrays: Sequence[np.ndarray], meta: dict[str, Any] | None = None) ->
 def _row(part: int, kind: str, seq: int, payload: bytes) -> Any:
     import pyarrow as pa
 
-    return pa.RecordBatch.from_pydict({"part": [part], "kind": [kind], "seq": [seq], "payload": [payload]},
-                                      schema=pa.schema([("part", pa.int64()), ("kind", pa.string()),
-                                                        ("seq", pa.int64()), ("payload", pa.binary())]))
+    return pa.RecordBatch.from_pydict(
+        {"part": [part], "kind": [kind], "seq": [seq], "payload": [payload]},
+        schema=pa.schema([("part", pa.int64()), ("kind", pa.string()), ("seq", pa.int64()), ("payload", pa.binary())]),
+    )
 
 
-def make_stage_fn(epoch_fn: Callable[[Any], Iterator[TaskReport]], spec: ModelSpec, io: ModelIO, n_feat: int,
-                  n_cols: int, one_hot: int | None, val_fraction: float, val_batch_size: int) -> Callable:
+def make_stage_fn(
+    epoch_fn: Callable[[Any], Iterator[TaskReport]],
+    spec: ModelSpec,
+    io: ModelIO,
+    n_feat: int,
+    n_cols: int,
+    one_hot: int | None,
+    val_fraction: float,
+    val_batch_size: int,
+) -> Callable:
     """The ``mapInArrow`` function of one epoch stage: Arrow batches in, report/validation/center rows out."""
     shapes = list(io.input_shapes)
 
@@ -141,9 +157,15 @@ def make_stage_fn(epoch_fn: Callable[[Any], Iterator[TaskReport]], spec: ModelSp
         cut = n - int(n * val_fraction)
         train = (pid, [x[:cut] for x in xs], [y[:cut] for y in ys])
         (report,) = list(epoch_fn([train]))
-        info = {"rows": report.rows, "windows": report.windows, "batches": report.batches,
-                "compute_s": report.compute_s, "exchange_s": report.exchange_s, "attempt": report.attempt,
-                "metrics": report.metric_sums or {}}
+        info = {
+            "rows": report.rows,
+            "windows": report.windows,
+            "batches": report.batches,
+            "compute_s": report.compute_s,
+            "exchange_s": report.exchange_s,
+            "attempt": report.attempt,
+            "metrics": report.metric_sums or {},
+        }
         yield _row(pid, "report", 0, json.dumps(info).encode())
         if cut < n:
             model = cached_model(spec, report.center)
@@ -154,10 +176,12 @@ def make_stage_fn(epoch_fn: Callable[[Any], Iterator[TaskReport]], spec: ModelSp
             yield _row(pid, "val", 0, _encode([values, *state], {"rows": n - cut, "logs": list(logs)}))
         if report.center is not None and pid == 0:
             weights, state = report.center, report.step_state or []
-            payload = _encode([*weights, *state], {"weights": len(weights), "state": len(state)
-                                                   if report.step_state is not None else -1})
+            payload = _encode(
+                [*weights, *state],
+                {"weights": len(weights), "state": len(state) if report.step_state is not None else -1},
+            )
             for seq, start in enumerate(range(0, len(payload), CHUNK_BYTES)):
-                yield _row(pid, "final", seq, payload[start:start + CHUNK_BYTES])
+                yield _row(pid, "final", seq, payload[start : start + CHUNK_BYTES])
 
     guarded = guard(stage)
 
@@ -177,13 +201,21 @@ class EpochResult:
         self.metrics = MetricSum()
         self.validation: list[tuple[int, dict[str, float], list[np.ndarray]]] = []
         chunks: list[tuple[int, bytes]] = []
-        for part, kind, seq, payload in zip(*(table.column(c).to_pylist()
-                                              for c in ("part", "kind", "seq", "payload"))):
+        for part, kind, seq, payload in zip(*(table.column(c).to_pylist() for c in ("part", "kind", "seq", "payload"))):
             if kind == "report":
                 info = json.loads(payload)
-                self.reports.append(TaskReport(int(part), info["rows"], info["windows"], info["batches"],
-                                               info["compute_s"], info["exchange_s"], info["attempt"],
-                                               info["metrics"]))
+                self.reports.append(
+                    TaskReport(
+                        int(part),
+                        info["rows"],
+                        info["windows"],
+                        info["batches"],
+                        info["compute_s"],
+                        info["exchange_s"],
+                        info["attempt"],
+                        info["metrics"],
+                    )
+                )
                 self.metrics.add_weighted(info["rows"], info["metrics"])
             elif kind == "val":
                 decoded = codec.decode(payload)
@@ -198,14 +230,29 @@ class EpochResult:
         k, s = int(decoded.meta["weights"]), int(decoded.meta["state"])
         arrays = [np.array(a) for a in decoded.arrays]
         self.center = arrays[:k]
-        self.step_state = None if s < 0 else arrays[k:k + s]
+        self.step_state = None if s < 0 else arrays[k : k + s]
 
 
-def fit_frame(session: Any, model: Any, spec: ModelSpec, io: ModelIO, df: Any, feature_cols: Sequence[str],
-              label_cols: Sequence[str], settings: TrainingSettings, workers: int, *, repartition: bool = True,
-              one_hot: int | None = None, callbacks: list[Any] | None = None, validation_split: float = 0.0,
-              validation: Validation | None = None, validation_frame: Any = None, sample: Any = None,
-              reducer: str = DEFAULT_REDUCER) -> Any:
+def fit_frame(
+    session: Any,
+    model: Any,
+    spec: ModelSpec,
+    io: ModelIO,
+    df: Any,
+    feature_cols: Sequence[str],
+    label_cols: Sequence[str],
+    settings: TrainingSettings,
+    workers: int,
+    *,
+    repartition: bool = True,
+    one_hot: int | None = None,
+    callbacks: list[Any] | None = None,
+    validation_split: float = 0.0,
+    validation: Validation | None = None,
+    validation_frame: Any = None,
+    sample: Any = None,
+    reducer: str = DEFAULT_REDUCER,
+) -> Any:
     """Train ``model`` synchronously on a DataFrame without a SparkContext (one barrier stage per epoch).
 
     Args:
@@ -256,9 +303,16 @@ def fit_frame(session: Any, model: Any, spec: ModelSpec, io: ModelIO, df: Any, f
         bounds = bounds_for("synchronous")
         window: list[Any] = [bounds.initial if auto else settings.frequency]
         step = settings.server_optimizer or default_server_step(active)
-        logger.info("synchronous training: %d partitions (%d rows: %s), rounds reduced inside the stage (%s "
-                    "all-reduce); server step %s; window %s", len(sizes), sum(train_sizes), train_sizes, reducer,
-                    step.get_config(), "auto" if auto else window[0])
+        logger.info(
+            "synchronous training: %d partitions (%d rows: %s), rounds reduced inside the stage (%s "
+            "all-reduce); server step %s; window %s",
+            len(sizes),
+            sum(train_sizes),
+            train_sizes,
+            reducer,
+            step.get_config(),
+            "auto" if auto else window[0],
+        )
         windows_used: list[Any] = []
         held: dict[str, Any] = {}
         n_feat = len(feature_cols)
@@ -268,12 +322,26 @@ def fit_frame(session: Any, model: Any, spec: ModelSpec, io: ModelIO, df: Any, f
             check_closure_size(start, step.state())
             wplan = WindowPlan(settings.batch_size, window[0], settings.shuffle, settings.seed)
             rounds = max(wplan.windows(n) for n in train_sizes)
-            config = {"kind": "collective", "reducer": reducer, "secret": new_secret().hex(), "step": step,
-                      "timeout": max(float(settings.server.get("timeout", 60.0)), 300.0)}
-            epoch_fn = make_epoch_fn(spec, settings.runtime, wplan, epoch, start, config,
-                                     master_learning_rate(model), rounds=rounds)
-            fn = make_stage_fn(epoch_fn, spec, io, n_feat, len(cols), one_hot, validation_split,
-                               validation.batch_size if validation is not None else settings.batch_size)
+            config = {
+                "kind": "collective",
+                "reducer": reducer,
+                "secret": new_secret().hex(),
+                "step": step,
+                "timeout": max(float(settings.server.get("timeout", 60.0)), 300.0),
+            }
+            epoch_fn = make_epoch_fn(
+                spec, settings.runtime, wplan, epoch, start, config, master_learning_rate(model), rounds=rounds
+            )
+            fn = make_stage_fn(
+                epoch_fn,
+                spec,
+                io,
+                n_feat,
+                len(cols),
+                one_hot,
+                validation_split,
+                validation.batch_size if validation is not None else settings.batch_size,
+            )
             table = run_job(lambda: prepared.mapInArrow(fn, STAGE_SCHEMA, barrier=True).toArrow(), "Training")
             result = EpochResult(table)
             model.set_weights(result.center)
@@ -287,20 +355,37 @@ def fit_frame(session: Any, model: Any, spec: ModelSpec, io: ModelIO, df: Any, f
             return means
 
         if validation_split:
+
             def validate() -> dict[str, float]:
                 return merge_evaluations(held["validation"], model, sample)
         elif validation_frame is not None:
             vdf, vf, vl = validation_frame
 
             def validate() -> dict[str, float]:
-                results = evaluate_frame(vdf, spec, model.get_weights(), io, vf, vl, settings.runtime,
-                                         validation.batch_size if validation is not None else settings.batch_size,
-                                         one_hot)
+                results = evaluate_frame(
+                    vdf,
+                    spec,
+                    model.get_weights(),
+                    io,
+                    vf,
+                    vl,
+                    settings.runtime,
+                    validation.batch_size if validation is not None else settings.batch_size,
+                    one_hot,
+                )
                 return merge_evaluations(results, model, sample)
         else:
             validate = make_validate(None, model, spec, settings, validation, sample)
-        history = run_epochs(model, settings.epochs, callbacks, settings.verbose, run_epoch, sum(train_sizes),
-                             validate, initial_epoch=settings.initial_epoch)
+        history = run_epochs(
+            model,
+            settings.epochs,
+            callbacks,
+            settings.verbose,
+            run_epoch,
+            sum(train_sizes),
+            validate,
+            initial_epoch=settings.initial_epoch,
+        )
         history.server_optimizer = step
         history.windows = windows_used
         history.partition_rows = train_sizes
@@ -309,8 +394,9 @@ def fit_frame(session: Any, model: Any, spec: ModelSpec, io: ModelIO, df: Any, f
         prepared.unpersist()
 
 
-def check_closure_size(weights: Sequence[np.ndarray], state: Sequence[np.ndarray] | None,
-                       limit: int = CLOSURE_LIMIT_BYTES) -> int:
+def check_closure_size(
+    weights: Sequence[np.ndarray], state: Sequence[np.ndarray] | None, limit: int = CLOSURE_LIMIT_BYTES
+) -> int:
     """The bytes an epoch's closure carries; raise when Spark Connect would refuse the message.
 
     Example:
@@ -319,11 +405,13 @@ def check_closure_size(weights: Sequence[np.ndarray], state: Sequence[np.ndarray
     """
     size = sum(int(np.asarray(w).nbytes) for w in weights) + sum(int(np.asarray(s).nbytes) for s in state or [])
     if size > limit:
-        raise ValueError(f"Expected the model's weights plus the server step's state to fit in one Spark Connect "
-                         f"message (at most {limit >> 20} MiB here; the server's "
-                         f"spark.connect.grpc.maxInboundMessageSize is 128 MiB by default). Received: {size >> 20} "
-                         "MiB. Use server_optimizer='sgd' (no momentum state), a smaller model, or a classic "
-                         "SparkSession.")
+        raise ValueError(
+            f"Expected the model's weights plus the server step's state to fit in one Spark Connect "
+            f"message (at most {limit >> 20} MiB here; the server's "
+            f"spark.connect.grpc.maxInboundMessageSize is 128 MiB by default). Received: {size >> 20} "
+            "MiB. Use server_optimizer='sgd' (no momentum state), a smaller model, or a classic "
+            "SparkSession."
+        )
     return size
 
 
@@ -342,10 +430,22 @@ def _frame_sample(df: Any, fcols: list[str], lcols: list[str], one_hot: int | No
     return xs, ys
 
 
-def fit_data(session: Any, model: Any, spec: ModelSpec, data: Any, y: Any, settings: TrainingSettings,
-             num_workers: int | None, *, features_col: str | Sequence[str] = "features",
-             label_col: str | Sequence[str] = "label", nb_classes: int | None = None,
-             callbacks: list[Any] | None = None, validation_split: float = 0.0, validation_data: Any = None) -> Any:
+def fit_data(
+    session: Any,
+    model: Any,
+    spec: ModelSpec,
+    data: Any,
+    y: Any,
+    settings: TrainingSettings,
+    num_workers: int | None,
+    *,
+    features_col: str | Sequence[str] = "features",
+    label_col: str | Sequence[str] = "label",
+    nb_classes: int | None = None,
+    callbacks: list[Any] | None = None,
+    validation_split: float = 0.0,
+    validation_data: Any = None,
+) -> Any:
     """``SparkModel.fit`` without a SparkContext: numpy arrays or a DataFrame, synchronous mode.
 
     Numpy input becomes a DataFrame through Arrow (:func:`~elephas.engine.frame_inference.numpy_frame`,
@@ -365,8 +465,9 @@ def fit_data(session: Any, model: Any, spec: ModelSpec, data: Any, y: Any, setti
 
     io = ModelIO.of(model)
     if nb_classes is not None and len(io.output_shapes) != 1:
-        raise ValueError("categorical labels need a single-output model. "
-                         f"Received: a model with {len(io.output_shapes)} outputs.")
+        raise ValueError(
+            f"categorical labels need a single-output model. Received: a model with {len(io.output_shapes)} outputs."
+        )
     workers = choose_workers(session, num_workers)
     validation = None
     frame_split = 0.0
@@ -407,8 +508,25 @@ def fit_data(session: Any, model: Any, spec: ModelSpec, data: Any, y: Any, setti
                 vys = [one_hot_encode(vys[0], nb_classes)]
             validation = Validation(arrays=(vxs, vys), batch_size=settings.batch_size)
         else:
-            raise ValueError("validation_data must be (x_val, y_val) or a DataFrame on a Spark Connect session. "
-                             f"Received: {type(validation_data).__name__}.")
-    return fit_frame(session, model, spec, io, df, fcols, lcols, settings, workers, repartition=repartition,
-                     one_hot=nb_classes, callbacks=callbacks, validation_split=frame_split, validation=validation,
-                     validation_frame=validation_frame, sample=batch_sample)
+            raise ValueError(
+                "validation_data must be (x_val, y_val) or a DataFrame on a Spark Connect session. "
+                f"Received: {type(validation_data).__name__}."
+            )
+    return fit_frame(
+        session,
+        model,
+        spec,
+        io,
+        df,
+        fcols,
+        lcols,
+        settings,
+        workers,
+        repartition=repartition,
+        one_hot=nb_classes,
+        callbacks=callbacks,
+        validation_split=frame_split,
+        validation=validation,
+        validation_frame=validation_frame,
+        sample=batch_sample,
+    )

@@ -36,10 +36,17 @@ class MetricSum:
         return {name: total / self.samples for name, total in self.sums.items()}
 
 
-def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: int,
-               run_epoch: Callable[[int, Callable[[int, dict[str, float]], None]], dict[str, float]],
-               steps_per_epoch: int | None, validate: Callable[[], dict[str, float]] | None = None,
-               initial_epoch: int = 0, unit_name: str = "sample") -> Any:
+def run_epochs(
+    model: Any,
+    epochs: int,
+    callbacks: list[Any] | None,
+    verbose: int,
+    run_epoch: Callable[[int, Callable[[int, dict[str, float]], None]], dict[str, float]],
+    steps_per_epoch: int | None,
+    validate: Callable[[], dict[str, float]] | None = None,
+    initial_epoch: int = 0,
+    unit_name: str = "sample",
+) -> Any:
     """Drive epochs on the driver with Keras callbacks, a History and a progress bar.
 
     Args:
@@ -67,9 +74,15 @@ def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: in
     import keras
 
     history = keras.callbacks.History()
-    cbs = keras.callbacks.CallbackList(list(callbacks or []) + [history], add_history=False,
-                                       add_progbar=False, model=model, verbose=verbose,
-                                       epochs=epochs, steps=steps_per_epoch)
+    cbs = keras.callbacks.CallbackList(
+        list(callbacks or []) + [history],
+        add_history=False,
+        add_progbar=False,
+        model=model,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps_per_epoch,
+    )
     terminate_on_nan = any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks or [])
     model.stop_training = False
     cbs.on_train_begin()
@@ -111,9 +124,14 @@ def run_epochs(model: Any, epochs: int, callbacks: list[Any] | None, verbose: in
         if bar is not None:
             bar.stateful_metrics.update(logs)
             bar.update(steps_per_epoch or seen[0], values=list(logs.items()), finalize=True)
-        logger.log(logging.INFO if verbose else logging.DEBUG, "epoch %d/%d done in %.2fs: %s",
-                   epoch + 1, epochs, elapsed,
-                   " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        logger.log(
+            logging.INFO if verbose else logging.DEBUG,
+            "epoch %d/%d done in %.2fs: %s",
+            epoch + 1,
+            epochs,
+            elapsed,
+            " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()),
+        )
         cbs.on_epoch_end(epoch, logs)
         if getattr(model, "stop_training", False):
             logger.info("training stopped by a callback after epoch %d", epoch + 1)

@@ -58,7 +58,7 @@ def _predict_arrays(model: Any, xs: list[np.ndarray], batch_size: int) -> list[n
     n = int(xs[0].shape[0])
     outs: list[list[np.ndarray]] = []
     for a in range(0, n, batch_size):
-        out = model.predict_on_batch(unwrap([x[a:a + batch_size] for x in xs]))
+        out = model.predict_on_batch(unwrap([x[a : a + batch_size] for x in xs]))
         out = out if isinstance(out, (list, tuple)) else [out]
         outs.append([np.asarray(o) for o in out])
     return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
@@ -79,8 +79,15 @@ def make_predict_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, bat
     return run
 
 
-def feature_blocks(sc: Any, data: Any, io: ModelIO, num_slices: int, features_col: str | Sequence[str]
-                   = "features", labels: Any = None, label_col: str | Sequence[str] | None = None) -> Any:
+def feature_blocks(
+    sc: Any,
+    data: Any,
+    io: ModelIO,
+    num_slices: int,
+    features_col: str | Sequence[str] = "features",
+    labels: Any = None,
+    label_col: str | Sequence[str] | None = None,
+) -> Any:
     """Blocks of features (and labels when given) from numpy, an RDD or a DataFrame."""
     if is_dataframe(data):
         fcols = [features_col] if isinstance(features_col, str) else list(features_col)
@@ -93,9 +100,15 @@ def feature_blocks(sc: Any, data: Any, io: ModelIO, num_slices: int, features_co
     return blocks_from_numpy(sc, xs, ys, io, num_slices)
 
 
-def predict_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndarray],
-                   runtime: WorkerRuntime, batch_size: int | None = None,
-                   profile: Any = None) -> np.ndarray | list[np.ndarray]:
+def predict_blocks(
+    sc: Any,
+    blocks: Any,
+    spec: ModelSpec,
+    weights: list[np.ndarray],
+    runtime: WorkerRuntime,
+    batch_size: int | None = None,
+    profile: Any = None,
+) -> np.ndarray | list[np.ndarray]:
     """Predict every block and concatenate the outputs in partition order (the stage runs with the
     ``pyspark.resource.ResourceProfile`` ``profile`` when given, see :mod:`.resources`)."""
     from .resources import with_profile
@@ -110,16 +123,21 @@ def predict_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndarr
     filled = [r[1] for r in results if r[1] is not None]
     if not filled:
         model = spec.build(compile=False)
-        outs = [np.zeros((0,) + tuple(int(d or 0) for d in t.shape[1:]), dtype=np.float32)
-                for t in model.outputs]
+        outs = [np.zeros((0,) + tuple(int(d or 0) for d in t.shape[1:]), dtype=np.float32) for t in model.outputs]
     else:
         outs = [np.concatenate([f[j] for f in filled]) for j in range(len(filled[0]))]
     return outs[0] if len(outs) == 1 else outs
 
 
-def distributed_predict(spec: ModelSpec, weights: list[np.ndarray], data: Any,
-                        batch_size: int | None = None, features_col: str | Sequence[str] = "features",
-                        num_slices: int | None = None, runtime: WorkerRuntime | None = None) -> Any:
+def distributed_predict(
+    spec: ModelSpec,
+    weights: list[np.ndarray],
+    data: Any,
+    batch_size: int | None = None,
+    features_col: str | Sequence[str] = "features",
+    num_slices: int | None = None,
+    runtime: WorkerRuntime | None = None,
+) -> Any:
     """Predict ``data`` on the executors, in input order.
 
     Args:
@@ -167,17 +185,24 @@ def make_evaluate_fn(spec: ModelSpec, runtime: WorkerRuntime, broadcast: Any, ba
                 continue
             prepare_worker(runtime)
             model = cached_model(spec, broadcast.value)
-            logs = model.evaluate(unwrap(xs), unwrap(ys), batch_size=batch_size, verbose=0,
-                                  return_dict=True)
+            logs = model.evaluate(unwrap(xs), unwrap(ys), batch_size=batch_size, verbose=0, return_dict=True)
             state = [np.asarray(v) for v in model.metrics_variables]
             yield rows, {k: float(v) for k, v in logs.items()}, state
 
     return run
 
 
-def evaluate_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndarray],
-                    runtime: WorkerRuntime, batch_size: int, model: Any,
-                    sample: tuple[list[np.ndarray], list[np.ndarray]] | None, profile: Any = None) -> dict[str, float]:
+def evaluate_blocks(
+    sc: Any,
+    blocks: Any,
+    spec: ModelSpec,
+    weights: list[np.ndarray],
+    runtime: WorkerRuntime,
+    batch_size: int,
+    model: Any,
+    sample: tuple[list[np.ndarray], list[np.ndarray]] | None,
+    profile: Any = None,
+) -> dict[str, float]:
     """Evaluate every block and merge into one ``{name: value}`` over all rows (with the resource
     profile ``profile`` when given).
 
@@ -196,8 +221,11 @@ def evaluate_blocks(sc: Any, blocks: Any, spec: ModelSpec, weights: list[np.ndar
     return merge_evaluations(results, model, sample)
 
 
-def merge_evaluations(results: list[tuple[int, dict[str, float], list[np.ndarray]]], model: Any,
-                      sample: tuple[list[np.ndarray], list[np.ndarray]] | None) -> dict[str, float]:
+def merge_evaluations(
+    results: list[tuple[int, dict[str, float], list[np.ndarray]]],
+    model: Any,
+    sample: tuple[list[np.ndarray], list[np.ndarray]] | None,
+) -> dict[str, float]:
     """Merge per-partition ``(rows, logs, metric state arrays)`` into one ``{name: value}``.
 
     Args:
@@ -238,10 +266,19 @@ def format_like_keras(logs: dict[str, float]) -> float | list[float]:
 # DataFrame column inference
 
 
-def predict_column(df: Any, spec: ModelSpec, weights: list[np.ndarray], features_col: str | Sequence[str],
-                   output_col: str, batch_size: int | None = None, output: str = "raw",
-                   probability_col: str | None = None, runtime: WorkerRuntime | None = None,
-                   prefetch: int = 1, profile: Any = None) -> Any:
+def predict_column(
+    df: Any,
+    spec: ModelSpec,
+    weights: list[np.ndarray],
+    features_col: str | Sequence[str],
+    output_col: str,
+    batch_size: int | None = None,
+    output: str = "raw",
+    probability_col: str | None = None,
+    runtime: WorkerRuntime | None = None,
+    prefetch: int = 1,
+    profile: Any = None,
+) -> Any:
     """Add ``output_col`` with the model's prediction for each row (a column operation).
 
     Args:
@@ -428,6 +465,7 @@ def prefetched(source: Iterable[Any], convert: Any, depth: int = 1) -> Iterator[
         stop.set()
         reader.join(timeout=60)
 
+
 class _Shipped:
     """Weights that travel inside the shipped function (a broadcast's ``.value`` where there is none)."""
 
@@ -475,8 +513,9 @@ def _series_to_numpy(series: Any) -> np.ndarray:
     if values.dtype == object:
         if not len(values):
             return np.zeros((0,), dtype=np.float32)
-        return np.stack([np.stack(v) if getattr(getattr(v, "dtype", None), "kind", "") == "O" else np.asarray(v)
-                         for v in values])
+        return np.stack(
+            [np.stack(v) if getattr(getattr(v, "dtype", None), "kind", "") == "O" else np.asarray(v) for v in values]
+        )
     return values
 
 

@@ -67,8 +67,9 @@ def get_strategy(mode: str | Strategy, **knobs: Any) -> Strategy:
     """
     if isinstance(mode, Strategy):
         if knobs:
-            raise ValueError(f"Strategy knobs {sorted(knobs)} cannot be combined with a Strategy "
-                             "instance; set them on the instance.")
+            raise ValueError(
+                f"Strategy knobs {sorted(knobs)} cannot be combined with a Strategy instance; set them on the instance."
+            )
         return mode
     mode = _plain(mode)
     modes = valid_modes()
@@ -93,8 +94,10 @@ def get_frequency(frequency: str | int | None, strategy: Strategy) -> str | int:
     if frequency is None:
         return strategy.default_frequency
     if isinstance(frequency, bool):
-        raise ValueError(f"Could not interpret frequency: {frequency!r}. Expected one of "
-                         f"{list(FREQUENCIES)} or a positive int number of batches.")
+        raise ValueError(
+            f"Could not interpret frequency: {frequency!r}. Expected one of "
+            f"{list(FREQUENCIES)} or a positive int number of batches."
+        )
     if hasattr(frequency, "__index__") and not isinstance(frequency, str):
         n = int(frequency)
         if n < 1:
@@ -102,8 +105,10 @@ def get_frequency(frequency: str | int | None, strategy: Strategy) -> str | int:
         return n
     if isinstance(frequency, str) and frequency.lower() in FREQUENCIES:
         return frequency.lower()
-    raise ValueError(f"Could not interpret frequency: {frequency!r}. Expected one of "
-                     f"{list(FREQUENCIES)} or a positive int number of batches.")
+    raise ValueError(
+        f"Could not interpret frequency: {frequency!r}. Expected one of "
+        f"{list(FREQUENCIES)} or a positive int number of batches."
+    )
 
 
 def window_batches(frequency: str | int, partition_batches: int) -> int:

@@ -46,15 +46,19 @@ def check_compile_arguments(compile_config: dict[str, Any] | None) -> None:
     weights = (compile_config or {}).get("loss_weights")
     if weights is None:
         return
-    values = weights.values() if isinstance(weights, dict) else (
-        weights if isinstance(weights, (list, tuple)) else [weights])
+    values = (
+        weights.values()
+        if isinstance(weights, dict)
+        else (weights if isinstance(weights, (list, tuple)) else [weights])
+    )
     if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
         return
     raise ValueError(
         "Expected compile(loss_weights=...) to be numbers (a list or a dict of floats). "
         f"Received: loss_weights={weights!r}. In Keras 3 the third positional argument of compile() "
         "is loss_weights, not metrics: call model.compile(optimizer=..., loss=..., "
-        "metrics=['accuracy']) with keywords.")
+        "metrics=['accuracy']) with keywords."
+    )
 
 
 def preflight_check(spec: ModelSpec, sample: tuple[list[np.ndarray], list[np.ndarray]] | None) -> None:
@@ -82,8 +86,9 @@ def preflight_check(spec: ModelSpec, sample: tuple[list[np.ndarray], list[np.nda
         xs, ys = sample
         model.train_on_batch(xs[0] if len(xs) == 1 else list(xs), ys[0] if len(ys) == 1 else list(ys))
     except Exception as exc:
-        raise ValueError(f"Keras cannot train this model; nothing was started on Spark. Keras says: "
-                         f"{type(exc).__name__}: {exc}") from exc
+        raise ValueError(
+            f"Keras cannot train this model; nothing was started on Spark. Keras says: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)

@@ -27,8 +27,9 @@ import numpy as np
 class RoundReducer(Protocol):
     """What a task of a synchronous stage needs from the round's reducer."""
 
-    def exchange(self, weighted_delta: list[np.ndarray], samples: int, metrics: dict[str, float],
-                 round_index: int) -> list[np.ndarray]:
+    def exchange(
+        self, weighted_delta: list[np.ndarray], samples: int, metrics: dict[str, float], round_index: int
+    ) -> list[np.ndarray]:
         """Contribute ``Σ samples·Δ`` to round ``round_index``; return the center after the round."""
 
     def close(self) -> None:
@@ -46,19 +47,26 @@ class ServerRounds:
         task_attempt: The task's ``taskAttemptId`` (a larger one for a partition restarts the epoch).
     """
 
-    def __init__(self, client_config: dict[str, Any], worker_id: str, attempt_id: str, epoch: int,
-                 task_attempt: int) -> None:
+    def __init__(
+        self, client_config: dict[str, Any], worker_id: str, attempt_id: str, epoch: int, task_attempt: int
+    ) -> None:
         from ..parameter.client import ParameterClient
 
         self._client = ParameterClient(**client_config)
-        self._meta = {"worker_id": str(worker_id), "attempt_id": str(attempt_id), "epoch": int(epoch),
-                      "task_attempt": int(task_attempt)}
+        self._meta = {
+            "worker_id": str(worker_id),
+            "attempt_id": str(attempt_id),
+            "epoch": int(epoch),
+            "task_attempt": int(task_attempt),
+        }
 
-    def exchange(self, weighted_delta: list[np.ndarray], samples: int, metrics: dict[str, float],
-                 round_index: int) -> list[np.ndarray]:
+    def exchange(
+        self, weighted_delta: list[np.ndarray], samples: int, metrics: dict[str, float], round_index: int
+    ) -> list[np.ndarray]:
         """Push to the round and return the center it produced."""
-        _, center, _ = self._client.push_and_pull(weighted_delta, version_seen=0, samples=int(samples),
-                                                  metrics=metrics, round=int(round_index), **self._meta)
+        _, center, _ = self._client.push_and_pull(
+            weighted_delta, version_seen=0, samples=int(samples), metrics=metrics, round=int(round_index), **self._meta
+        )
         return center
 
     def close(self) -> None:
@@ -95,8 +103,9 @@ class CollectiveRounds:
         self.center = [np.asarray(c) for c in center]
         self.rounds = 0
 
-    def exchange(self, weighted_delta: list[np.ndarray], samples: int, metrics: dict[str, float],
-                 round_index: int) -> list[np.ndarray]:
+    def exchange(
+        self, weighted_delta: list[np.ndarray], samples: int, metrics: dict[str, float], round_index: int
+    ) -> list[np.ndarray]:
         """All-reduce this rank's contribution; return the center after the round.
 
         Raises:
@@ -113,8 +122,10 @@ class CollectiveRounds:
         with np.errstate(over="ignore", invalid="ignore"):
             center = [(c + s.astype(c.dtype)).astype(c.dtype) for c, s in zip(self.center, step)]
         if not all(np.all(np.isfinite(c)) for c in center if c.dtype.kind == "f"):
-            raise FloatingPointError(f"Expected a finite center after round {round_index + 1}, received NaN or "
-                                     "infinity. Lower the learning rate or the server step, or clip gradients.")
+            raise FloatingPointError(
+                f"Expected a finite center after round {round_index + 1}, received NaN or "
+                "infinity. Lower the learning rate or the server step, or clip gradients."
+            )
         self.center = center
         return center
 
@@ -123,8 +134,14 @@ class CollectiveRounds:
         self._reducer.close()
 
 
-def open_round_reducer(config: dict[str, Any], worker_id: str, attempt_id: str, epoch: int,
-                       task_attempt: int, center: Sequence[np.ndarray] | None = None) -> RoundReducer:
+def open_round_reducer(
+    config: dict[str, Any],
+    worker_id: str,
+    attempt_id: str,
+    epoch: int,
+    task_attempt: int,
+    center: Sequence[np.ndarray] | None = None,
+) -> RoundReducer:
     """The reducer a task uses, from the plain ``config`` the driver shipped.
 
     Args:
@@ -151,7 +168,11 @@ def open_round_reducer(config: dict[str, Any], worker_id: str, attempt_id: str, 
 
         if center is None:
             raise ValueError("Expected the epoch's start center for a 'collective' reducer, received None.")
-        reducer = open_reducer(config.get("reducer", "ring"), BarrierTaskContext.get(), config["secret"],
-                               timeout=float(config.get("timeout", 300.0)))
+        reducer = open_reducer(
+            config.get("reducer", "ring"),
+            BarrierTaskContext.get(),
+            config["secret"],
+            timeout=float(config.get("timeout", 300.0)),
+        )
         return CollectiveRounds(reducer, copy.deepcopy(config["step"]), center)
     raise ValueError(f"Could not interpret reducer kind: {kind!r}. Expected one of ['server', 'collective'].")

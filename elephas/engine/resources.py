@@ -41,8 +41,9 @@ def check_resources(resources: Mapping[str, Any] | None) -> dict[str, Any] | Non
     if resources is None:
         return None
     if not isinstance(resources, Mapping):
-        raise ValueError("resources must be a dict such as {'gpu': 1, 'cpus': 4}. "
-                         f"Received: resources={resources!r}.")
+        raise ValueError(
+            f"resources must be a dict such as {{'gpu': 1, 'cpus': 4}}. Received: resources={resources!r}."
+        )
     unknown = sorted(set(resources) - set(RESOURCE_KEYS))
     if unknown:
         raise ValueError(f"Unknown key(s) in resources: {unknown}. Expected keys among {list(RESOURCE_KEYS)}.")
@@ -51,10 +52,16 @@ def check_resources(resources: Mapping[str, Any] | None) -> dict[str, Any] | Non
         if value is None:
             continue
         if key == "gpu":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or \
-                    (value > 1 and value != int(value)):
-                raise ValueError("resources['gpu'] must be a number > 0: a whole number of GPUs, or a fraction "
-                                 f"<= 1 to share one GPU between tasks. Received: {value!r}.")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not value > 0
+                or (value > 1 and value != int(value))
+            ):
+                raise ValueError(
+                    "resources['gpu'] must be a number > 0: a whole number of GPUs, or a fraction "
+                    f"<= 1 to share one GPU between tasks. Received: {value!r}."
+                )
             out[key] = float(value)
         elif key in ("cpus", "executor_cores", "executor_gpus"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -94,14 +101,19 @@ def resource_profile(resources: Mapping[str, Any] | None, conf: Any = None) -> A
 
         sc = SparkContext._active_spark_context
         if sc is None:  # a Spark Connect session: profiles are not attached from here yet
-            logger.info("resources=%s: no SparkContext (Spark Connect?); the stages run without a resource profile.",
-                        request)
+            logger.info(
+                "resources=%s: no SparkContext (Spark Connect?); the stages run without a resource profile.", request
+            )
             return None
         conf = sc.getConf()
     master = str(conf.get("spark.master", "") or "")
     if master.startswith("local"):
-        logger.info("resources=%s: stage-level resource profiles are not supported on a local master (%s); "
-                    "the stages run without one.", request, master)
+        logger.info(
+            "resources=%s: stage-level resource profiles are not supported on a local master (%s); "
+            "the stages run without one.",
+            request,
+            master,
+        )
         return None
     from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
 
@@ -122,8 +134,11 @@ def resource_profile(resources: Mapping[str, Any] | None, conf: Any = None) -> A
             executor.resource("gpu", gpus, request.get("gpu_discovery_script", ""))
         builder.require(executor)
     profile = builder.build
-    logger.info("resources=%s: training and inference stages run with a %s resource profile", request,
-                "executor and task" if dynamic else "task")
+    logger.info(
+        "resources=%s: training and inference stages run with a %s resource profile",
+        request,
+        "executor and task" if dynamic else "task",
+    )
     return profile
 
 

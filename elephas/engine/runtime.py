@@ -84,8 +84,7 @@ def thread_environment(threads: int, backend: str = "tensorflow") -> dict[str, s
     if threads <= 0:
         return {}
     n = str(int(threads))
-    env = {"OMP_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1",
-           "MKL_NUM_THREADS": n}
+    env = {"OMP_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1", "MKL_NUM_THREADS": n}
     flags = os.environ.get("XLA_FLAGS", "")
     if backend == "jax" and int(threads) == 1 and "xla_cpu_multi_thread_eigen" not in flags:
         env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
@@ -108,9 +107,13 @@ def _check_same_gpus(backend: str) -> None:
         return
     pinned = os.environ.get("CUDA_VISIBLE_DEVICES")
     if wanted and pinned != wanted:
-        logger.warning("this Python worker pinned GPU(s) %s when it started; the task was assigned %s but keeps "
-                       "running on the first ones (set spark.python.worker.reuse=false to start a worker per "
-                       "task).", pinned, wanted)
+        logger.warning(
+            "this Python worker pinned GPU(s) %s when it started; the task was assigned %s but keeps "
+            "running on the first ones (set spark.python.worker.reuse=false to start a worker per "
+            "task).",
+            pinned,
+            wanted,
+        )
 
 
 def prepare_worker(runtime: WorkerRuntime) -> None:

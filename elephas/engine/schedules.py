@@ -76,15 +76,22 @@ class LearningRateOnPlateau(keras.callbacks.Callback):
         >>> cb = LearningRateOnPlateau(strategy=None, monitor="val_loss", every=2)  # doctest: +SKIP
     """
 
-    def __init__(self, strategy: Strategy | None = None, evaluate: Callable[[], float] | None = None,
-                 monitor: str = "val_loss", every: int = 1, factor: float = 2.0, patience: int = 0,
-                 min_delta: float = 0.0, min_learning_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        strategy: Strategy | None = None,
+        evaluate: Callable[[], float] | None = None,
+        monitor: str = "val_loss",
+        every: int = 1,
+        factor: float = 2.0,
+        patience: int = 0,
+        min_delta: float = 0.0,
+        min_learning_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an int >= 1. Received: every={every!r}.")
         if not factor > 1.0:
-            raise ValueError(f"factor must be > 1 (the learning rate is divided by it). "
-                             f"Received: factor={factor!r}.")
+            raise ValueError(f"factor must be > 1 (the learning rate is divided by it). Received: factor={factor!r}.")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be an int >= 0. Received: patience={patience!r}.")
         self.strategy = strategy
@@ -110,8 +117,9 @@ class LearningRateOnPlateau(keras.callbacks.Callback):
         else:
             logs = logs or {}
             if self.monitor not in logs:
-                logger.warning("LearningRateOnPlateau: %r is not in the epoch logs %s; skipping.",
-                               self.monitor, sorted(logs))
+                logger.warning(
+                    "LearningRateOnPlateau: %r is not in the epoch logs %s; skipping.", self.monitor, sorted(logs)
+                )
                 return
             loss = float(logs[self.monitor])
         if loss < self.best - self.min_delta:
@@ -126,8 +134,14 @@ class LearningRateOnPlateau(keras.callbacks.Callback):
         if new < old:
             set_learning_rate(self.model, self.strategy, new)
             self.reductions.append((epoch, new))
-            logger.info("epoch %d: loss %.5f did not improve on %.5f; learning rate %.3g -> %.3g",
-                        epoch + 1, loss, self.best, old, new)
+            logger.info(
+                "epoch %d: loss %.5f did not improve on %.5f; learning rate %.3g -> %.3g",
+                epoch + 1,
+                loss,
+                self.best,
+                old,
+                new,
+            )
 
 
 class StopOnTargetLoss(keras.callbacks.Callback):
@@ -142,8 +156,7 @@ class StopOnTargetLoss(keras.callbacks.Callback):
         >>> cb = StopOnTargetLoss(0.05)  # doctest: +SKIP
     """
 
-    def __init__(self, target: float, monitor: str = "loss",
-                 evaluate: Callable[[], float] | None = None) -> None:
+    def __init__(self, target: float, monitor: str = "loss", evaluate: Callable[[], float] | None = None) -> None:
         super().__init__()
         if not isinstance(target, (int, float)) or isinstance(target, bool) or not math.isfinite(target):
             raise ValueError(f"target must be a finite number. Received: target={target!r}.")
@@ -164,5 +177,6 @@ class StopOnTargetLoss(keras.callbacks.Callback):
         if loss <= self.target:
             self.model.stop_training = True
             self.stopped_epoch = epoch
-            logger.info("epoch %d: %s %.5f reached the target %.5f; stopping.",
-                        epoch + 1, self.monitor, loss, self.target)
+            logger.info(
+                "epoch %d: %s %.5f reached the target %.5f; stopping.", epoch + 1, self.monitor, loss, self.target
+            )

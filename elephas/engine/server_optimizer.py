@@ -21,8 +21,9 @@ class ServerOptimizer:
 
     def __init__(self, name: str = "sgd", learning_rate: float = 1.0, momentum: float = 0.9):
         if name not in SERVER_OPTIMIZERS:
-            raise ValueError(f"Could not interpret server_optimizer: {name!r}. "
-                             f"Expected one of {list(SERVER_OPTIMIZERS)}.")
+            raise ValueError(
+                f"Could not interpret server_optimizer: {name!r}. Expected one of {list(SERVER_OPTIMIZERS)}."
+            )
         if not learning_rate > 0:
             raise ValueError(f"server_learning_rate must be > 0. Received: {learning_rate}.")
         if name != "sgd" and not 0 <= momentum < 1:
@@ -33,13 +34,13 @@ class ServerOptimizer:
         self._velocity: list[np.ndarray] | None = None
 
     @classmethod
-    def get(cls, identifier: Any, learning_rate: float | None = None,
-            momentum: float | None = None) -> ServerOptimizer:
+    def get(cls, identifier: Any, learning_rate: float | None = None, momentum: float | None = None) -> ServerOptimizer:
         """Resolve ``None``, a name, or an instance."""
         if isinstance(identifier, ServerOptimizer):
             return identifier
-        return cls(identifier or "sgd", 1.0 if learning_rate is None else learning_rate,
-                   0.9 if momentum is None else momentum)
+        return cls(
+            identifier or "sgd", 1.0 if learning_rate is None else learning_rate, 0.9 if momentum is None else momentum
+        )
 
     def step(self, delta: list[np.ndarray]) -> list[np.ndarray]:
         """The step added to the center for the averaged ``delta`` (updates the momentum)."""
@@ -72,5 +73,8 @@ class ServerOptimizer:
 
     def get_config(self) -> dict[str, Any]:
         """Settings as plain values."""
-        return {"server_optimizer": self.name, "server_learning_rate": self.learning_rate,
-                "server_momentum": self.momentum}
+        return {
+            "server_optimizer": self.name,
+            "server_learning_rate": self.learning_rate,
+            "server_momentum": self.momentum,
+        }

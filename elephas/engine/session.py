@@ -63,9 +63,11 @@ def active_session() -> Any:
 
     session = SparkSession.getActiveSession()
     if session is None:
-        raise RuntimeError("Expected an active SparkSession, received none. Create one first, e.g. "
-                           "SparkSession.builder.master('local[*]').getOrCreate() or, for Spark Connect, "
-                           "SparkSession.builder.remote('sc://host').getOrCreate().")
+        raise RuntimeError(
+            "Expected an active SparkSession, received none. Create one first, e.g. "
+            "SparkSession.builder.master('local[*]').getOrCreate() or, for Spark Connect, "
+            "SparkSession.builder.remote('sc://host').getOrCreate()."
+        )
     return session
 
 
@@ -99,16 +101,22 @@ def require_classic(what: str, received: Any = None, hint: str = RDD_HINT) -> An
         TypeError: SparkModel.predict on an RDD needs RDDs and a SparkContext, which only a classic ...
     """
     if is_connect() or is_connect(received):
-        shown = (f"{type(received).__module__}.{type(received).__name__}" if received is not None
-                 else "a Spark Connect session")
-        raise TypeError(f"{what} needs RDDs and a SparkContext, which only a classic SparkSession has. {hint} "
-                        f"Received: {shown}.")
+        shown = (
+            f"{type(received).__module__}.{type(received).__name__}"
+            if received is not None
+            else "a Spark Connect session"
+        )
+        raise TypeError(
+            f"{what} needs RDDs and a SparkContext, which only a classic SparkSession has. {hint} Received: {shown}."
+        )
     from pyspark import SparkContext
 
     sc = SparkContext._active_spark_context
     if sc is None:
-        raise RuntimeError(f"{what} needs an active SparkContext, received none. Create a SparkSession first, "
-                           "e.g. SparkSession.builder.master('local[*]').getOrCreate().")
+        raise RuntimeError(
+            f"{what} needs an active SparkContext, received none. Create a SparkSession first, "
+            "e.g. SparkSession.builder.master('local[*]').getOrCreate()."
+        )
     return sc
 
 
@@ -132,7 +140,7 @@ def connect_runtime(session: Any) -> WorkerRuntime:
     threads = task_cpus
     if master.startswith("local"):
         cores = os.cpu_count() or 1
-        inside = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
+        inside = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
         slots = cores if inside in ("*", "") else int(inside.split(",")[0])
         threads = max(1, cores // max(1, slots)) * task_cpus
     return WorkerRuntime(keras.backend.backend(), threads)

@@ -97,8 +97,7 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (without ``custom_objects``, which are Python objects)."""
-        return {"model_id": self.model_id, "config_json": self.config_json,
-                "compile_config": self.compile_config}
+        return {"model_id": self.model_id, "config_json": self.config_json, "compile_config": self.compile_config}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> ModelSpec:
@@ -198,4 +197,3 @@ def clear_cache() -> None:
     """Forget every cached model of this process."""
     with _CACHE_LOCK:
         _CACHE.clear()
-

@@ -72,9 +72,16 @@ def task_identity() -> tuple[int, int, str]:
     return ctx.partitionId(), ctx.taskAttemptId(), attempt
 
 
-def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epoch: int,
-                  start: list[np.ndarray], reducer: dict[str, Any], learning_rate: float | None = None,
-                  rounds: int | None = None):
+def make_epoch_fn(
+    spec: ModelSpec,
+    runtime: WorkerRuntime,
+    plan: WindowPlan,
+    epoch: int,
+    start: list[np.ndarray],
+    reducer: dict[str, Any],
+    learning_rate: float | None = None,
+    rounds: int | None = None,
+):
     """Build the function one synchronous epoch stage runs in every (barrier) task.
 
     Args:
@@ -102,9 +109,11 @@ def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epo
         blocks = []
         for block in resolve(items):
             if isinstance(block, Missing):
-                raise MissingBlockError(f"Expected the staged block of partition {block.partition} on this "
-                                        "executor, received none (its local directory was cleaned or the task "
-                                        "ran elsewhere).")
+                raise MissingBlockError(
+                    f"Expected the staged block of partition {block.partition} on this "
+                    "executor, received none (its local directory was cleaned or the task "
+                    "ran elsewhere)."
+                )
             blocks.append(block)
         _, xs, ys = merge_blocks(pid, blocks)
         rows = int(xs[0].shape[0]) if xs else 0
@@ -153,7 +162,17 @@ def make_epoch_fn(spec: ModelSpec, runtime: WorkerRuntime, plan: WindowPlan, epo
             return
         final = pid == 0
         state = exchange.step.state() if final else None
-        yield TaskReport(pid, rows, windows, plan.batches(rows), compute, communicate, attempt, sums,
-                         [np.asarray(c) for c in center] if final else None, state)
+        yield TaskReport(
+            pid,
+            rows,
+            windows,
+            plan.batches(rows),
+            compute,
+            communicate,
+            attempt,
+            sums,
+            [np.asarray(c) for c in center] if final else None,
+            state,
+        )
 
     return run

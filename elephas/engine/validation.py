@@ -38,19 +38,25 @@ def check_features(io: ModelIO, rows: list[np.ndarray]) -> None:
         name = io.input_names[i] if i < len(io.input_names) else f"#{i}"
         if None in shape:
             if row.ndim != len(shape):
-                raise ValueError(f"Features for input '{name}' must have {len(shape)} dimension(s) "
-                                 f"per row (the model's input shape is {(None,) + tuple(shape)}). "
-                                 f"Received: a row of shape {row.shape}.")
+                raise ValueError(
+                    f"Features for input '{name}' must have {len(shape)} dimension(s) "
+                    f"per row (the model's input shape is {(None,) + tuple(shape)}). "
+                    f"Received: a row of shape {row.shape}."
+                )
             fixed_ok = all(s is None or s == r for s, r in zip(shape, row.shape))
             if not fixed_ok:
-                raise ValueError(f"Features for input '{name}' do not fit the model's input shape "
-                                 f"{(None,) + tuple(shape)}. Received: a row of shape {row.shape}.")
+                raise ValueError(
+                    f"Features for input '{name}' do not fit the model's input shape "
+                    f"{(None,) + tuple(shape)}. Received: a row of shape {row.shape}."
+                )
             continue
         if row.shape != tuple(shape) and row.size != _size(shape):
-            raise ValueError(f"Features for input '{name}' must have shape {tuple(shape)} per row "
-                             f"({_size(shape)} values; the model's input shape is "
-                             f"{(None,) + tuple(shape)}). Received: a row of shape {row.shape} "
-                             f"({row.size} values).")
+            raise ValueError(
+                f"Features for input '{name}' must have shape {tuple(shape)} per row "
+                f"({_size(shape)} values; the model's input shape is "
+                f"{(None,) + tuple(shape)}). Received: a row of shape {row.shape} "
+                f"({row.size} values)."
+            )
         if row.dtype.kind not in "biuf":
             raise ValueError(f"Features for input '{name}' must be numeric. Received dtype {row.dtype}.")
 
@@ -70,12 +76,16 @@ def check_labels(io: ModelIO, rows: list[np.ndarray], loss: Any) -> None:
             continue
         hint = ""
         if row.size == 1 and width > 1:
-            hint = (" Class indices need one-hot encoding (e.g. to_simple_rdd(..., categorical=True), "
-                    "encode_label, or keras.utils.to_categorical) or a sparse_categorical_crossentropy "
-                    "loss.")
-        raise ValueError(f"Labels for output '{name}' must have {width} value(s) per row (the model's "
-                         f"output shape is {(None,) + tuple(shape)}). Received: a label of shape "
-                         f"{row.shape} ({row.size} values).{hint}")
+            hint = (
+                " Class indices need one-hot encoding (e.g. to_simple_rdd(..., categorical=True), "
+                "encode_label, or keras.utils.to_categorical) or a sparse_categorical_crossentropy "
+                "loss."
+            )
+        raise ValueError(
+            f"Labels for output '{name}' must have {width} value(s) per row (the model's "
+            f"output shape is {(None,) + tuple(shape)}). Received: a label of shape "
+            f"{row.shape} ({row.size} values).{hint}"
+        )
 
 
 def sample_from_pair(pair: Any, io: ModelIO, labels: bool = True) -> tuple[list, list | None]:
@@ -84,9 +94,10 @@ def sample_from_pair(pair: Any, io: ModelIO, labels: bool = True) -> tuple[list,
 
     if labels:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ValueError("Each RDD element must be a (features, label) pair. Received: "
-                             f"{type(pair).__name__}" + (f" of length {len(pair)}" if
-                                                          isinstance(pair, (tuple, list)) else "") + ".")
+            raise ValueError(
+                "Each RDD element must be a (features, label) pair. Received: "
+                f"{type(pair).__name__}" + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else "") + "."
+            )
         xs = [to_array(v) for v in _split_multi(pair[0], len(io.input_shapes), "input")]
         ys = [to_array(v) for v in _split_multi(pair[1], len(io.output_shapes), "output")]
         return xs, ys
@@ -111,10 +122,13 @@ def check_dataframe(df: Any, columns: list[str], role: dict[str, str]) -> None:
     fields = {f.name: f.dataType for f in df.schema.fields}
     for c in columns:
         if c not in fields:
-            raise ValueError(f"The DataFrame has no {role.get(c, 'column')} column {c!r}. "
-                             f"Available columns: {list(fields)}.")
+            raise ValueError(
+                f"The DataFrame has no {role.get(c, 'column')} column {c!r}. Available columns: {list(fields)}."
+            )
         dtype = fields[c]
         ok = isinstance(dtype, (VectorUDT, MLlibVectorUDT, ArrayType, NumericType))
         if not ok:
-            raise ValueError(f"The {role.get(c, 'column')} column {c!r} must hold ml Vectors, numeric "
-                             f"arrays or numbers. Received type {dtype.simpleString()}.")
+            raise ValueError(
+                f"The {role.get(c, 'column')} column {c!r} must hold ml Vectors, numeric "
+                f"arrays or numbers. Received type {dtype.simpleString()}."
+            )

@@ -48,7 +48,7 @@ class WindowPlan:
         if start >= nb:
             return None
         order = self.order(rows, epoch, partition)
-        return order[start * self.batch_size: min(rows, (start + per) * self.batch_size)]
+        return order[start * self.batch_size : min(rows, (start + per) * self.batch_size)]
 
 
 def take(arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
@@ -69,8 +69,9 @@ _LOOP_BATCHES = 64
 costs far less per call than ``Model.fit``; longer ones go through ``fit``."""
 
 
-def train_window(model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int,
-                 shuffle: bool = False) -> dict[str, float]:
+def train_window(
+    model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool = False
+) -> dict[str, float]:
     """Train one window with the model's own compiled optimizer; return its mean metrics.
 
     Short windows are trained batch by batch and their metrics averaged over the batches weighted
@@ -85,13 +86,13 @@ def train_window(model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_s
         sums: dict[str, float] = {}
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
-            logs = model.train_on_batch(unwrap([x[start:stop] for x in xs]), unwrap([y[start:stop] for y in ys]),
-                                        return_dict=True)
+            logs = model.train_on_batch(
+                unwrap([x[start:stop] for x in xs]), unwrap([y[start:stop] for y in ys]), return_dict=True
+            )
             for name, value in logs.items():  # the window's mean: batch values weighted by rows
                 sums[name] = sums.get(name, 0.0) + float(value) * (stop - start)
         return {name: total / n for name, total in sums.items()}
-    history = model.fit(unwrap(xs), unwrap(ys), batch_size=batch_size, epochs=1, shuffle=shuffle,
-                        verbose=0)
+    history = model.fit(unwrap(xs), unwrap(ys), batch_size=batch_size, epochs=1, shuffle=shuffle, verbose=0)
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
@@ -104,8 +105,7 @@ def master_learning_rate(model: Any) -> float | None:
     import keras
 
     opt = getattr(model, "optimizer", None)
-    if opt is None or isinstance(getattr(opt, "_learning_rate", None),
-                                 keras.optimizers.schedules.LearningRateSchedule):
+    if opt is None or isinstance(getattr(opt, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
         return None
     return float(keras.ops.convert_to_numpy(opt.learning_rate))
 

@@ -28,9 +28,25 @@ _EXPORTS = {
     "TemplatedModel": "elephas.hyperparam.templates",
     "TemplateError": "elephas.hyperparam.templates",
     "parse_model": "elephas.hyperparam.templates",
-    **{name: "elephas.hyperparam.distributions" for name in (
-        "Distribution", "choice", "pchoice", "uniform", "quniform", "loguniform", "qloguniform", "normal",
-        "qnormal", "lognormal", "qlognormal", "randint", "uniformint", "conditional")},
+    **{
+        name: "elephas.hyperparam.distributions"
+        for name in (
+            "Distribution",
+            "choice",
+            "pchoice",
+            "uniform",
+            "quniform",
+            "loguniform",
+            "qloguniform",
+            "normal",
+            "qnormal",
+            "lognormal",
+            "qlognormal",
+            "randint",
+            "uniformint",
+            "conditional",
+        )
+    },
 }
 
 __all__ = [

@@ -64,8 +64,7 @@ def new_secret() -> bytes:
 class _Framer:
     """Signs and checks the frames of one connection (both directions)."""
 
-    def __init__(self, sock: socket.socket, secret: bytes, server_nonce: bytes, client_nonce: bytes,
-                 outgoing: str):
+    def __init__(self, sock: socket.socket, secret: bytes, server_nonce: bytes, client_nonce: bytes, outgoing: str):
         self.sock = sock
         self._secret = secret
         self._session = f"{server_nonce.hex()}\n{client_nonce.hex()}"
@@ -81,8 +80,9 @@ class _Framer:
     def send(self, message: dict[str, Any]) -> None:
         payload = json.dumps(message, separators=(",", ":")).encode()
         if len(payload) > MAX_PAYLOAD_BYTES:
-            raise ValueError(f"Expected a message of at most {MAX_PAYLOAD_BYTES} bytes. "
-                             f"Received: {len(payload)} bytes.")
+            raise ValueError(
+                f"Expected a message of at most {MAX_PAYLOAD_BYTES} bytes. Received: {len(payload)} bytes."
+            )
         tag = self._tag(self._out, self._sent, payload)
         self.sock.sendall(_HEADER.pack(len(payload)) + tag + payload)
         self._sent += 1
@@ -90,8 +90,7 @@ class _Framer:
     def receive(self, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
         (length,) = _HEADER.unpack(recv_exactly(self.sock, _HEADER.size))
         if length > max_bytes:
-            raise ChannelError(f"Expected a frame of at most {max_bytes} bytes. "
-                               f"Received: a length of {length}.")
+            raise ChannelError(f"Expected a frame of at most {max_bytes} bytes. Received: a length of {length}.")
         tag = recv_exactly(self.sock, TAG_BYTES)
         payload = recv_exactly(self.sock, length)
         if not hmac.compare_digest(tag, self._tag(self._in, self._received, payload)):
@@ -147,17 +146,21 @@ class ChannelServer:
             first authenticated frame.
     """
 
-    def __init__(self, handler: Handler, secret: bytes, bind_host: str = "127.0.0.1",
-                 advertised_host: str = "127.0.0.1", max_connections: int = MAX_CONNECTIONS,
-                 handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S):
+    def __init__(
+        self,
+        handler: Handler,
+        secret: bytes,
+        bind_host: str = "127.0.0.1",
+        advertised_host: str = "127.0.0.1",
+        max_connections: int = MAX_CONNECTIONS,
+        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+    ):
         self.handler = handler
         self._secret = secret
-        self._listener = netio.bind_listener(bind_host, 0, backlog=64,
-                                             purpose="the hyper-parameter trial channel")
+        self._listener = netio.bind_listener(bind_host, 0, backlog=64, purpose="the hyper-parameter trial channel")
         self.address = (advertised_host, self._listener.getsockname()[1])
         self._lock = threading.Lock()
-        self._table = netio.ConnectionTable(max_connections, handshake_timeout_s,
-                                            name="elephas-trial-channel")
+        self._table = netio.ConnectionTable(max_connections, handshake_timeout_s, name="elephas-trial-channel")
         self._log_drop = netio.RateLimitedLog(logger)
         self._connections: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
@@ -179,8 +182,12 @@ class ChannelServer:
                 return
             entry = self._table.admit(conn)
             if entry is None:  # every connection is an authenticated slot's
-                self._log_drop(logging.WARNING, "trial channel: refused a connection from %s: "
-                               "%d connections in use", peer, self._table.limit)
+                self._log_drop(
+                    logging.WARNING,
+                    "trial channel: refused a connection from %s: %d connections in use",
+                    peer,
+                    self._table.limit,
+                )
                 conn.close()
                 continue
             with self._lock:
@@ -189,8 +196,9 @@ class ChannelServer:
                     conn.close()
                     return
                 self._connections.add(conn)
-                thread = threading.Thread(target=self._serve, args=(conn, peer, entry), daemon=True,
-                                          name=f"elephas-trial-channel-{peer[1]}")
+                thread = threading.Thread(
+                    target=self._serve, args=(conn, peer, entry), daemon=True, name=f"elephas-trial-channel-{peer[1]}"
+                )
                 self._threads.append(thread)
             thread.start()
 
@@ -212,8 +220,7 @@ class ChannelServer:
             pass  # the slot task is done
         except ChannelError as exc:
             if not self._stopped:
-                self._log_drop(logging.WARNING, "trial channel connection from %s dropped: %s",
-                               peer, exc)
+                self._log_drop(logging.WARNING, "trial channel connection from %s dropped: %s", peer, exc)
         except OSError as exc:
             if not self._stopped:
                 logger.debug("trial channel connection from %s ended: %s", peer, exc)

@@ -46,8 +46,7 @@ from elephas.hyperparam.values import space_is_sendable
 
 logger = logging.getLogger(__name__)
 
-_ALGOS: dict[str, Callable[..., Any]] = {"tpe": tpe.suggest, "random": rand.suggest,
-                                         "rand": rand.suggest}
+_ALGOS: dict[str, Callable[..., Any]] = {"tpe": tpe.suggest, "random": rand.suggest, "rand": rand.suggest}
 
 
 class TrialsFailedError(RuntimeError, AllTrialsFailed):
@@ -163,8 +162,12 @@ class HyperParamModel:
             TrialsFailedError: Every trial failed; names the first failure.
         """
         if notebook_name is not None:
-            warnings.warn("notebook_name is not needed any more: elephas reads notebook cells from "
-                          "IPython itself. It is ignored.", DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "notebook_name is not needed any more: elephas reads notebook cells from "
+                "IPython itself. It is ignored.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         max_evals = _check_positive_int(max_evals, "max_evals")
         suggest = get_algo(algo)
         build, pass_values, space_, source, data_values = self._prepare(model, data, space, functions)
@@ -179,8 +182,14 @@ class HyperParamModel:
         self._summarise(trials)
         return trials
 
-    def minimize(self, model: Callable[..., Any], data: Callable[[], Any] | None = None,
-                 max_evals: int = 10, notebook_name: str | None = None, **kwargs: Any) -> Any:
+    def minimize(
+        self,
+        model: Callable[..., Any],
+        data: Callable[[], Any] | None = None,
+        max_evals: int = 10,
+        notebook_name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Search and return the best Keras model, with its trained weights.
 
         Args:
@@ -195,9 +204,15 @@ class HyperParamModel:
         """
         return self.best_models(1, model, data, max_evals, notebook_name, **kwargs)[0]
 
-    def best_models(self, nb_models: int, model: Callable[..., Any],
-                    data: Callable[[], Any] | None = None, max_evals: int = 10,
-                    notebook_name: str | None = None, **kwargs: Any) -> list[Any]:
+    def best_models(
+        self,
+        nb_models: int,
+        model: Callable[..., Any],
+        data: Callable[[], Any] | None = None,
+        max_evals: int = 10,
+        notebook_name: str | None = None,
+        **kwargs: Any,
+    ) -> list[Any]:
         """Search and return the ``nb_models`` lowest-loss models, lowest first.
 
         Args:
@@ -215,10 +230,17 @@ class HyperParamModel:
         trials = self.compute_trials(model, data, max_evals, notebook_name, **kwargs)
         return self.models_from_trials(trials, nb_models)
 
-    def best_ensemble(self, nb_ensemble_models: int, model: Callable[..., Any],
-                      data: Callable[[], Any] | None = None, max_evals: int = 10,
-                      voting: str = "hard", weights: Sequence[float] | None = None,
-                      notebook_name: str | None = None, **kwargs: Any) -> Any:
+    def best_ensemble(
+        self,
+        nb_ensemble_models: int,
+        model: Callable[..., Any],
+        data: Callable[[], Any] | None = None,
+        max_evals: int = 10,
+        voting: str = "hard",
+        weights: Sequence[float] | None = None,
+        notebook_name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Search and return a :class:`~elephas.hyperparam.VotingModel` of the best models.
 
         Args:
@@ -239,9 +261,7 @@ class HyperParamModel:
         check_voting(voting, weights, nb_ensemble_models)
         models = self.best_models(nb_ensemble_models, model, data, max_evals, notebook_name, **kwargs)
         if weights is not None and len(models) != len(weights):
-            raise ValueError(
-                f"Only {len(models)} trials produced a model, but {len(weights)} weights were given."
-            )
+            raise ValueError(f"Only {len(models)} trials produced a model, but {len(weights)} weights were given.")
         return VotingModel(models, voting=voting, weights=weights)
 
     def models_from_trials(self, trials: Trials, nb_models: int | None = None) -> list[Any]:
@@ -284,14 +304,18 @@ class HyperParamModel:
         for trial in self.trials._dynamic_trials:
             if trial["state"] == JOB_STATE_ERROR:
                 err_type, tb = trial["misc"].get("error", ("", ""))
-                out.append({"tid": trial["tid"], "params": self._readable(trial), "error": err_type,
-                            "traceback": tb})
+                out.append({"tid": trial["tid"], "params": self._readable(trial), "error": err_type, "traceback": tb})
         return out
 
     # ------------------------------------------------------------------ internals
 
-    def _prepare(self, model: Callable[..., Any], data: Callable[[], Any] | None, space: Any,
-                 functions: Sequence[Callable[..., Any]]) -> tuple[Any, bool, Any, Any, tuple | None]:
+    def _prepare(
+        self,
+        model: Callable[..., Any],
+        data: Callable[[], Any] | None,
+        space: Any,
+        functions: Sequence[Callable[..., Any]],
+    ) -> tuple[Any, bool, Any, Any, tuple | None]:
         """Validate everything on the driver, before any Spark job."""
         if not callable(model):
             raise TypeError(f"Expected model to be a function. Received: model={model!r}.")
@@ -356,8 +380,17 @@ class HyperParamModel:
             return _LocalValue(values)
         return self.sc.broadcast(values)
 
-    def _search(self, build: Any, pass_values: bool, space: Any, source: Any, data: Any,
-                max_evals: int, suggest: Callable[..., Any], seed: int | None) -> Trials:
+    def _search(
+        self,
+        build: Any,
+        pass_values: bool,
+        space: Any,
+        source: Any,
+        data: Any,
+        max_evals: int,
+        suggest: Callable[..., Any],
+        seed: int | None,
+    ) -> Trials:
         runtime = _worker_runtime(self.sc) if self.sc is not None else None
         run = make_trial_fn(build, pass_values, data, seed, source, runtime)
         _check_picklable(build)
@@ -369,9 +402,13 @@ class HyperParamModel:
         next_tid, exhausted, job_failures_only = 0, False, False
         try:
             while True:
-                while (not exhausted and not job_failures_only and next_tid < max_evals
-                       and len(running) < self.num_workers
-                       and all(t in finished for t in range(suggester.required(next_tid)))):
+                while (
+                    not exhausted
+                    and not job_failures_only
+                    and next_tid < max_evals
+                    and len(running) < self.num_workers
+                    and all(t in finished for t in range(suggester.required(next_tid)))
+                ):
                     doc = suggester.suggest(next_tid, finished)
                     next_tid += 1
                     if doc is None:
@@ -393,8 +430,13 @@ class HyperParamModel:
                     finished[trial["tid"]] = outcome
                     _write_back(trial, outcome)
                     if outcome.ok and outcome.result and outcome.result.get("status") == STATUS_OK:
-                        logger.info("trial %d done (%d/%d), loss %.5g", trial["tid"], len(finished),
-                                    max_evals, outcome.result["loss"])
+                        logger.info(
+                            "trial %d done (%d/%d), loss %.5g",
+                            trial["tid"],
+                            len(finished),
+                            max_evals,
+                            outcome.result["loss"],
+                        )
                 # a Spark job that fails before any trial ran would fail for every trial: stop early
                 job_failures_only = all(o.job_failed for o in finished.values())
                 trials.refresh()
@@ -413,7 +455,8 @@ class HyperParamModel:
                 "The trials could not run on the executors (the Spark job itself failed, so "
                 "every trial would). If the executor cannot import a module the model refers "
                 "to, install it there or ship it with sc.addPyFile. Executor error:\n"
-                + "\n".join(str(tb).strip().splitlines()[-12:]))
+                + "\n".join(str(tb).strip().splitlines()[-12:])
+            )
         _raise_if_all_failed(trials)
         return trials
 
@@ -424,8 +467,10 @@ class HyperParamModel:
             return LocalTrialRunner()
         if space_is_sendable(self.space):
             return SlotTrialRunner(self.sc, self.num_workers, self.space)
-        logger.info("the search space computes values with functions of its own: each trial runs as "
-                    "its own Spark job, with its values")
+        logger.info(
+            "the search space computes values with functions of its own: each trial runs as "
+            "its own Spark job, with its values"
+        )
         return SparkTrialRunner(self.sc, self.num_workers)
 
     def _readable(self, trial: dict[str, Any]) -> dict[str, Any]:
@@ -444,9 +489,14 @@ class HyperParamModel:
 
 def ranked_trials(trials: Trials) -> list[dict[str, Any]]:
     """Successful trials (status ok, finite loss), lowest loss first (ties: lower tid first)."""
-    ok = [t for t in trials.trials
-          if t["state"] == JOB_STATE_DONE and t["result"].get("status") == STATUS_OK
-          and t["result"].get("loss") is not None and np.isfinite(t["result"]["loss"])]
+    ok = [
+        t
+        for t in trials.trials
+        if t["state"] == JOB_STATE_DONE
+        and t["result"].get("status") == STATUS_OK
+        and t["result"].get("loss") is not None
+        and np.isfinite(t["result"]["loss"])
+    ]
     return sorted(ok, key=lambda t: (t["result"]["loss"], t["tid"]))
 
 
@@ -479,11 +529,13 @@ def _raise_if_all_failed(trials: Trials) -> None:
         tail = "\n".join(str(tb).strip().splitlines()[-15:])
         raise TrialsFailedError(
             f"All {len(dynamic)} trials failed. First failure (trial {first['tid']}, "
-            f"params {_flat_vals(first)}): {err_type}\n{tail}", trials)
+            f"params {_flat_vals(first)}): {err_type}\n{tail}",
+            trials,
+        )
     statuses = sorted({str(t["result"].get("status")) for t in dynamic})
     raise TrialsFailedError(
-        f"None of the {len(dynamic)} trials returned status 'ok' with a finite loss "
-        f"(statuses: {statuses}).", trials)
+        f"None of the {len(dynamic)} trials returned status 'ok' with a finite loss (statuses: {statuses}).", trials
+    )
 
 
 def _check_picklable(user_fn: Any) -> None:

@@ -57,10 +57,17 @@ which bounds the executor's memory and the task result (``spark.driver.maxResult
 def outcome_report(outcome: TrialOutcome) -> dict[str, Any]:
     """The JSON report of a trial: what the suggestions need, and the error with its traceback."""
     source = outcome.result or {}
-    result = {k: source[k] for k in _REPORTED_KEYS
-              if k in source and (source[k] is None or type(source[k]) in (int, float, str, bool))}
-    report: dict[str, Any] = {"tid": outcome.tid, "ok": outcome.ok, "duration": outcome.duration,
-                              "result": result if outcome.ok else None}
+    result = {
+        k: source[k]
+        for k in _REPORTED_KEYS
+        if k in source and (source[k] is None or type(source[k]) in (int, float, str, bool))
+    }
+    report: dict[str, Any] = {
+        "tid": outcome.tid,
+        "ok": outcome.ok,
+        "duration": outcome.duration,
+        "result": result if outcome.ok else None,
+    }
     if outcome.error is not None:
         report["error"] = [str(part) for part in outcome.error]
     return report
@@ -74,19 +81,26 @@ def outcome_from_report(report: dict[str, Any]) -> TrialOutcome:
     """
     tid, ok, duration = report.get("tid"), report.get("ok"), report.get("duration", 0.0)
     if not isinstance(tid, int) or isinstance(tid, bool) or not isinstance(ok, bool):
-        raise ValueError(f"Expected a report with an integer 'tid' and a boolean 'ok'. Received: "
-                         f"tid={tid!r}, ok={ok!r}.")
+        raise ValueError(
+            f"Expected a report with an integer 'tid' and a boolean 'ok'. Received: tid={tid!r}, ok={ok!r}."
+        )
     if not isinstance(duration, (int, float)):
         raise ValueError(f"Expected a number for 'duration'. Received: {duration!r}.")
     result = report.get("result")
     if ok and not (isinstance(result, dict) and "status" in result):
         raise ValueError(f"Expected the result of a successful trial with a 'status'. Received: {result!r}.")
     error = report.get("error")
-    if error is not None and not (isinstance(error, list) and len(error) == 3
-                                  and all(isinstance(e, str) for e in error)):
+    if error is not None and not (
+        isinstance(error, list) and len(error) == 3 and all(isinstance(e, str) for e in error)
+    ):
         raise ValueError("Expected 'error' as [type, message, traceback].")
-    return TrialOutcome(tid, ok, result=dict(result) if ok else None,
-                        error=tuple(error) if error is not None else None, duration=float(duration))
+    return TrialOutcome(
+        tid,
+        ok,
+        result=dict(result) if ok else None,
+        error=tuple(error) if error is not None else None,
+        duration=float(duration),
+    )
 
 
 class SlotTask:
@@ -102,8 +116,15 @@ class SlotTask:
             :data:`SLOT_RESULT_BYTES`).
     """
 
-    def __init__(self, fn: TrialFn, address: tuple[str, int], secret: bytes, literals: list[bytes], key: str,
-                 result_bytes: int = SLOT_RESULT_BYTES):
+    def __init__(
+        self,
+        fn: TrialFn,
+        address: tuple[str, int],
+        secret: bytes,
+        literals: list[bytes],
+        key: str,
+        result_bytes: int = SLOT_RESULT_BYTES,
+    ):
         self.fn = fn
         self.address = address
         self.secret = secret
@@ -124,8 +145,7 @@ class SlotTask:
             report = None
             while True:
                 leaving = kept >= self.result_bytes
-                reply = client.request({"slot": self.key, "attempt": attempt, "done": report,
-                                        "leaving": leaving})
+                reply = client.request({"slot": self.key, "attempt": attempt, "done": report, "leaving": leaving})
                 if reply.get("stop") or leaving:
                     break
                 tid = reply["tid"]
@@ -193,8 +213,7 @@ class SlotTrialRunner:
         self._started = 0
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="elephas-slot")
         advertised, bind = channel_hosts(sc)
-        self._server = ChannelServer(self._handle, self._secret, bind, advertised,
-                                     max_connections=max(8, 2 * slots))
+        self._server = ChannelServer(self._handle, self._secret, bind, advertised, max_connections=max(8, 2 * slots))
 
     # ---------------------------------------------------------------- scheduler side
 
@@ -263,14 +282,16 @@ class SlotTrialRunner:
 
     def _ensure_slots(self) -> None:
         """Start slot jobs while trials wait and fewer than ``slots`` run (called with the lock)."""
-        while (not self._cancelled and (self._rerun or (self._queue and not self._closing))
-               and len(self._live) < self.slots):
+        while (
+            not self._cancelled
+            and (self._rerun or (self._queue and not self._closing))
+            and len(self._live) < self.slots
+        ):
             key = f"slot-{self._started}"
             self._started += 1
             self._slots[key] = _Slot(key)
             self._live.add(key)
-            task = SlotTask(self._fn, self.address, self._secret, self._encoder.pickled, key,
-                            self.result_bytes)
+            task = SlotTask(self._fn, self.address, self._secret, self._encoder.pickled, key, self.result_bytes)
             self._pool.submit(self._run_slot, key, task)
 
     def _run_slot(self, key: str, task: SlotTask) -> None:
@@ -355,21 +376,20 @@ class SlotTrialRunner:
         with self._cond:
             slot = self._slots.get(key) if isinstance(key, str) else None
             if slot is None or not isinstance(attempt, int) or attempt < slot.attempt:
-                logger.warning("trial channel: request from unknown or superseded slot %r (attempt %r)",
-                               key, attempt)
+                logger.warning("trial channel: request from unknown or superseded slot %r (attempt %r)", key, attempt)
                 return {"stop": True}
             if attempt > slot.attempt:
                 if slot.attempt >= 0:
-                    logger.warning("%s was restarted (attempt %d): it runs trials %s again", key, attempt,
-                                   slot.handed)
+                    logger.warning("%s was restarted (attempt %d): it runs trials %s again", key, attempt, slot.handed)
                 slot.attempt = attempt
                 slot.redo = deque(slot.handed)
                 slot.running = None
             if report is not None:
                 outcome = outcome_from_report(report)
                 if outcome.tid != slot.running:
-                    raise ValueError(f"Expected a report of trial {slot.running} from {key}. "
-                                     f"Received: trial {outcome.tid}.")
+                    raise ValueError(
+                        f"Expected a report of trial {slot.running} from {key}. Received: trial {outcome.tid}."
+                    )
                 slot.running = None
                 self._resolve(outcome)  # a trial run again is not counted again
             if request.get("leaving") is True:

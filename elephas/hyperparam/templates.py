@@ -540,9 +540,7 @@ def parse_model(
         except SyntaxError as exc:
             line = src.first_line + (exc.lineno or 1) - 1
             bad = text.splitlines()[(exc.lineno or 1) - 1] if text else ""
-            raise SyntaxError(
-                f"{exc.msg} in {src.fn.__name__}() at {src.filename}:{line}: {bad.strip()!r}"
-            ) from None
+            raise SyntaxError(f"{exc.msg} in {src.fn.__name__}() at {src.filename}:{line}: {bad.strip()!r}") from None
         node = _function_node(tree, src, "model" if src is sources[0] else "helper")
         ast.increment_lineno(node, offset)
         trees.append(node)
@@ -600,8 +598,7 @@ def parse_model(
     required, maximum, arg_names = _positional_arity(model_node)
     space = {t.name: t.distribution.to_hyperopt(t.name) for t in templates}
     logger.debug("templates of %s(): %s", model.__name__, [(t.name, t.text) for t in templates])
-    return TemplatedModel(space, templates, factory, model.__name__, (required, maximum), filename,
-                          source, arg_names)
+    return TemplatedModel(space, templates, factory, model.__name__, (required, maximum), filename, source, arg_names)
 
 
 def has_templates(fn: Callable[..., Any]) -> bool:

@@ -68,10 +68,7 @@ def normalize_result(raw: Any) -> dict[str, Any]:
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return {"loss": float(raw), "status": STATUS_OK}
     if not isinstance(raw, dict):
-        raise ValueError(
-            f"The model function must return {EXPECTED_RESULT}. "
-            f"Received: a {type(raw).__name__}."
-        )
+        raise ValueError(f"The model function must return {EXPECTED_RESULT}. Received: a {type(raw).__name__}.")
     missing = [k for k in ("loss", "status") if k not in raw]
     if missing:
         raise ValueError(
@@ -88,9 +85,7 @@ def normalize_result(raw: Any) -> dict[str, Any]:
         try:
             result["loss"] = float(result["loss"])
         except (TypeError, ValueError):
-            raise ValueError(
-                f"The trial's loss must be a number. Received: loss={result['loss']!r}."
-            ) from None
+            raise ValueError(f"The trial's loss must be a number. Received: loss={result['loss']!r}.") from None
         if math.isnan(result["loss"]):
             raise ValueError("The trial's loss is NaN (the model diverged?).")
     model = result.pop("model", None)
@@ -178,8 +173,7 @@ def make_trial_fn(
             return TrialOutcome(tid, True, result=result, duration=time.time() - started)
         except Exception as exc:  # recorded as a failed trial; the search goes on
             tb = traceback.format_exc()
-            return TrialOutcome(tid, False, error=(type(exc).__name__, str(exc), tb),
-                                duration=time.time() - started)
+            return TrialOutcome(tid, False, error=(type(exc).__name__, str(exc), tb), duration=time.time() - started)
         finally:
             _release_keras_state()
 

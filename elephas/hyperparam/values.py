@@ -25,12 +25,40 @@ _PRIMITIVES = (str, int, float, bool, type(None))  # exactly these types, not su
 # Nodes whose values are numbers, strings, lists, tuples, dicts or options of the space itself:
 # hyperopt's distributions, choices, containers and arithmetic. Spaces with other nodes
 # (``scope.define``-d functions) may produce objects that exist only on the driver.
-_SENDABLE_NODES = frozenset({
-    "literal", "hyperopt_param", "switch", "pos_args", "dict", "float", "int", "uniform", "quniform",
-    "loguniform", "qloguniform", "normal", "qnormal", "lognormal", "qlognormal", "randint",
-    "randint_via_categorical", "categorical", "add", "sub", "mul", "truediv", "floordiv", "neg",
-    "pow", "exp", "log", "sqrt", "maximum", "minimum",
-})
+_SENDABLE_NODES = frozenset(
+    {
+        "literal",
+        "hyperopt_param",
+        "switch",
+        "pos_args",
+        "dict",
+        "float",
+        "int",
+        "uniform",
+        "quniform",
+        "loguniform",
+        "qloguniform",
+        "normal",
+        "qnormal",
+        "lognormal",
+        "qlognormal",
+        "randint",
+        "randint_via_categorical",
+        "categorical",
+        "add",
+        "sub",
+        "mul",
+        "truediv",
+        "floordiv",
+        "neg",
+        "pow",
+        "exp",
+        "log",
+        "sqrt",
+        "maximum",
+        "minimum",
+    }
+)
 
 
 class UnsendableValueError(TypeError):
@@ -101,12 +129,14 @@ class ValueEncoder:
         if type(value) is tuple:
             return {"$tuple": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
         if type(value) is dict:
-            return {"$dict": [[self.encode(k, f"{where} key"), self.encode(v, f"{where}[{k!r}]")]
-                              for k, v in value.items()]}
+            return {
+                "$dict": [[self.encode(k, f"{where} key"), self.encode(v, f"{where}[{k!r}]")] for k, v in value.items()]
+            }
         raise UnsendableValueError(
             f"Expected the hyper-parameter values to be numbers, strings, booleans, None, numpy "
             f"scalars, lists, tuples, dicts or options written into the search space. Received: "
-            f"a {type(value).__name__} at {where}.")
+            f"a {type(value).__name__} at {where}."
+        )
 
 
 def _finite_or_text(value: Any) -> Any:

@@ -28,13 +28,9 @@ def check_voting(voting: str, weights: Sequence[float] | None, n_models: int | N
         return
     w = np.asarray(weights, dtype="float64")
     if w.ndim != 1 or (n_models is not None and len(w) != n_models):
-        raise ValueError(
-            f"Expected one weight per model ({n_models} models). Received: weights={list(weights)}."
-        )
+        raise ValueError(f"Expected one weight per model ({n_models} models). Received: weights={list(weights)}.")
     if np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError(
-            f"Weights must be finite, non-negative and not all zero. Received: weights={list(weights)}."
-        )
+        raise ValueError(f"Weights must be finite, non-negative and not all zero. Received: weights={list(weights)}.")
 
 
 def _is_distributed(data: Any) -> bool:
@@ -61,8 +57,7 @@ class VotingModel:
         >>> ensemble.save('/tmp/ensemble'); VotingModel.load('/tmp/ensemble')  # doctest: +SKIP
     """
 
-    def __init__(self, models: Sequence[Any], voting: str = "hard",
-                 weights: Sequence[float] | None = None):
+    def __init__(self, models: Sequence[Any], voting: str = "hard", weights: Sequence[float] | None = None):
         models = list(models)
         if not models:
             raise ValueError("Expected at least one model for the ensemble. Received: models=[].")
@@ -97,8 +92,7 @@ class VotingModel:
             outs = []
             for model in self.models:
                 spec = ModelSpec.from_model(model, require_compiled=False)
-                outs.append(np.asarray(distributed_predict(spec, model_weights(model), x,
-                                                           batch_size=batch_size)))
+                outs.append(np.asarray(distributed_predict(spec, model_weights(model), x, batch_size=batch_size)))
             return outs
         kwargs = {"verbose": 0}
         if batch_size is not None:
@@ -170,17 +164,20 @@ class VotingModel:
         """
         manifest_path = os.path.join(path, _MANIFEST)
         if os.path.exists(manifest_path) and not overwrite:
-            raise FileExistsError(
-                f"An ensemble is already saved at {path!r}. Pass overwrite=True to replace it."
-            )
+            raise FileExistsError(f"An ensemble is already saved at {path!r}. Pass overwrite=True to replace it.")
         os.makedirs(path, exist_ok=True)
         members = []
         for i, model in enumerate(self.models):
             name = f"member_{i}.keras"
             model.save(os.path.join(path, name), overwrite=True)
             members.append(name)
-        manifest = {"format": "elephas.VotingModel", "version": 1, "voting": self.voting,
-                    "weights": self.weights, "members": members}
+        manifest = {
+            "format": "elephas.VotingModel",
+            "version": 1,
+            "voting": self.voting,
+            "weights": self.weights,
+            "members": members,
+        }
         with open(manifest_path, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
         logger.info("saved a %d-model ensemble to %s", len(members), path)
@@ -203,8 +200,10 @@ class VotingModel:
             raise FileNotFoundError(f"No saved VotingModel at {path!r} (missing {_MANIFEST}).")
         with open(manifest_path, encoding="utf-8") as fh:
             manifest = json.load(fh)
-        models = [keras.models.load_model(os.path.join(path, name), custom_objects=custom_objects)
-                  for name in manifest["members"]]
+        models = [
+            keras.models.load_model(os.path.join(path, name), custom_objects=custom_objects)
+            for name in manifest["members"]
+        ]
         return cls(models, voting=manifest["voting"], weights=manifest.get("weights"))
 
 

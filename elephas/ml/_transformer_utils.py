@@ -116,8 +116,7 @@ def check_vector_or_array(data_type: DataType, owner: str, name: str) -> None:
     """Raise ``TypeError`` unless ``data_type`` is a vector or a numeric array."""
     if not (is_vector(data_type) or is_numeric_array(data_type)):
         raise TypeError(
-            f"{owner} expected column {name!r} to hold vectors or numeric arrays, received "
-            f"{describe_type(data_type)}."
+            f"{owner} expected column {name!r} to hold vectors or numeric arrays, received {describe_type(data_type)}."
         )
 
 
@@ -180,15 +179,10 @@ def shape(argument: str) -> Callable[[Any], list[int]]:
 
     def convert(value: Any) -> list[int]:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise TypeError(
-                f"expected {argument} to be a tuple of positive integers, received {value!r}."
-            )
+            raise TypeError(f"expected {argument} to be a tuple of positive integers, received {value!r}.")
         dims = [_integer(v, argument) for v in value]
         if not dims or any(d <= 0 for d in dims):
-            raise ValueError(
-                f"expected {argument} to be a non-empty tuple of positive integers, "
-                f"received {value!r}."
-            )
+            raise ValueError(f"expected {argument} to be a non-empty tuple of positive integers, received {value!r}.")
         return dims
 
     return convert
@@ -199,14 +193,11 @@ def string_list(argument: str) -> Callable[[Any], list[str]]:
 
     def convert(value: Any) -> list[str]:
         if isinstance(value, str):
-            raise TypeError(
-                f"expected {argument} to be a list of column names, received {value!r}."
-            )
+            raise TypeError(f"expected {argument} to be a list of column names, received {value!r}.")
         names = TypeConverters.toListString(value)
         if not names or len(set(names)) != len(names):
             raise ValueError(
-                f"expected {argument} to be a non-empty list of distinct column names, "
-                f"received {value!r}."
+                f"expected {argument} to be a non-empty list of distinct column names, received {value!r}."
             )
         return names
 

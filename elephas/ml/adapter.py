@@ -20,21 +20,29 @@ def to_data_frame(sc: Any, features: np.ndarray, labels: np.ndarray, categorical
     spark = SparkSession.builder.getOrCreate()
     features, labels = np.asarray(features), np.asarray(labels)
     if len(features) != len(labels):
-        raise ValueError("features and labels must have the same number of rows. Received: "
-                         f"{len(features)} and {len(labels)}.")
+        raise ValueError(
+            f"features and labels must have the same number of rows. Received: {len(features)} and {len(labels)}."
+        )
     if categorical:
         lab = np.argmax(labels, axis=1) if labels.ndim > 1 else labels
         rows = [(Vectors.dense(x.reshape(-1).tolist()), float(y)) for x, y in zip(features, lab)]
     elif labels.ndim > 1 and labels.shape[1] > 1:
         rows = [(Vectors.dense(x.reshape(-1).tolist()), Vectors.dense(y.tolist())) for x, y in zip(features, labels)]
     else:
-        rows = [(Vectors.dense(x.reshape(-1).tolist()), float(np.asarray(y).reshape(-1)[0]))
-                for x, y in zip(features, labels)]
+        rows = [
+            (Vectors.dense(x.reshape(-1).tolist()), float(np.asarray(y).reshape(-1)[0]))
+            for x, y in zip(features, labels)
+        ]
     return spark.createDataFrame(rows, ["features", "label"])
 
 
-def from_data_frame(df: Any, categorical: bool = False, nb_classes: int | None = None,
-                    features_col: str = "features", label_col: str = "label") -> tuple[np.ndarray, np.ndarray]:
+def from_data_frame(
+    df: Any,
+    categorical: bool = False,
+    nb_classes: int | None = None,
+    features_col: str = "features",
+    label_col: str = "label",
+) -> tuple[np.ndarray, np.ndarray]:
     """Collect a DataFrame's features and labels into numpy arrays."""
     rows = df.select(features_col, label_col).collect()
     features = np.stack([np.asarray(r[0].toArray() if hasattr(r[0], "toArray") else r[0]) for r in rows])
@@ -45,8 +53,13 @@ def from_data_frame(df: Any, categorical: bool = False, nb_classes: int | None =
     return features, labels
 
 
-def df_to_simple_rdd(df: Any, categorical: bool = False, nb_classes: int | None = None,
-                     features_col: str = "features", label_col: str = "label") -> Any:
+def df_to_simple_rdd(
+    df: Any,
+    categorical: bool = False,
+    nb_classes: int | None = None,
+    features_col: str = "features",
+    label_col: str = "label",
+) -> Any:
     """An RDD of ``(features, label)`` numpy pairs from a DataFrame (one-hot when ``categorical``)."""
     if categorical and nb_classes is None:
         nb_classes = int(df.agg({label_col: "max"}).first()[0]) + 1

@@ -92,8 +92,10 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
         if self.getOrDefault("metrics") is not None:
             compile_config["metrics"] = list(self.getOrDefault("metrics"))
         if compile_config.get("loss") is None:
-            raise ValueError("ElephasEstimator expected a loss: in the compile config of the model JSON "
-                             "(pass a compiled model) or set with set_loss('...'). Received: no loss.")
+            raise ValueError(
+                "ElephasEstimator expected a loss: in the compile config of the model JSON "
+                "(pass a compiled model) or set with set_loss('...'). Received: no loss."
+            )
         if compile_config.get("optimizer") is None:
             logger.info("no optimizer configured; using Keras' default 'rmsprop'")
             compile_config["optimizer"] = "rmsprop"
@@ -117,9 +119,11 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
     def _require_config(self) -> str:
         config = self.getOrDefault("keras_model_config")
         if config is None:
-            raise ValueError("ElephasEstimator expected a Keras model config. Received: none. Pass a "
-                             "compiled model (ElephasEstimator(model, ...)) or call "
-                             "set_keras_model_config(model.to_json()).")
+            raise ValueError(
+                "ElephasEstimator expected a Keras model config. Received: none. Pass a "
+                "compiled model (ElephasEstimator(model, ...)) or call "
+                "set_keras_model_config(model.to_json())."
+            )
         return config
 
     # -------------------------------------------------------------------------------- fit
@@ -129,22 +133,29 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
         model = self.build_model()
         nb_classes = self._check_inputs(dataset, model)
         spark_model = SparkModel(
-            model, mode=self.getOrDefault("mode"), frequency=self.get_frequency_value(),
+            model,
+            mode=self.getOrDefault("mode"),
+            frequency=self.get_frequency_value(),
             num_workers=self.getOrDefault("num_workers"),
             custom_objects=self.getOrDefault("custom_objects"),
-            batch_size=self.getOrDefault("batch_size"), resources=self.get_resources_value(),
+            batch_size=self.getOrDefault("batch_size"),
+            resources=self.get_resources_value(),
         )
         history = spark_model.fit(
-            dataset, epochs=self.getOrDefault("epochs"), batch_size=self.getOrDefault("batch_size"),
+            dataset,
+            epochs=self.getOrDefault("epochs"),
+            batch_size=self.getOrDefault("batch_size"),
             verbose=self.getOrDefault("verbose"),
             validation_split=self.getOrDefault("validation_split"),
-            features_col=self.getOrDefault("featuresCol"), label_col=self.getOrDefault("labelCol"),
+            features_col=self.getOrDefault("featuresCol"),
+            label_col=self.getOrDefault("labelCol"),
             nb_classes=nb_classes,
         )
         transformer = ElephasTransformer()
         self._copyValues(transformer)
-        transformer._set_fitted_model(spark_model.master_network,
-                                      {k: [float(v) for v in vs] for k, vs in history.history.items()})
+        transformer._set_fitted_model(
+            spark_model.master_network, {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        )
         return transformer
 
     def _check_inputs(self, df: Any, model: Any) -> int | None:
@@ -157,38 +168,49 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
         fields = {f.name: f.dataType for f in df.schema.fields}
         for col, role in ((fcol, "featuresCol"), (lcol, "labelCol")):
             if col not in fields:
-                raise ValueError(f"ElephasEstimator expected a column {col!r} ({role}). Received a "
-                                 f"DataFrame with columns {list(fields)}. Set {role} to the right name.")
+                raise ValueError(
+                    f"ElephasEstimator expected a column {col!r} ({role}). Received a "
+                    f"DataFrame with columns {list(fields)}. Set {role} to the right name."
+                )
         if not isinstance(fields[fcol], (VectorUDT, MLlibVectorUDT, ArrayType, NumericType)):
-            raise ValueError(f"ElephasEstimator expected featuresCol {fcol!r} to hold ml Vectors or numeric "
-                             f"arrays. Received type {fields[fcol].simpleString()}. Assemble features "
-                             "with VectorAssembler first.")
+            raise ValueError(
+                f"ElephasEstimator expected featuresCol {fcol!r} to hold ml Vectors or numeric "
+                f"arrays. Received type {fields[fcol].simpleString()}. Assemble features "
+                "with VectorAssembler first."
+            )
         if len(model.outputs) != 1 and self.getOrDefault("categorical"):
-            raise ValueError("categorical labels expected a single-output model. Received a model with "
-                             f"{len(model.outputs)} outputs.")
+            raise ValueError(
+                "categorical labels expected a single-output model. Received a model with "
+                f"{len(model.outputs)} outputs."
+            )
         width = int(np.prod([d or 1 for d in model.outputs[0].shape[1:]]))
         loss = str(self.compile_config().get("loss")).lower()
         label_is_scalar = isinstance(fields[lcol], NumericType)
         if self.getOrDefault("categorical"):
             if not label_is_scalar:
-                raise ValueError(f"categorical=True expected labelCol {lcol!r} to hold class indices "
-                                 f"(numbers). Received type {fields[lcol].simpleString()}. Index string "
-                                 "labels with StringIndexer.")
+                raise ValueError(
+                    f"categorical=True expected labelCol {lcol!r} to hold class indices "
+                    f"(numbers). Received type {fields[lcol].simpleString()}. Index string "
+                    "labels with StringIndexer."
+                )
             check_dataframe(df, [fcol, lcol], {fcol: "features", lcol: "label"})
             nb_classes = self.getOrDefault("nb_classes") or width
             if "sparse" in loss:
                 return None
             if nb_classes != width:
-                raise ValueError(f"nb_classes expected to match the model's output width {width}. "
-                                 f"Received: nb_classes={nb_classes}.")
+                raise ValueError(
+                    f"nb_classes expected to match the model's output width {width}. Received: nb_classes={nb_classes}."
+                )
             return nb_classes
         check_dataframe(df, [fcol, lcol], {fcol: "features", lcol: "label"})
         if label_is_scalar and width > 1 and "sparse" not in loss:
-            raise ValueError(f"The loss {loss!r} expected labels with {width} values per row (the model "
-                             f"has {width} output units). Received a scalar label column {lcol!r} "
-                             f"({fields[lcol].simpleString()}) with categorical=False. Set "
-                             f"categorical=True and nb_classes={width} to one-hot encode class indices, "
-                             "or use sparse_categorical_crossentropy.")
+            raise ValueError(
+                f"The loss {loss!r} expected labels with {width} values per row (the model "
+                f"has {width} output units). Received a scalar label column {lcol!r} "
+                f"({fields[lcol].simpleString()}) with categorical=False. Set "
+                f"categorical=True and nb_classes={width} to one-hot encode class indices, "
+                "or use sparse_categorical_crossentropy."
+            )
         return None
 
     # ------------------------------------------------------------------------ persistence
@@ -208,8 +230,10 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
 
     def _restore(self, metadata: dict[str, Any], model: Any) -> None:
         if model is not None:
-            self._initial_weights = (_architecture_key(self._require_config()),
-                                     [np.array(w) for w in model.get_weights()])
+            self._initial_weights = (
+                _architecture_key(self._require_config()),
+                [np.array(w) for w in model.get_weights()],
+            )
 
     def is_classifier(self) -> bool:
         """Whether fitted models output class indices (see :func:`classification_output`)."""

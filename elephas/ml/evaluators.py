@@ -19,8 +19,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["AccuracyEvaluator"]
 
 
-class AccuracyEvaluator(Evaluator, HasLabelCol, HasPredictionCol, DefaultParamsReadable,
-                        DefaultParamsWritable):
+class AccuracyEvaluator(Evaluator, HasLabelCol, HasPredictionCol, DefaultParamsReadable, DefaultParamsWritable):
     """Fraction of rows whose prediction equals their label.
 
     Both columns must be numeric (compared as numbers, so ``1`` equals ``1.0``) or of the same
@@ -47,9 +46,7 @@ class AccuracyEvaluator(Evaluator, HasLabelCol, HasPredictionCol, DefaultParamsR
         U.set_kwargs(self, self._input_kwargs, self._ARGUMENTS)
 
     @keyword_only
-    def setParams(
-        self, *, label_col: str = "label", prediction_col: str = "prediction"
-    ) -> AccuracyEvaluator:
+    def setParams(self, *, label_col: str = "label", prediction_col: str = "prediction") -> AccuracyEvaluator:
         """Set params by their dist-keras names."""
         U.set_kwargs(self, self._input_kwargs, self._ARGUMENTS)
         return self
@@ -72,9 +69,7 @@ class AccuracyEvaluator(Evaluator, HasLabelCol, HasPredictionCol, DefaultParamsR
         return float(row["accuracy"])
 
 
-def _check_comparable(
-    label_type: DataType, prediction_type: DataType, owner: str, label: str, prediction: str
-) -> None:
+def _check_comparable(label_type: DataType, prediction_type: DataType, owner: str, label: str, prediction: str) -> None:
     if U.is_numeric(label_type) and U.is_numeric(prediction_type):
         return
     if label_type == prediction_type and not U.is_vector(label_type):

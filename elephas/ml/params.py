@@ -57,14 +57,19 @@ def to_model_config(value: Any) -> str:
             raise ValueError(
                 "keras_model_config expected a Keras model JSON string (model.to_json()). Received a "
                 f"string that is not JSON: {value[:60]!r}... Keras 3 has no model.to_yaml(); pass "
-                "model.to_json() or the model itself.") from None
+                "model.to_json() or the model itself."
+            ) from None
     else:
-        raise TypeError(f"keras_model_config expected a JSON string (model.to_json()), its dict, or a "
-                        f"Keras model. Received: {_type_name(value)}.")
+        raise TypeError(
+            f"keras_model_config expected a JSON string (model.to_json()), its dict, or a "
+            f"Keras model. Received: {_type_name(value)}."
+        )
     if not isinstance(parsed, dict) or "class_name" not in parsed or "config" not in parsed:
-        raise ValueError("keras_model_config expected a Keras model config with 'class_name' and "
-                         f"'config' keys (model.to_json()). Received keys: "
-                         f"{sorted(parsed) if isinstance(parsed, dict) else _type_name(parsed)}.")
+        raise ValueError(
+            "keras_model_config expected a Keras model config with 'class_name' and "
+            f"'config' keys (model.to_json()). Received keys: "
+            f"{sorted(parsed) if isinstance(parsed, dict) else _type_name(parsed)}."
+        )
     return json.dumps(parsed)
 
 
@@ -125,36 +130,46 @@ def to_optimizer_config(value: Any) -> dict[str, Any]:
         try:
             return dict(keras.optimizers.serialize(keras.optimizers.get(value)))
         except ValueError:
-            raise ValueError(f"optimizer_config expected an optimizer name such as 'sgd' or 'adam'. "
-                             f"Received: {value!r}.") from None
+            raise ValueError(
+                f"optimizer_config expected an optimizer name such as 'sgd' or 'adam'. Received: {value!r}."
+            ) from None
     if not isinstance(value, dict):
-        raise TypeError("optimizer_config expected keras.optimizers.serialize(...) output, an "
-                        "optimizer's get_config(), an optimizer name or an optimizer. "
-                        f"Received: {_type_name(value)}.")
+        raise TypeError(
+            "optimizer_config expected keras.optimizers.serialize(...) output, an "
+            "optimizer's get_config(), an optimizer name or an optimizer. "
+            f"Received: {_type_name(value)}."
+        )
     if "class_name" in value:
         if "config" in value:
             serialized = copy.deepcopy(dict(value))
         else:
-            serialized = {"class_name": value["class_name"],
-                          "config": copy.deepcopy({k: v for k, v in value.items() if k != "class_name"})}
+            serialized = {
+                "class_name": value["class_name"],
+                "config": copy.deepcopy({k: v for k, v in value.items() if k != "class_name"}),
+            }
     elif "name" in value:
         base = _NUMBERED.match(str(value["name"])).group(1)
         try:
             cls = type(keras.optimizers.get(base))
         except ValueError:
-            raise ValueError(f"optimizer_config: could not tell the optimizer class from the config's "
-                             f"name {value['name']!r}. Expected a name such as 'adam' or 'sgd', or a "
-                             "dict with 'class_name'.") from None
+            raise ValueError(
+                f"optimizer_config: could not tell the optimizer class from the config's "
+                f"name {value['name']!r}. Expected a name such as 'adam' or 'sgd', or a "
+                "dict with 'class_name'."
+            ) from None
         serialized = dict(keras.optimizers.serialize(cls.from_config(dict(value))))
     else:
-        raise ValueError("optimizer_config expected a dict with 'class_name' (keras.optimizers."
-                         "serialize output) or 'name' (an optimizer's get_config()). Received keys: "
-                         f"{sorted(value)}.")
+        raise ValueError(
+            "optimizer_config expected a dict with 'class_name' (keras.optimizers."
+            "serialize output) or 'name' (an optimizer's get_config()). Received keys: "
+            f"{sorted(value)}."
+        )
     try:  # resolve now so a typo fails when it is set, not on the executors
         optimizer = optimizer_from_config(serialized)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"optimizer_config could not be turned into an optimizer: {exc}. "
-                         f"Received: {value!r}.") from None
+        raise ValueError(
+            f"optimizer_config could not be turned into an optimizer: {exc}. Received: {value!r}."
+        ) from None
     return dict(keras.optimizers.serialize(optimizer))  # canonical form (class name as Keras writes it)
 
 
@@ -187,8 +202,9 @@ def to_metrics(value: Any) -> list[Any]:
             if isinstance(m, keras.metrics.Metric):
                 out.append(dict(keras.metrics.serialize(m)))
             else:
-                raise TypeError("metrics expected names or serialized metrics. Received an element of "
-                                f"type {_type_name(m)}.")
+                raise TypeError(
+                    f"metrics expected names or serialized metrics. Received an element of type {_type_name(m)}."
+                )
     return out
 
 
@@ -264,8 +280,9 @@ def to_resources(value: Any) -> str | None:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise ValueError(f"resources expected a dict such as {{'gpu': 1, 'cpus': 4}} or its JSON. "
-                             f"Received: {value!r}.") from None
+            raise ValueError(
+                f"resources expected a dict such as {{'gpu': 1, 'cpus': 4}} or its JSON. Received: {value!r}."
+            ) from None
     checked = check_resources(value)
     if checked is None:
         raise ValueError(f"resources expected at least one resource such as {{'gpu': 1}}. Received: {value!r}.")
@@ -297,34 +314,63 @@ class ParamSpec:
 
 
 PARAM_SPECS: tuple[ParamSpec, ...] = (
-    ParamSpec("keras_model_config", "Keras model architecture as JSON (model.to_json()); a "
-              "'compile_config' entry carries loss, metrics and optimizer", None, to_model_config),
-    ParamSpec("optimizer_config", "Optimizer (keras.optimizers.serialize form); overrides the one "
-              "in the model's compile config", None, to_optimizer_config),
+    ParamSpec(
+        "keras_model_config",
+        "Keras model architecture as JSON (model.to_json()); a "
+        "'compile_config' entry carries loss, metrics and optimizer",
+        None,
+        to_model_config,
+    ),
+    ParamSpec(
+        "optimizer_config",
+        "Optimizer (keras.optimizers.serialize form); overrides the one in the model's compile config",
+        None,
+        to_optimizer_config,
+    ),
     ParamSpec("loss", "Loss name or serialized loss; overrides the model's compile config", None, to_loss),
     ParamSpec("metrics", "Metric names; override the model's compile config", None, to_metrics),
-    ParamSpec("custom_objects", "Custom Keras objects by name (not persisted: pass them when "
-              "loading, or register them with keras.saving.register_keras_serializable)", None,
-              to_custom_objects),
-    ParamSpec("mode", "Training mode: 'synchronous', 'asynchronous', 'hogwild' or a dist-keras rule",
-              "synchronous", to_mode),
-    ParamSpec("frequency", "Communication window: 'epoch', 'batch' or a number of batches", "epoch",
-              to_frequency),
-    ParamSpec("num_workers", "Partitions to train on (None keeps the DataFrame's partitioning)", None,
-              _int_at_least("num_workers", 1)),
-    ParamSpec("epochs", "Number of training epochs", 10, _int_at_least("epochs", 1),
-              deprecated=("nb_epoch",)),
+    ParamSpec(
+        "custom_objects",
+        "Custom Keras objects by name (not persisted: pass them when "
+        "loading, or register them with keras.saving.register_keras_serializable)",
+        None,
+        to_custom_objects,
+    ),
+    ParamSpec(
+        "mode", "Training mode: 'synchronous', 'asynchronous', 'hogwild' or a dist-keras rule", "synchronous", to_mode
+    ),
+    ParamSpec("frequency", "Communication window: 'epoch', 'batch' or a number of batches", "epoch", to_frequency),
+    ParamSpec(
+        "num_workers",
+        "Partitions to train on (None keeps the DataFrame's partitioning)",
+        None,
+        _int_at_least("num_workers", 1),
+    ),
+    ParamSpec("epochs", "Number of training epochs", 10, _int_at_least("epochs", 1), deprecated=("nb_epoch",)),
     ParamSpec("batch_size", "Training batch size", 32, _int_at_least("batch_size", 1)),
     ParamSpec("verbose", "Keras verbosity (0, 1, 2)", 0, to_verbose, aliases=("verbosity",)),
     ParamSpec("validation_split", "Fraction of rows held out for validation", 0.1, to_fraction),
-    ParamSpec("categorical", "Labels are class indices, one-hot encoded to nb_classes", False,
-              TypeConverters.toBoolean, aliases=("categorical_labels",)),
-    ParamSpec("nb_classes", "Number of classes (None: the model's output width)", None,
-              _int_at_least("nb_classes", 1)),
-    ParamSpec("inference_batch_size", "Rows per forward pass in transform (None: 1024)", None,
-              _int_at_least("inference_batch_size", 1)),
-    ParamSpec("resources", "Stage-level resources of every training and inference task as JSON, e.g. "
-              "'{\"gpu\": 1, \"cpus\": 4}' (a dict is accepted); ignored on local masters", None, to_resources),
+    ParamSpec(
+        "categorical",
+        "Labels are class indices, one-hot encoded to nb_classes",
+        False,
+        TypeConverters.toBoolean,
+        aliases=("categorical_labels",),
+    ),
+    ParamSpec("nb_classes", "Number of classes (None: the model's output width)", None, _int_at_least("nb_classes", 1)),
+    ParamSpec(
+        "inference_batch_size",
+        "Rows per forward pass in transform (None: 1024)",
+        None,
+        _int_at_least("inference_batch_size", 1),
+    ),
+    ParamSpec(
+        "resources",
+        "Stage-level resources of every training and inference task as JSON, e.g. "
+        '\'{"gpu": 1, "cpus": 4}\' (a dict is accepted); ignored on local masters',
+        None,
+        to_resources,
+    ),
 )
 
 SPECS_BY_NAME = {s.name: s for s in PARAM_SPECS}
@@ -398,9 +444,12 @@ HasResources = _make_mixin(SPECS_BY_NAME["resources"])
 class HasProbabilityCol(Params):
     """Mixin for param ``probabilityCol``: class probabilities as a vector ('' = no column)."""
 
-    probabilityCol: Param[str] = Param(Params._dummy(), "probabilityCol",
-                                       "Column for the class probabilities as a vector ('' = none)",
-                                       typeConverter=TypeConverters.toString)
+    probabilityCol: Param[str] = Param(
+        Params._dummy(),
+        "probabilityCol",
+        "Column for the class probabilities as a vector ('' = none)",
+        typeConverter=TypeConverters.toString,
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -435,17 +484,37 @@ class ColumnParams(HasFeaturesCol, HasLabelCol, HasOutputCol, HasProbabilityCol)
         return self._set(outputCol=value)
 
 
-class ElephasParams(ColumnParams, HasKerasModelConfig, HasOptimizerConfig, HasLoss, HasMetrics,
-                    HasCustomObjects, HasMode, HasFrequency, HasNumWorkers, HasEpochs, HasBatchSize,
-                    HasVerbose, HasValidationSplit, HasCategorical, HasNbClasses,
-                    HasInferenceBatchSize, HasResources):
+class ElephasParams(
+    ColumnParams,
+    HasKerasModelConfig,
+    HasOptimizerConfig,
+    HasLoss,
+    HasMetrics,
+    HasCustomObjects,
+    HasMode,
+    HasFrequency,
+    HasNumWorkers,
+    HasEpochs,
+    HasBatchSize,
+    HasVerbose,
+    HasValidationSplit,
+    HasCategorical,
+    HasNbClasses,
+    HasInferenceBatchSize,
+    HasResources,
+):
     """Every param of :class:`~elephas.ml.estimator.ElephasEstimator` and its transformer."""
 
     #: Keyword spellings accepted by constructors besides the param names.
     KEYWORD_ALIASES = {
-        "features_col": "featuresCol", "label_col": "labelCol", "output_col": "outputCol",
-        "probability_col": "probabilityCol", "nb_epoch": "epochs", "verbosity": "verbose",
-        "categorical_labels": "categorical", "optimizer": "optimizer_config",
+        "features_col": "featuresCol",
+        "label_col": "labelCol",
+        "output_col": "outputCol",
+        "probability_col": "probabilityCol",
+        "nb_epoch": "epochs",
+        "verbosity": "verbose",
+        "categorical_labels": "categorical",
+        "optimizer": "optimizer_config",
     }
 
     def set_params(self, **kwargs: Any) -> Any:

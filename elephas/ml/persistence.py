@@ -109,8 +109,7 @@ class ElephasWriter(SessionWriter):
         model = instance._persisted_model()
         if model is not None and connect:
             extra["model_store"] = MODEL_DIR
-        DefaultParamsWriter.saveMetadata(instance, path, self.sparkSession, extraMetadata=extra,
-                                         paramMap=params)
+        DefaultParamsWriter.saveMetadata(instance, path, self.sparkSession, extraMetadata=extra, paramMap=params)
         if model is not None:
             if connect:
                 write_model_rows(self.sparkSession, model, _join(path, MODEL_DIR))
@@ -141,9 +140,11 @@ class ElephasReader(MLReader):
         metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
         saved = metadata["class"].rsplit(".", 1)[-1]
         if saved != self.cls.__name__:
-            raise ValueError(f"Expected a saved {self.cls.__name__} at {path!r}. Received a saved "
-                             f"{metadata['class']}. Load it with its own class (or load_ml_estimator / "
-                             "load_ml_transformer).")
+            raise ValueError(
+                f"Expected a saved {self.cls.__name__} at {path!r}. Received a saved "
+                f"{metadata['class']}. Load it with its own class (or load_ml_estimator / "
+                "load_ml_transformer)."
+            )
         missing = sorted(set(metadata.get("custom_object_names") or []) - set(self.custom_objects))
         instance = self.cls()
         instance._resetUid(metadata["uid"])
@@ -163,10 +164,12 @@ class ElephasReader(MLReader):
                     model = keras.models.load_model(local, custom_objects=self.custom_objects or None)
             except (TypeError, ValueError) as exc:
                 if missing:
-                    raise ValueError(f"Loading {path!r} needs the custom objects {missing}. Received "
-                                     "custom_objects=" + repr(sorted(self.custom_objects)) + ". Pass "
-                                     "them to load_ml_transformer/load_ml_estimator, or register them "
-                                     "with keras.saving.register_keras_serializable.") from exc
+                    raise ValueError(
+                        f"Loading {path!r} needs the custom objects {missing}. Received "
+                        "custom_objects=" + repr(sorted(self.custom_objects)) + ". Pass "
+                        "them to load_ml_transformer/load_ml_estimator, or register them "
+                        "with keras.saving.register_keras_serializable."
+                    ) from exc
                 raise
         instance._restore(metadata, model)
         return instance

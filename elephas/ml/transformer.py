@@ -46,8 +46,7 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
         >>> fitted.setProbabilityCol("probability").transform(test_df).show()  # doctest: +SKIP
     """
 
-    def __init__(self, keras_model: Any = None, history: dict[str, list[float]] | None = None,
-                 **params: Any) -> None:
+    def __init__(self, keras_model: Any = None, history: dict[str, list[float]] | None = None, **params: Any) -> None:
         super().__init__()
         self._keras_model: Any = None
         self._history: dict[str, list[float]] = {}
@@ -73,8 +72,10 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
             ValueError: For a transformer without a model.
         """
         if self._keras_model is None:
-            raise ValueError("ElephasTransformer expected a trained Keras model. Received: none. Obtain "
-                             "transformers from ElephasEstimator.fit or ElephasTransformer.load.")
+            raise ValueError(
+                "ElephasTransformer expected a trained Keras model. Received: none. Obtain "
+                "transformers from ElephasEstimator.fit or ElephasTransformer.load."
+            )
         return self._keras_model
 
     @property
@@ -106,19 +107,28 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
         pcol = self.getOrDefault("probabilityCol") or None
         fields = {f.name: f.dataType for f in dataset.schema.fields}
         if fcol not in fields:
-            raise ValueError(f"ElephasTransformer expected a features column {fcol!r}. Received a "
-                             f"DataFrame with columns {list(fields)}. Set featuresCol to the right name.")
+            raise ValueError(
+                f"ElephasTransformer expected a features column {fcol!r}. Received a "
+                f"DataFrame with columns {list(fields)}. Set featuresCol to the right name."
+            )
         if not isinstance(fields[fcol], (VectorUDT, MLlibVectorUDT, ArrayType, NumericType)):
-            raise ValueError(f"ElephasTransformer expected featuresCol {fcol!r} to hold ml Vectors or "
-                             f"numeric arrays. Received type {fields[fcol].simpleString()}.")
+            raise ValueError(
+                f"ElephasTransformer expected featuresCol {fcol!r} to hold ml Vectors or "
+                f"numeric arrays. Received type {fields[fcol].simpleString()}."
+            )
         for col, role in ((ocol, "outputCol"), (pcol, "probabilityCol")):
             if col and col in fields:
-                raise ValueError(f"ElephasTransformer expected {role} {col!r} not to exist yet. Received a "
-                                 f"DataFrame that already has it. Set {role} to a new name.")
+                raise ValueError(
+                    f"ElephasTransformer expected {role} {col!r} not to exist yet. Received a "
+                    f"DataFrame that already has it. Set {role} to a new name."
+                )
         if self._spec is None:
-            self._spec = ModelSpec.from_model(model, custom_objects=self.getOrDefault("custom_objects"),
-                                              require_compiled=False,
-                                              model_id=f"elephas-ml-{uuid.uuid4().hex}")
+            self._spec = ModelSpec.from_model(
+                model,
+                custom_objects=self.getOrDefault("custom_objects"),
+                require_compiled=False,
+                model_id=f"elephas-ml-{uuid.uuid4().hex}",
+            )
         width = int(np.prod([d or 1 for d in model.outputs[0].shape[1:]]))
         if self.is_classifier():
             output = "class"
@@ -126,9 +136,17 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
             output = "raw" if width == 1 else "vector"
         from ..engine.resources import resource_profile
 
-        return predict_column(dataset, self._spec, model.get_weights(), fcol, ocol,
-                              batch_size=self.getOrDefault("inference_batch_size"), output=output,
-                              probability_col=pcol, profile=resource_profile(self.get_resources_value()))
+        return predict_column(
+            dataset,
+            self._spec,
+            model.get_weights(),
+            fcol,
+            ocol,
+            batch_size=self.getOrDefault("inference_batch_size"),
+            output=output,
+            probability_col=pcol,
+            profile=resource_profile(self.get_resources_value()),
+        )
 
     # ------------------------------------------------------------------------ persistence
     def _persisted_model(self) -> Any:
@@ -139,8 +157,7 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
 
     def _restore(self, metadata: dict[str, Any], model: Any) -> None:
         if model is None:
-            raise ValueError("ElephasTransformer expected a saved model file next to its metadata. "
-                             "Received: none.")
+            raise ValueError("ElephasTransformer expected a saved model file next to its metadata. Received: none.")
         self._keras_model = model
         self._history = dict(metadata.get("history") or {})
         self._spec = None

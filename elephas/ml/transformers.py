@@ -70,9 +70,7 @@ __all__ = [
 _COLUMNS = {"input_col": "inputCol", "output_col": "outputCol"}
 
 
-class _ColumnTransformer(
-    Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable
-):
+class _ColumnTransformer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
     """Base of the single-column transformers: maps dist-keras argument names onto params."""
 
     _ARGUMENTS: dict[str, str] = _COLUMNS
@@ -154,9 +152,7 @@ class OneHotTransformer(_ColumnTransformer):
         index = U.col(name)
         expected = f"{owner} expected an integer index in [0, {dim}) in column {name!r}, received "
         received = F.concat(F.lit(expected), index.cast("string"))
-        vector = F.when(index.isNull(), F.lit(None)).when(
-            (index < 0) | (index >= dim), U.fail(received)
-        )
+        vector = F.when(index.isNull(), F.lit(None)).when((index < 0) | (index >= dim), U.fail(received))
         if U.is_fractional(data_type):
             # NaN compares greater than any number in Spark, so it is caught by `index >= dim`.
             vector = vector.when(index % 1 != 0, U.fail(received))
@@ -208,8 +204,7 @@ class LabelIndexTransformer(_ColumnTransformer):
     activationThreshold: Param[float] = Param(
         Params._dummy(),
         "activationThreshold",
-        "if set, the first index whose value is >= this threshold (else defaultIndex); "
-        "if unset, the argmax",
+        "if set, the first index whose value is >= this threshold (else defaultIndex); if unset, the argmax",
         typeConverter=U.finite_float("activation_threshold"),
     )
 
@@ -308,23 +303,33 @@ class MinMaxTransformer(_ColumnTransformer):
     """
 
     oMin: Param[float] = Param(
-        Params._dummy(), "oMin", "lower end of the original range",
+        Params._dummy(),
+        "oMin",
+        "lower end of the original range",
         typeConverter=U.finite_float("o_min"),
     )
     oMax: Param[float] = Param(
-        Params._dummy(), "oMax", "upper end of the original range",
+        Params._dummy(),
+        "oMax",
+        "upper end of the original range",
         typeConverter=U.finite_float("o_max"),
     )
     nMin: Param[float] = Param(
-        Params._dummy(), "nMin", "lower end of the new range",
+        Params._dummy(),
+        "nMin",
+        "lower end of the new range",
         typeConverter=U.finite_float("n_min"),
     )
     nMax: Param[float] = Param(
-        Params._dummy(), "nMax", "upper end of the new range",
+        Params._dummy(),
+        "nMax",
+        "upper end of the new range",
         typeConverter=U.finite_float("n_max"),
     )
     isVector: Param[bool] = Param(
-        Params._dummy(), "isVector", "whether the input column holds vectors (or arrays)",
+        Params._dummy(),
+        "isVector",
+        "whether the input column holds vectors (or arrays)",
         typeConverter=TypeConverters.toBoolean,
     )
 
@@ -373,8 +378,7 @@ class MinMaxTransformer(_ColumnTransformer):
 
     def _check_range(self, required: bool) -> tuple[float, float, float, float] | None:
         owner = type(self).__name__
-        params = [(self.oMin, "o_min"), (self.oMax, "o_max"), (self.nMin, "n_min"),
-                  (self.nMax, "n_max")]
+        params = [(self.oMin, "o_min"), (self.oMax, "o_max"), (self.nMin, "n_min"), (self.nMax, "n_max")]
         if not required and not all(self.isDefined(p) for p, _ in params):
             return None
         o_min, o_max, n_min, n_max = (U.require(self, p, owner, arg) for p, arg in params)
@@ -437,7 +441,9 @@ class BinaryLabelTransformer(_ColumnTransformer):
     """
 
     label: Param[Any] = Param(
-        Params._dummy(), "label", "the value that marks a positive row (compared with ==)",
+        Params._dummy(),
+        "label",
+        "the value that marks a positive row (compared with ==)",
         typeConverter=U.scalar_label,
     )
 
@@ -503,11 +509,15 @@ class StandardTransformer(Transformer, DefaultParamsReadable, DefaultParamsWrita
     """
 
     columns: Param[list[str]] = Param(
-        Params._dummy(), "columns", "names of the numeric columns to standardize",
+        Params._dummy(),
+        "columns",
+        "names of the numeric columns to standardize",
         typeConverter=U.string_list("columns"),
     )
     suffix: Param[str] = Param(
-        Params._dummy(), "suffix", "suffix appended to each column name for its output column",
+        Params._dummy(),
+        "suffix",
+        "suffix appended to each column name for its output column",
         typeConverter=TypeConverters.toString,
     )
 
@@ -520,9 +530,7 @@ class StandardTransformer(Transformer, DefaultParamsReadable, DefaultParamsWrita
         U.set_kwargs(self, self._input_kwargs, self._ARGUMENTS)
 
     @keyword_only
-    def setParams(
-        self, *, columns: list[str] | None = None, suffix: str = "_normalized"
-    ) -> StandardTransformer:
+    def setParams(self, *, columns: list[str] | None = None, suffix: str = "_normalized") -> StandardTransformer:
         """Set params by their dist-keras names."""
         U.set_kwargs(self, self._input_kwargs, self._ARGUMENTS)
         return self
@@ -543,8 +551,7 @@ class StandardTransformer(Transformer, DefaultParamsReadable, DefaultParamsWrita
             data_type = U.column_type(dataset, name, owner, "columns")
             if not U.is_numeric(data_type):
                 raise TypeError(
-                    f"{owner} expected column {name!r} to hold numbers, received "
-                    f"{U.describe_type(data_type)}."
+                    f"{owner} expected column {name!r} to hold numbers, received {U.describe_type(data_type)}."
                 )
         aggregates = []
         for i, name in enumerate(columns):
@@ -582,9 +589,7 @@ class DenseTransformer(_ColumnTransformer):
         self._set_arguments(self._input_kwargs)
 
     @keyword_only
-    def setParams(
-        self, *, input_col: str | None = None, output_col: str | None = None
-    ) -> DenseTransformer:
+    def setParams(self, *, input_col: str | None = None, output_col: str | None = None) -> DenseTransformer:
         """Set params by their dist-keras names."""
         return self._set_arguments(self._input_kwargs)
 
@@ -592,10 +597,7 @@ class DenseTransformer(_ColumnTransformer):
         owner = type(self).__name__
         name, data_type, output = self._input(dataset)
         if not U.is_vector(data_type):
-            raise TypeError(
-                f"{owner} expected column {name!r} to hold vectors, received "
-                f"{U.describe_type(data_type)}."
-            )
+            raise TypeError(f"{owner} expected column {name!r} to hold vectors, received {U.describe_type(data_type)}.")
         source = U.col(name)
         dense = array_to_vector(vector_to_array(source, "float64"))
         return dataset.withColumn(output, U.null_safe(source, dense))
@@ -618,7 +620,9 @@ class ReshapeTransformer(_ColumnTransformer):
     """
 
     shape: Param[list[int]] = Param(
-        Params._dummy(), "shape", "target shape of each row (positive integers, row-major)",
+        Params._dummy(),
+        "shape",
+        "target shape of each row (positive integers, row-major)",
         typeConverter=U.shape("shape"),
     )
 
@@ -669,8 +673,7 @@ class ReshapeTransformer(_ColumnTransformer):
 
         wrong_size = F.concat(
             F.lit(
-                f"{owner} expected vectors of length {total} (shape {tuple(dims)}) in column "
-                f"{name!r}, received length "
+                f"{owner} expected vectors of length {total} (shape {tuple(dims)}) in column {name!r}, received length "
             ),
             F.size(values).cast("string"),
         )
@@ -708,12 +711,13 @@ class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWr
     """
 
     batchSize: Param[int] = Param(
-        Params._dummy(), "batchSize", "rows per forward pass, > 0",
+        Params._dummy(),
+        "batchSize",
+        "rows per forward pass, > 0",
         typeConverter=U.positive_int("batch_size"),
     )
 
-    _ARGUMENTS = {"features_col": "featuresCol", "output_col": "outputCol",
-                  "batch_size": "batchSize"}
+    _ARGUMENTS = {"features_col": "featuresCol", "output_col": "outputCol", "batch_size": "batchSize"}
 
     @keyword_only
     def __init__(
@@ -781,8 +785,7 @@ class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWr
             )
         name = self.getFeaturesCol()
         data_type = U.column_type(dataset, name, owner, "features_col")
-        if not (U.is_vector(data_type) or U.is_numeric(data_type)
-                or isinstance(data_type, ArrayType)):
+        if not (U.is_vector(data_type) or U.is_numeric(data_type) or isinstance(data_type, ArrayType)):
             raise TypeError(
                 f"{owner} expected column {name!r} to hold vectors, arrays or numbers, received "
                 f"{U.describe_type(data_type)}."
@@ -822,9 +825,7 @@ class _ModelPredictorWriter(SessionWriter):
     def saveImpl(self, path: str) -> None:
         model = self.instance.getKerasModel()
         if model is None:
-            raise ValueError(
-                "ModelPredictor expected keras_model to be set before saving, received nothing."
-            )
+            raise ValueError("ModelPredictor expected keras_model to be set before saving, received nothing.")
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, _MODEL_FILE)

@@ -45,35 +45,77 @@ class SparkMLlibModel(SparkModel):
         >>> spark_model.predict(lp_rdd.map(lambda lp: lp.features))  # doctest: +SKIP
     """
 
-    def __init__(self, model: Any, mode: str = "synchronous", frequency: str | int | None = "epoch",
-                 parameter_server_mode: str = "http", num_workers: int | None = None,
-                 custom_objects: dict[str, Any] | None = None, batch_size: int = 32, port: int = 0,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        model: Any,
+        mode: str = "synchronous",
+        frequency: str | int | None = "epoch",
+        parameter_server_mode: str = "http",
+        num_workers: int | None = None,
+        custom_objects: dict[str, Any] | None = None,
+        batch_size: int = 32,
+        port: int = 0,
+        **kwargs: Any,
+    ):
         from ..engine.session import is_connect, require_classic
 
         if is_connect():  # MLlib is RDDs only: say so before anything is built
-            require_classic("SparkMLlibModel", hint="MLlib works on RDDs of LabeledPoint; on a Spark Connect "
-                            "session use SparkModel with a DataFrame instead.")
-        super().__init__(model, mode=mode, frequency=frequency,
-                         parameter_server_mode=parameter_server_mode, num_workers=num_workers,
-                         custom_objects=custom_objects, batch_size=batch_size, port=port, **kwargs)
+            require_classic(
+                "SparkMLlibModel",
+                hint="MLlib works on RDDs of LabeledPoint; on a Spark Connect "
+                "session use SparkModel with a DataFrame instead.",
+            )
+        super().__init__(
+            model,
+            mode=mode,
+            frequency=frequency,
+            parameter_server_mode=parameter_server_mode,
+            num_workers=num_workers,
+            custom_objects=custom_objects,
+            batch_size=batch_size,
+            port=port,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------------------ training
-    def fit(self, labeled_points: Any, epochs: int = 10, batch_size: int = 32, verbose: int = 0,
-            validation_split: float = 0.1, categorical: bool = False, nb_classes: int | None = None,
-            **kwargs: Any) -> Any:
+    def fit(
+        self,
+        labeled_points: Any,
+        epochs: int = 10,
+        batch_size: int = 32,
+        verbose: int = 0,
+        validation_split: float = 0.1,
+        categorical: bool = False,
+        nb_classes: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Train on an RDD of ``LabeledPoint``; same as :meth:`train`.
 
         Returns:
             The merged ``keras.callbacks.History``.
         """
-        return self.train(labeled_points, epochs=epochs, batch_size=batch_size, verbose=verbose,
-                          validation_split=validation_split, categorical=categorical,
-                          nb_classes=nb_classes, **kwargs)
+        return self.train(
+            labeled_points,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=verbose,
+            validation_split=validation_split,
+            categorical=categorical,
+            nb_classes=nb_classes,
+            **kwargs,
+        )
 
-    def train(self, labeled_points: Any, epochs: int = 10, batch_size: int = 32, verbose: int = 0,
-              validation_split: float = 0.1, categorical: bool = False, nb_classes: int | None = None,
-              **kwargs: Any) -> Any:
+    def train(
+        self,
+        labeled_points: Any,
+        epochs: int = 10,
+        batch_size: int = 32,
+        verbose: int = 0,
+        validation_split: float = 0.1,
+        categorical: bool = False,
+        nb_classes: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Train on an RDD of ``pyspark.mllib.regression.LabeledPoint``.
 
         Args:
@@ -96,33 +138,44 @@ class SparkMLlibModel(SparkModel):
         from pyspark.mllib.regression import LabeledPoint
 
         if not is_rdd(labeled_points):
-            raise TypeError("SparkMLlibModel.train expected an RDD of LabeledPoint. Received: "
-                            f"{type(labeled_points).__name__}. Build one with "
-                            "elephas.utils.rdd_utils.to_labeled_point(sc, x, y).")
+            raise TypeError(
+                "SparkMLlibModel.train expected an RDD of LabeledPoint. Received: "
+                f"{type(labeled_points).__name__}. Build one with "
+                "elephas.utils.rdd_utils.to_labeled_point(sc, x, y)."
+            )
         try:
             first = [first_element(labeled_points)]
         except ValueError:
             first = []
         if not first:
-            raise ValueError("SparkMLlibModel.train expected a non-empty RDD of LabeledPoint. "
-                             "Received: an empty RDD.")
+            raise ValueError("SparkMLlibModel.train expected a non-empty RDD of LabeledPoint. Received: an empty RDD.")
         if not isinstance(first[0], LabeledPoint):
-            raise TypeError("SparkMLlibModel.train expected an RDD of LabeledPoint. Received an RDD "
-                            f"of {type(first[0]).__name__}.")
+            raise TypeError(
+                f"SparkMLlibModel.train expected an RDD of LabeledPoint. Received an RDD of {type(first[0]).__name__}."
+            )
         encode_to = None
         width = int(np.prod([d or 1 for d in self.master_network.outputs[0].shape[1:]]))
         loss = str(getattr(self.master_network, "loss", "")).lower()
         if not categorical and width > 1 and "sparse" not in loss:
-            raise ValueError(f"The loss {loss!r} expected labels with {width} values per row (the model "
-                             f"has {width} output units). Received scalar LabeledPoint labels with "
-                             f"categorical=False. Pass categorical=True (nb_classes={width}) to one-hot "
-                             "encode class indices, or use sparse_categorical_crossentropy.")
+            raise ValueError(
+                f"The loss {loss!r} expected labels with {width} values per row (the model "
+                f"has {width} output units). Received scalar LabeledPoint labels with "
+                f"categorical=False. Pass categorical=True (nb_classes={width}) to one-hot "
+                "encode class indices, or use sparse_categorical_crossentropy."
+            )
         if categorical:
             encode_to = self._nb_classes(nb_classes)
             self._check_label_range(labeled_points, encode_to)
         pairs = labeled_points.map(_to_pair)
-        return super().fit(pairs, epochs=epochs, batch_size=batch_size, verbose=verbose,
-                           validation_split=validation_split, nb_classes=encode_to, **kwargs)
+        return super().fit(
+            pairs,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=verbose,
+            validation_split=validation_split,
+            nb_classes=encode_to,
+            **kwargs,
+        )
 
     def _nb_classes(self, nb_classes: int | None) -> int:
         model = self.master_network
@@ -130,8 +183,9 @@ class SparkMLlibModel(SparkModel):
         if nb_classes is None:
             return width
         if nb_classes != width:
-            raise ValueError(f"nb_classes expected to match the model's output width {width}. "
-                             f"Received: nb_classes={nb_classes}.")
+            raise ValueError(
+                f"nb_classes expected to match the model's output width {width}. Received: nb_classes={nb_classes}."
+            )
         return int(nb_classes)
 
     @staticmethod
@@ -141,8 +195,9 @@ class SparkMLlibModel(SparkModel):
 
         offending = labeled_points.map(lambda lp: float(lp.label)).filter(bad).take(5)
         if offending:
-            raise ValueError(f"categorical=True expected labels that are class indices in [0, "
-                             f"{nb_classes}). Received: {offending}.")
+            raise ValueError(
+                f"categorical=True expected labels that are class indices in [0, {nb_classes}). Received: {offending}."
+            )
 
     # ----------------------------------------------------------------------------- predict
     def predict(self, x: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
@@ -166,8 +221,10 @@ class SparkMLlibModel(SparkModel):
 
         model = self.master_network
         if len(model.outputs) != 1:
-            raise ValueError("SparkMLlibModel.predict expected a single-output model. Received a model "
-                             f"with {len(model.outputs)} outputs; use SparkModel.predict.")
+            raise ValueError(
+                "SparkMLlibModel.predict expected a single-output model. Received a model "
+                f"with {len(model.outputs)} outputs; use SparkModel.predict."
+            )
         if isinstance(x, (Vector, MLVector)):
             row = np.asarray(x.toArray(), dtype=np.float32)[None]
             out = model.predict(row, verbose=0, batch_size=1)
@@ -198,8 +255,7 @@ class SparkMLlibModel(SparkModel):
         def run(pid: int, rows: Iterable[Any]) -> Iterator[Any]:
             from pyspark.mllib.linalg import DenseVector
 
-            feats = [np.asarray(r.toArray() if hasattr(r, "toArray") else r, dtype=np.float32)
-                     for r in rows]
+            feats = [np.asarray(r.toArray() if hasattr(r, "toArray") else r, dtype=np.float32) for r in rows]
             if not feats:
                 return
             prepare_worker(runtime)

@@ -101,11 +101,11 @@ def coerce_secret(secret: bytes | str) -> bytes:
         try:
             secret = bytes.fromhex(secret)
         except ValueError:
-            raise ValueError("Expected the secret as bytes or a hex string, received a "
-                             "non-hex string.") from None
+            raise ValueError("Expected the secret as bytes or a hex string, received a non-hex string.") from None
     if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
-        raise ValueError(f"Expected a secret of at least 16 bytes, received "
-                         f"{type(secret).__name__} of length {len(secret)}.")
+        raise ValueError(
+            f"Expected a secret of at least 16 bytes, received {type(secret).__name__} of length {len(secret)}."
+        )
     return bytes(secret)
 
 
@@ -113,9 +113,11 @@ def _poly1305() -> type:
     try:
         from cryptography.hazmat.primitives.poly1305 import Poly1305
     except ImportError as exc:  # a declared dependency; say so instead of a bare ImportError
-        raise ImportError("The parameter server signs request bodies with Poly1305 from the "
-                          "'cryptography' package, which could not be imported. Install it "
-                          "with: pip install cryptography") from exc
+        raise ImportError(
+            "The parameter server signs request bodies with Poly1305 from the "
+            "'cryptography' package, which could not be imported. Install it "
+            "with: pip install cryptography"
+        ) from exc
     return Poly1305
 
 
@@ -150,8 +152,15 @@ class Signer:
         one_time_key = hmac.digest(self._key, context, "sha256")
         return BodyMac(self._poly1305(one_time_key), timestamp, nonce, length)
 
-    def tag(self, method: str, path: str, timestamp: str, nonce: str,
-            body: Buffer | Sequence[Buffer] = b"", mac: BodyMac | None = None) -> str:
+    def tag(
+        self,
+        method: str,
+        path: str,
+        timestamp: str,
+        nonce: str,
+        body: Buffer | Sequence[Buffer] = b"",
+        mac: BodyMac | None = None,
+    ) -> str:
         """The hex signature of a request.
 
         Args:
@@ -242,7 +251,7 @@ class BodyMac:
         """
         received = min(received, self.length)  # bytes past the signed length: a trailer
         if received > self._done:
-            self.feed(memoryview(body).cast("B")[self._done:received])
+            self.feed(memoryview(body).cast("B")[self._done : received])
 
     def feed(self, segment: Buffer) -> None:
         """Hash the next ``segment`` of the body.
@@ -252,8 +261,10 @@ class BodyMac:
         """
         n = len(memoryview(segment).cast("B"))
         if self._tag is not None or self._done + n > self.length:
-            raise ValueError(f"Expected at most {self.length} body bytes, received "
-                             f"{self._done + n} (or more after the tag was taken).")
+            raise ValueError(
+                f"Expected at most {self.length} body bytes, received "
+                f"{self._done + n} (or more after the tag was taken)."
+            )
         if n:
             self._authenticator.update(segment)
         self._done += n
@@ -308,15 +319,17 @@ class Verifier:
             if length > PREAUTH_BODY_BYTES:
                 raise AuthenticationError(
                     f"Expected the header {HEADER_HEAD_SIGNATURE} with a body over "
-                    f"{PREAUTH_BODY_BYTES} bytes, received a request without one.", status=401,
-                    reason="missing")
+                    f"{PREAUTH_BODY_BYTES} bytes, received a request without one.",
+                    status=401,
+                    reason="missing",
+                )
             return  # a small body: read, then verified with the rest of the request
         timestamp, nonce = self._fresh(headers)
         expected = self.signer.head_tag(method, path, timestamp, nonce, length)
-        if not (isinstance(head, str) and _HEX64.fullmatch(head)
-                and hmac.compare_digest(expected, head)):
-            raise AuthenticationError("Expected a valid head signature made with this fit's "
-                                      "secret, received one that does not match.")
+        if not (isinstance(head, str) and _HEX64.fullmatch(head) and hmac.compare_digest(expected, head)):
+            raise AuthenticationError(
+                "Expected a valid head signature made with this fit's secret, received one that does not match."
+            )
 
     def _fresh(self, headers: Mapping[str, str]) -> tuple[str, str]:
         """The well-formed timestamp and nonce of ``headers``, the timestamp within the window.
@@ -330,25 +343,41 @@ class Verifier:
         if not timestamp or not nonce or not signature:
             raise AuthenticationError(
                 f"Expected headers {HEADER_TIMESTAMP}, {HEADER_NONCE} and {HEADER_SIGNATURE}; "
-                "received a request without them.", status=401, reason="missing")
-        if not (isinstance(timestamp, str) and isinstance(nonce, str) and isinstance(signature, str)
-                and _TIMESTAMP.fullmatch(timestamp) and _NONCE.fullmatch(nonce)
-                and (signature == SIGNATURE_TRAILER or _HEX64.fullmatch(signature))):
-            raise AuthenticationError("Expected a decimal timestamp, a nonce of at most "
-                                      f"{MAX_NONCE_CHARS} letters, digits, '-' or '_' and a "
-                                      "64-hex-digit signature, received malformed values.")
+                "received a request without them.",
+                status=401,
+                reason="missing",
+            )
+        if not (
+            isinstance(timestamp, str)
+            and isinstance(nonce, str)
+            and isinstance(signature, str)
+            and _TIMESTAMP.fullmatch(timestamp)
+            and _NONCE.fullmatch(nonce)
+            and (signature == SIGNATURE_TRAILER or _HEX64.fullmatch(signature))
+        ):
+            raise AuthenticationError(
+                "Expected a decimal timestamp, a nonce of at most "
+                f"{MAX_NONCE_CHARS} letters, digits, '-' or '_' and a "
+                "64-hex-digit signature, received malformed values."
+            )
         ts = float(timestamp)
         now = time.time()
         if abs(now - ts) > self.window_s or ts <= self._floor:
             raise AuthenticationError(
                 f"Expected a timestamp within {self.window_s:g} s of the server clock "
                 f"({now:.0f}), received {ts:.0f}; check the clocks of driver and executors.",
-                reason="expired")
+                reason="expired",
+            )
         return timestamp, nonce
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str],
-               body: Buffer | Sequence[Buffer] = b"",
-               mac: BodyMac | None = None) -> tuple[ReplayEntry, bool]:
+    def verify(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: Buffer | Sequence[Buffer] = b"",
+        mac: BodyMac | None = None,
+    ) -> tuple[ReplayEntry, bool]:
         """Check a request: well-formed headers, then the time window, then the signature, then
         the nonce.
 
@@ -372,25 +401,29 @@ class Verifier:
         signature = headers[HEADER_SIGNATURE]
         expected = self.signer.tag(method, path, timestamp, nonce, body, mac)
         if not hmac.compare_digest(expected, signature):
-            raise AuthenticationError("Expected a valid signature made with this fit's secret, "
-                                      "received one that does not match.")
+            raise AuthenticationError(
+                "Expected a valid signature made with this fit's secret, received one that does not match."
+            )
         ts = float(timestamp)
         now = time.time()
         with self._lock:
             known = self._seen.get(nonce)
             if known is not None:
                 if known[1] != signature:
-                    raise AuthenticationError("Expected a fresh nonce, received one already used "
-                                              "by another request.", reason="replayed")
+                    raise AuthenticationError(
+                        "Expected a fresh nonce, received one already used by another request.", reason="replayed"
+                    )
                 return known[2], False
             if ts <= self._floor:
                 raise AuthenticationError(
-                    f"Expected a timestamp after {self._floor:.0f} (older nonces are forgotten), "
-                    f"received {ts:.0f}.", reason="expired")
+                    f"Expected a timestamp after {self._floor:.0f} (older nonces are forgotten), received {ts:.0f}.",
+                    reason="expired",
+                )
             entry = ReplayEntry()
             self._seen[nonce] = (ts, signature, entry)
-            while self._seen and (len(self._seen) > self.max_nonces
-                                  or next(iter(self._seen.values()))[0] < now - 2 * self.window_s):
+            while self._seen and (
+                len(self._seen) > self.max_nonces or next(iter(self._seen.values()))[0] < now - 2 * self.window_s
+            ):
                 _, (old_ts, _, _) = self._seen.popitem(last=False)
                 self._floor = max(self._floor, old_ts)
             return entry, True
@@ -404,8 +437,12 @@ class Verifier:
         """
         timestamp = headers.get(HEADER_TIMESTAMP)
         nonce = headers.get(HEADER_NONCE)
-        if not (isinstance(timestamp, str) and isinstance(nonce, str)
-                and _TIMESTAMP.fullmatch(timestamp) and _NONCE.fullmatch(nonce)):
+        if not (
+            isinstance(timestamp, str)
+            and isinstance(nonce, str)
+            and _TIMESTAMP.fullmatch(timestamp)
+            and _NONCE.fullmatch(nonce)
+        ):
             return None
         if headers.get(HEADER_SIGNATURE) == SIGNATURE_TRAILER:
             if length < TRAILER_BYTES:
@@ -438,13 +475,13 @@ def split_trailer(headers: Mapping[str, str], body: Buffer) -> tuple[Mapping[str
         return headers, body
     view = memoryview(body).cast("B")
     if len(view) < TRAILER_BYTES:
-        raise AuthenticationError(f"Expected a body ending in a {TRAILER_BYTES}-byte signature, "
-                                  f"received {len(view)} bytes.")
+        raise AuthenticationError(
+            f"Expected a body ending in a {TRAILER_BYTES}-byte signature, received {len(view)} bytes."
+        )
     try:
         signature = bytes(view[-TRAILER_BYTES:]).decode("ascii")
     except UnicodeDecodeError:
-        raise AuthenticationError("Expected a hex signature after the body, received "
-                                  "non-ASCII bytes.") from None
+        raise AuthenticationError("Expected a hex signature after the body, received non-ASCII bytes.") from None
     return {**headers, HEADER_SIGNATURE: signature}, view[:-TRAILER_BYTES]
 
 

@@ -88,11 +88,9 @@ class BackgroundExchange:
         """
         with self._lock:
             if self._closing:
-                raise RuntimeError("Expected an open BackgroundExchange, received submit() "
-                                   "after close().")
+                raise RuntimeError("Expected an open BackgroundExchange, received submit() after close().")
             if self._busy:
-                raise RuntimeError("Expected no exchange in flight, received a second submit; "
-                                   "call wait() first.")
+                raise RuntimeError("Expected no exchange in flight, received a second submit; call wait() first.")
             self._job = (update, pull, push_kwargs)
             self._result = None
             self._error = None
@@ -131,8 +129,7 @@ class BackgroundExchange:
             self._lock.notify_all()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            logger.warning("Background push thread %s still running after %s s.",
-                           self._thread.name, timeout)
+            logger.warning("Background push thread %s still running after %s s.", self._thread.name, timeout)
 
     def _run(self) -> None:
         while True:

@@ -59,7 +59,7 @@ class BufferPool:
             block = bytearray(nbytes)
             view = np.frombuffer(block, dtype=np.uint8, count=nbytes)
             idle = [i for i, (_, h) in enumerate(blocks) if h is None or h() is None]
-            for i in reversed(idle[:max(0, len(idle) - self.keep + 1)]):  # the oldest idle ones
+            for i in reversed(idle[: max(0, len(idle) - self.keep + 1)]):  # the oldest idle ones
                 del blocks[i]
             blocks.append((block, weakref.ref(view)))
             return view

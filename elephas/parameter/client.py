@@ -73,7 +73,7 @@ class SignedBody:
         pending: list[Buffer] = [head]
         for segment in self.segments:
             for start in range(0, len(segment), self.CHUNK_BYTES):
-                chunk = segment[start:start + self.CHUNK_BYTES]
+                chunk = segment[start : start + self.CHUNK_BYTES]
                 mac.feed(chunk)
                 pending.append(chunk)
                 netio.send_segments(sock, pending)
@@ -94,11 +94,17 @@ def _length(body: list[memoryview] | SignedBody) -> int:
     return body.length if isinstance(body, SignedBody) else sum(len(v) for v in body)
 
 
-def _push_meta(worker_id: str, attempt_id: str, version_seen: int, samples: int,
-               metrics: dict[str, float] | None, epoch: int) -> dict[str, Any]:
-    return {"worker_id": str(worker_id), "attempt_id": str(attempt_id),
-            "version_seen": int(version_seen), "samples": int(samples), "epoch": int(epoch),
-            "metrics": {k: float(v) for k, v in (metrics or {}).items()}}
+def _push_meta(
+    worker_id: str, attempt_id: str, version_seen: int, samples: int, metrics: dict[str, float] | None, epoch: int
+) -> dict[str, Any]:
+    return {
+        "worker_id": str(worker_id),
+        "attempt_id": str(attempt_id),
+        "version_seen": int(version_seen),
+        "samples": int(samples),
+        "epoch": int(epoch),
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+    }
 
 
 class ParameterServerError(RuntimeError):
@@ -122,8 +128,7 @@ def check_mode(mode: str) -> str:
         ValueError: For an unknown mode.
     """
     if mode not in MODES:
-        raise ValueError(f"Could not interpret parameter_server_mode: {mode!r}. "
-                         f"Expected one of {list(MODES)}.")
+        raise ValueError(f"Could not interpret parameter_server_mode: {mode!r}. Expected one of {list(MODES)}.")
     return mode
 
 
@@ -160,8 +165,9 @@ class _HttpChannel:
         self._host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
         self._buffers = ReceiveBuffers()
 
-    def request(self, method: str, path: str, headers: dict[str, str],
-                body: Buffer | list[Buffer] | SignedBody) -> tuple[int, dict, np.ndarray | None]:
+    def request(
+        self, method: str, path: str, headers: dict[str, str], body: Buffer | list[Buffer] | SignedBody
+    ) -> tuple[int, dict, np.ndarray | None]:
         body = body if isinstance(body, SignedBody) else _segments(body)
         length = _length(body)
         if self._sock is None:  # first call, or the server closed the previous connection
@@ -169,8 +175,12 @@ class _HttpChannel:
             netio.tune(sock, self.timeout)
             self._sock = sock
         sock = self._sock
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}",
-                 f"Content-Length: {length}", *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {self._host_header}",
+            f"Content-Length: {length}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         _send_request(sock, head, body)
         status, fields, rest = _read_head(sock)
@@ -219,9 +229,13 @@ _MAX_HEAD_BYTES = 64 * 1024
 
 def _oversized(limit: int, received: str, host: str, port: int) -> ParameterServerError:
     address = f"{host}:{port}"
-    return ParameterServerError(f"Expected a response of at most {limit} bytes (the model's size "
-                                f"and some slack) from {address}, received {received}; refused "
-                                "before reading it.", 502, address)
+    return ParameterServerError(
+        f"Expected a response of at most {limit} bytes (the model's size "
+        f"and some slack) from {address}, received {received}; refused "
+        "before reading it.",
+        502,
+        address,
+    )
 
 
 def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytearray]:
@@ -247,7 +261,7 @@ def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytearray]:
         name, sep, value = line.partition(":")
         if sep:
             fields[name.strip().lower()] = value.strip()
-    return int(parts[1]), fields, buffer[end + 4:]
+    return int(parts[1]), fields, buffer[end + 4 :]
 
 
 class _SocketChannel:
@@ -259,8 +273,9 @@ class _SocketChannel:
         self._prefix = bytearray(netio.RESPONSE.size)
         self._buffers = ReceiveBuffers()
 
-    def request(self, method: str, path: str, headers: dict[str, str],
-                body: Buffer | list[Buffer] | SignedBody) -> tuple[int, dict, np.ndarray | None]:
+    def request(
+        self, method: str, path: str, headers: dict[str, str], body: Buffer | list[Buffer] | SignedBody
+    ) -> tuple[int, dict, np.ndarray | None]:
         body = body if isinstance(body, SignedBody) else _segments(body)
         if self._sock is None:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -268,15 +283,16 @@ class _SocketChannel:
             self._sock = sock
         sock = self._sock
         auth = json.dumps({"method": method, "path": path, **headers}).encode()
-        head = netio.REQUEST.pack(netio.REQUEST_MAGIC, netio.PROTOCOL_VERSION, len(auth),
-                                  _length(body)) + auth
+        head = netio.REQUEST.pack(netio.REQUEST_MAGIC, netio.PROTOCOL_VERSION, len(auth), _length(body)) + auth
         _send_request(sock, head, body)
         if not netio.recv_exactly(sock, memoryview(self._prefix)):
             raise ConnectionError("Connection closed by the server before a response.")
         magic, version, status, info_len, body_len = netio.RESPONSE.unpack(self._prefix)
         if magic != netio.RESPONSE_MAGIC or info_len > netio.MAX_INFO_BYTES:
-            raise ConnectionError(f"Expected a response frame {netio.RESPONSE_MAGIC!r}, "
-                                  f"received {bytes(magic)!r} (info length {info_len}).")
+            raise ConnectionError(
+                f"Expected a response frame {netio.RESPONSE_MAGIC!r}, "
+                f"received {bytes(magic)!r} (info length {info_len})."
+            )
         if body_len > self.max_bytes:
             raise _oversized(self.max_bytes, f"a body length of {body_len}", self.host, self.port)
         raw = bytearray(info_len)
@@ -327,10 +343,19 @@ class ParameterClient:
         >>> client.close()
     """
 
-    def __init__(self, host: str, port: int, mode: str = "http", secret: bytes | str = b"",
-                 compression: str = "none", timeout: float = 60.0, retries: int = 5,
-                 backoff_s: float = 0.05, max_backoff_s: float = 2.0,
-                 max_payload_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        mode: str = "http",
+        secret: bytes | str = b"",
+        compression: str = "none",
+        timeout: float = 60.0,
+        retries: int = 5,
+        backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        max_payload_bytes: int | None = None,
+    ) -> None:
         self.host = str(host)
         self.port = int(port)
         self.mode = check_mode(mode)
@@ -357,22 +382,36 @@ class ParameterClient:
 
     def _decode_parameters(self, payload: np.ndarray | None, info: dict) -> tuple[list[np.ndarray], int]:
         if payload is None:
-            raise ParameterServerError(f"Expected weights from {self.address}, received an "
-                                       "empty response.", 502, self.address)
+            raise ParameterServerError(
+                f"Expected weights from {self.address}, received an empty response.", 502, self.address
+            )
         try:
             decoded = codec.decode(payload, max_data_bytes=self.max_payload_bytes)
         except codec.WireFormatError as exc:
-            raise ParameterServerError(f"Expected weights of at most {self.max_payload_bytes} bytes "
-                                       f"in the wire format from {self.address}, received a payload "
-                                       f"that does not decode: {exc}", 502, self.address) from None
+            raise ParameterServerError(
+                f"Expected weights of at most {self.max_payload_bytes} bytes "
+                f"in the wire format from {self.address}, received a payload "
+                f"that does not decode: {exc}",
+                502,
+                self.address,
+            ) from None
         if decoded.kind != codec.KIND_PARAMETERS:
-            raise ParameterServerError(f"Expected a parameters payload from {self.address}, "
-                                       f"received kind {decoded.kind}.", 502, self.address)
+            raise ParameterServerError(
+                f"Expected a parameters payload from {self.address}, received kind {decoded.kind}.", 502, self.address
+            )
         return decoded.arrays, int(decoded.meta.get("version", info.get("version", -1)))
 
-    def push(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
-             version_seen: int, samples: int = 0, metrics: dict[str, float] | None = None,
-             epoch: int = 0) -> int:
+    def push(
+        self,
+        update: Sequence[np.ndarray],
+        *,
+        worker_id: str,
+        attempt_id: str,
+        version_seen: int,
+        samples: int = 0,
+        metrics: dict[str, float] | None = None,
+        epoch: int = 0,
+    ) -> int:
         """Send an update and the window's record.
 
         Args:
@@ -397,11 +436,19 @@ class ParameterClient:
         info, _ = self._call("POST", "/update", segments, resign=False)
         return int(info["version"])
 
-    def push_and_pull(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
-                      version_seen: int, samples: int = 0,
-                      metrics: dict[str, float] | None = None, epoch: int = 0,
-                      round: int | None = None, task_attempt: int | None = None,  # noqa: A002
-                      ) -> tuple[int, list[np.ndarray], int]:
+    def push_and_pull(
+        self,
+        update: Sequence[np.ndarray],
+        *,
+        worker_id: str,
+        attempt_id: str,
+        version_seen: int,
+        samples: int = 0,
+        metrics: dict[str, float] | None = None,
+        epoch: int = 0,
+        round: int | None = None,
+        task_attempt: int | None = None,  # noqa: A002
+    ) -> tuple[int, list[np.ndarray], int]:
         """:meth:`push`, answered with the center weights after the update (one request, where
         a push and a pull take two).
 
@@ -424,8 +471,7 @@ class ParameterClient:
             meta["round"] = int(round)
             meta["task_attempt"] = int(task_attempt or 0)
         segments = codec.encode_segments(update, codec.KIND_UPDATE, self.compression, meta)
-        info, payload = self._call("POST", f"/update?pull=1&compression={self.compression}",
-                                   segments, resign=False)
+        info, payload = self._call("POST", f"/update?pull=1&compression={self.compression}", segments, resign=False)
         if payload is None:  # the answer to a retry of an update already applied: no weights
             center, center_version = self.pull()
         else:
@@ -442,8 +488,9 @@ class ParameterClient:
         info, _ = self._call("GET", "/health", b"", resign=True)
         return info.get("status") == "ok"
 
-    def _call(self, method: str, path: str, body: Buffer | list[Buffer],
-              resign: bool) -> tuple[dict, np.ndarray | None]:
+    def _call(
+        self, method: str, path: str, body: Buffer | list[Buffer], resign: bool
+    ) -> tuple[dict, np.ndarray | None]:
         segments: list[memoryview] | SignedBody = _segments(body)
         if any(len(v) for v in segments):  # signed while sent, signature after the body
             segments = SignedBody(self._signer, method, path, segments)
@@ -466,8 +513,14 @@ class ParameterClient:
             except _RETRYABLE as exc:
                 self._channel.close()
                 last = exc
-                logger.debug("Parameter client: %s %s to %s failed (attempt %d): %s", method,
-                             path, self.address, attempt + 1, exc)
+                logger.debug(
+                    "Parameter client: %s %s to %s failed (attempt %d): %s",
+                    method,
+                    path,
+                    self.address,
+                    attempt + 1,
+                    exc,
+                )
                 continue
             if status == 503:
                 last = ParameterServerError(str(info.get("error")), status, self.address)
@@ -476,12 +529,15 @@ class ParameterClient:
                 raise ParameterServerError(
                     f"The parameter server at {self.address} refused {method} "
                     f"{path.split('?')[0]} with status {status}: {info.get('error')}",
-                    status, self.address)
+                    status,
+                    self.address,
+                )
             return info, payload
         raise ConnectionError(
             f"Could not reach the parameter server at {self.address} ({self.mode}) after "
             f"{self.retries + 1} attempts: {type(last).__name__}: {last}. Check that the "
-            "driver address is reachable from the executors (ELEPHAS_PARAMETER_SERVER_HOST).")
+            "driver address is reachable from the executors (ELEPHAS_PARAMETER_SERVER_HOST)."
+        )
 
     def close(self) -> None:
         """Close the connection."""

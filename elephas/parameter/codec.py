@@ -43,9 +43,22 @@ KINDS = {KIND_PARAMETERS: "parameters", KIND_UPDATE: "update"}
 COMPRESSIONS = ("none", "fp16", "zlib")
 _COMPRESSION_CODES = {name: code for code, name in enumerate(COMPRESSIONS)}
 
-ALLOWED_DTYPES = frozenset({
-    "<f2", "<f4", "<f8", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "|b1",
-})
+ALLOWED_DTYPES = frozenset(
+    {
+        "<f2",
+        "<f4",
+        "<f8",
+        "|i1",
+        "|u1",
+        "<i2",
+        "<u2",
+        "<i4",
+        "<u4",
+        "<i8",
+        "<u8",
+        "|b1",
+    }
+)
 _FLOAT_CASTS = frozenset({"<f4", "<f8"})
 
 
@@ -83,10 +96,7 @@ def check_compression(compression: str) -> str:
         ValueError: For an unknown name.
     """
     if compression not in _COMPRESSION_CODES:
-        raise ValueError(
-            f"Could not interpret compression: {compression!r}. "
-            f"Expected one of {list(COMPRESSIONS)}."
-        )
+        raise ValueError(f"Could not interpret compression: {compression!r}. Expected one of {list(COMPRESSIONS)}.")
     return compression
 
 
@@ -99,23 +109,23 @@ def wire_dtype(dtype: np.dtype) -> str:
     dt = np.dtype(dtype)
     name = dt.str if dt.byteorder == "|" else dt.newbyteorder("<").str
     if name not in ALLOWED_DTYPES:
-        raise ValueError(
-            f"Expected arrays of a numeric dtype in {sorted(ALLOWED_DTYPES)}, "
-            f"received dtype={dtype}."
-        )
+        raise ValueError(f"Expected arrays of a numeric dtype in {sorted(ALLOWED_DTYPES)}, received dtype={dtype}.")
     return name
 
 
 def _header(entries: list, meta: dict[str, Any] | None) -> bytes:
     """The JSON header, padded with spaces so the data section starts aligned."""
-    header = json.dumps({"arrays": entries, "meta": meta or {}}, separators=(",", ":"),
-                        allow_nan=False).encode()
+    header = json.dumps({"arrays": entries, "meta": meta or {}}, separators=(",", ":"), allow_nan=False).encode()
     return header + b" " * (-(PREFIX.size + len(header)) % DATA_ALIGNMENT)
 
 
-def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
-           meta: dict[str, Any] | None = None,
-           allocate: Callable[[int], Any] | None = None) -> bytearray | np.ndarray:
+def encode(
+    arrays: Sequence[np.ndarray],
+    kind: int,
+    compression: str = "none",
+    meta: dict[str, Any] | None = None,
+    allocate: Callable[[int], Any] | None = None,
+) -> bytearray | np.ndarray:
     """Encode arrays into one contiguous payload.
 
     The arrays are copied exactly once, straight into the payload buffer (this copy is the
@@ -144,8 +154,12 @@ def encode(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
     return out
 
 
-def encode_views(like: Sequence[np.ndarray], kind: int, meta: dict[str, Any] | None = None,
-                 allocate: Callable[[int], Any] | None = None) -> tuple[Any, list[np.ndarray]]:
+def encode_views(
+    like: Sequence[np.ndarray],
+    kind: int,
+    meta: dict[str, Any] | None = None,
+    allocate: Callable[[int], Any] | None = None,
+) -> tuple[Any, list[np.ndarray]]:
     """An uncompressed payload for arrays shaped and typed like ``like``, with its data section
     left to be written through the returned views.
 
@@ -166,8 +180,13 @@ def encode_views(like: Sequence[np.ndarray], kind: int, meta: dict[str, Any] | N
     return out, views
 
 
-def _layout(like: Sequence[np.ndarray], kind: int, compression: str, meta: dict[str, Any] | None,
-            allocate: Callable[[int], Any] | None) -> tuple[Any, int, list[np.ndarray]]:
+def _layout(
+    like: Sequence[np.ndarray],
+    kind: int,
+    compression: str,
+    meta: dict[str, Any] | None,
+    allocate: Callable[[int], Any] | None,
+) -> tuple[Any, int, list[np.ndarray]]:
     """Allocate a payload for arrays like ``like``, write its prefix and header, and return
     ``(payload, header end, writable views of the data section in the wire dtypes)``; for
     ``'zlib'`` the data section is laid out uncompressed (the caller deflates it)."""
@@ -182,18 +201,18 @@ def _layout(like: Sequence[np.ndarray], kind: int, compression: str, meta: dict[
     head = len(prefix) + len(header)
     out = bytearray(head + sum(sizes)) if allocate is None else allocate(head + sum(sizes))
     view = memoryview(out).cast("B")
-    view[:len(prefix)] = prefix
-    view[len(prefix):head] = header
+    view[: len(prefix)] = prefix
+    view[len(prefix) : head] = header
     arrays, offset = [], head
     for a, (_, _, wire), size in zip(like, entries, sizes):
-        arrays.append(np.frombuffer(view, dtype=wire, count=int(a.size), offset=offset)
-                      .reshape(a.shape))
+        arrays.append(np.frombuffer(view, dtype=wire, count=int(a.size), offset=offset).reshape(a.shape))
         offset += size
     return out, head, arrays
 
 
-def encode_segments(arrays: Sequence[np.ndarray], kind: int, compression: str = "none",
-                    meta: dict[str, Any] | None = None) -> list[bytes | bytearray | memoryview]:
+def encode_segments(
+    arrays: Sequence[np.ndarray], kind: int, compression: str = "none", meta: dict[str, Any] | None = None
+) -> list[bytes | bytearray | memoryview]:
     """Encode arrays as buffers to send back to back, without copying the array data.
 
     Equivalent to :func:`encode` (joining the segments gives the same payload), but for
@@ -229,39 +248,41 @@ def _parse_header(raw: memoryview) -> tuple[list[tuple[tuple[int, ...], str, str
     try:
         header = json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise WireFormatError(f"Expected a UTF-8 JSON header, received undecodable bytes "
-                              f"({type(exc).__name__}).") from None
+        raise WireFormatError(
+            f"Expected a UTF-8 JSON header, received undecodable bytes ({type(exc).__name__})."
+        ) from None
     if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
         raise WireFormatError("Expected a header object with an 'arrays' list.")
     meta = header.get("meta", {})
     if not isinstance(meta, dict):
         raise WireFormatError(f"Expected 'meta' to be an object, received {type(meta).__name__}.")
     if len(header["arrays"]) > MAX_ARRAYS:
-        raise WireFormatError(f"Expected at most {MAX_ARRAYS} arrays, received "
-                              f"{len(header['arrays'])}.")
+        raise WireFormatError(f"Expected at most {MAX_ARRAYS} arrays, received {len(header['arrays'])}.")
     specs = []
     for i, entry in enumerate(header["arrays"]):
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], list)
-                and isinstance(entry[1], str) and isinstance(entry[2], str)):
-            raise WireFormatError(f"Expected array entry {i} as [shape, dtype, wire_dtype], "
-                                  f"received {entry!r:.200}.")
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and isinstance(entry[0], list)
+            and isinstance(entry[1], str)
+            and isinstance(entry[2], str)
+        ):
+            raise WireFormatError(f"Expected array entry {i} as [shape, dtype, wire_dtype], received {entry!r:.200}.")
         shape, dtype, wire = entry
-        if len(shape) > MAX_NDIM or not all(
-                type(d) is int and 0 <= d < 2**40 for d in shape):
-            raise WireFormatError(f"Expected array {i} to have a shape of non-negative ints, "
-                                  f"received {shape!r:.200}.")
+        if len(shape) > MAX_NDIM or not all(type(d) is int and 0 <= d < 2**40 for d in shape):
+            raise WireFormatError(f"Expected array {i} to have a shape of non-negative ints, received {shape!r:.200}.")
         if dtype not in ALLOWED_DTYPES or wire not in ALLOWED_DTYPES:
-            raise WireFormatError(f"Expected array {i} dtypes in {sorted(ALLOWED_DTYPES)}, "
-                                  f"received dtype={dtype!r:.40}, wire_dtype={wire!r:.40}.")
+            raise WireFormatError(
+                f"Expected array {i} dtypes in {sorted(ALLOWED_DTYPES)}, "
+                f"received dtype={dtype!r:.40}, wire_dtype={wire!r:.40}."
+            )
         if wire != dtype and not (wire == "<f2" and dtype in _FLOAT_CASTS):
-            raise WireFormatError(f"Expected array {i} wire dtype {dtype!r} (or '<f2' for fp16), "
-                                  f"received {wire!r}.")
+            raise WireFormatError(f"Expected array {i} wire dtype {dtype!r} (or '<f2' for fp16), received {wire!r}.")
         specs.append((tuple(shape), dtype, wire))
     return specs, meta
 
 
-def decode(payload: bytes | bytearray | memoryview, *,
-           max_data_bytes: int | None = None) -> Decoded:
+def decode(payload: bytes | bytearray | memoryview, *, max_data_bytes: int | None = None) -> Decoded:
     """Decode a payload made by :func:`encode`.
 
     Args:
@@ -287,21 +308,21 @@ def decode(payload: bytes | bytearray | memoryview, *,
     if kind not in KINDS:
         raise WireFormatError(f"Expected payload kind in {sorted(KINDS)}, received {kind}.")
     if comp_code >= len(COMPRESSIONS):
-        raise WireFormatError(f"Expected compression code < {len(COMPRESSIONS)}, "
-                              f"received {comp_code}.")
+        raise WireFormatError(f"Expected compression code < {len(COMPRESSIONS)}, received {comp_code}.")
     compression = COMPRESSIONS[comp_code]
     head = PREFIX.size + header_len
     if header_len > MAX_HEADER_BYTES or head > len(view):
-        raise WireFormatError(f"Expected a header of at most {min(MAX_HEADER_BYTES, len(view))} "
-                              f"bytes, received a header length of {header_len}.")
-    specs, meta = _parse_header(view[PREFIX.size:head])
+        raise WireFormatError(
+            f"Expected a header of at most {min(MAX_HEADER_BYTES, len(view))} "
+            f"bytes, received a header length of {header_len}."
+        )
+    specs, meta = _parse_header(view[PREFIX.size : head])
     # Python integers: a product of declared dimensions must not wrap around as int64 would
     sizes = [math.prod(shape) * np.dtype(wire).itemsize for shape, _, wire in specs]
     expected = sum(sizes)
     bound = MAX_DATA_BYTES if max_data_bytes is None else min(max_data_bytes, MAX_DATA_BYTES)
     if expected > bound:
-        raise WireFormatError(f"Expected at most {bound} data bytes, the header declares "
-                              f"{expected}.")
+        raise WireFormatError(f"Expected at most {bound} data bytes, the header declares {expected}.")
     data = view[head:]
     if compression == "zlib":
         inflater = zlib.decompressobj()
@@ -310,12 +331,13 @@ def decode(payload: bytes | bytearray | memoryview, *,
         except zlib.error as exc:
             raise WireFormatError(f"Expected a zlib stream, received corrupt data ({exc}).") from None
         if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
-            raise WireFormatError("Expected one complete zlib stream of the declared size, "
-                                  "received a truncated, oversized or padded stream.")
+            raise WireFormatError(
+                "Expected one complete zlib stream of the declared size, "
+                "received a truncated, oversized or padded stream."
+            )
         data = memoryview(raw)
     if len(data) != expected:
-        raise WireFormatError(f"Expected {expected} data bytes for the declared arrays, "
-                              f"received {len(data)}.")
+        raise WireFormatError(f"Expected {expected} data bytes for the declared arrays, received {len(data)}.")
     arrays = []
     offset = 0
     for (shape, dtype, wire), size in zip(specs, sizes):

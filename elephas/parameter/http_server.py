@@ -35,9 +35,11 @@ _READ_BYTES = 1 << 20  # hash each MiB as it arrives
 MAX_HEAD_BYTES = 16 * 1024
 """Longest request head (request line and headers) read."""
 _local = threading.local()  # per connection thread: its receive buffer and its Connection entry
-_BUSY = (b"HTTP/1.1 503 SERVICE UNAVAILABLE\r\nContent-Type: application/json\r\n"
-         b"Content-Length: 55\r\nConnection: close\r\n\r\n"
-         b'{"error":"too many connections; retry later","busy":1}\n')
+_BUSY = (
+    b"HTTP/1.1 503 SERVICE UNAVAILABLE\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 55\r\nConnection: close\r\n\r\n"
+    b'{"error":"too many connections; retry later","busy":1}\n'
+)
 
 
 def create_app(service: ParameterService) -> Flask:
@@ -55,8 +57,11 @@ def create_app(service: ParameterService) -> Flask:
     def serve() -> Response:
         environ = request.environ
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            return _response(service.refuse(411, "malformed", "Expected a Content-Length, received a "
-                                                              "chunked body.", environ.get("REMOTE_ADDR")))
+            return _response(
+                service.refuse(
+                    411, "malformed", "Expected a Content-Length, received a chunked body.", environ.get("REMOTE_ADDR")
+                )
+            )
         length = request.content_length or 0
         path = environ.get("RAW_URI") or request.full_path
         peer = environ.get("REMOTE_ADDR")
@@ -67,14 +72,20 @@ def create_app(service: ParameterService) -> Flask:
         try:
             body = _read_body(environ["wsgi.input"], length, mac)
         except (OSError, ConnectionError) as exc:
-            return _response(service.refuse(400, "malformed", f"Expected {length} body bytes: {exc}",
-                                            peer))
+            return _response(service.refuse(400, "malformed", f"Expected {length} body bytes: {exc}", peer))
         environ[_BODY_READ] = True
         entry = getattr(_local, "entry", None)
         if entry is not None:
             entry.pause()  # handling may take long (a push waiting for its round): no deadline
-        reply = service.handle(request.method, path, request.headers, body, mac,
-                               trust=entry.trust if entry is not None else None, peer=peer)
+        reply = service.handle(
+            request.method,
+            path,
+            request.headers,
+            body,
+            mac,
+            trust=entry.trust if entry is not None else None,
+            peer=peer,
+        )
         response = _response(reply)
         service.state.count_bytes(length, response.content_length or 0)
         return response
@@ -88,8 +99,7 @@ def create_app(service: ParameterService) -> Flask:
 
 def _response(reply: Reply) -> Response:
     if reply.payload is not None:
-        response = Response([reply.payload], status=reply.status,
-                            mimetype="application/octet-stream")
+        response = Response([reply.payload], status=reply.status, mimetype="application/octet-stream")
         response.headers["Content-Length"] = str(len(reply.payload))
         response.headers["X-Elephas-Version"] = str(reply.info.get("version", ""))
         return response
@@ -104,7 +114,7 @@ def _read_body(stream: Any, length: int, mac: BodyMac | None) -> memoryview:
     view = memoryview(buffer)[:length]
     got = 0
     while got < length:
-        n = stream.readinto(view[got:got + _READ_BYTES])
+        n = stream.readinto(view[got : got + _READ_BYTES])
         if not n:
             raise ConnectionError(f"connection closed after {got} bytes")
         got += n
@@ -179,8 +189,9 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             headers[name] = value.strip()
         self.headers = headers
         connection = headers.get("Connection", "").lower()
-        self.close_connection = connection == "close" or (self.request_version == "HTTP/1.0"
-                                                          and connection != "keep-alive")
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive"
+        )
         if headers.get("Expect", "").lower() == "100-continue":
             return self.handle_expect_100()
         return True
@@ -284,8 +295,11 @@ class _Server(BaseWSGIServer):
 def _handle_error(request: Any, client_address: Any) -> None:
     """An error escaping a connection's handler: one debug line, not socketserver's traceback on
     stderr."""
-    logger.debug("Parameter server: connection from %s ended with an error", client_address,
-                 exc_info=logger.isEnabledFor(logging.DEBUG))
+    logger.debug(
+        "Parameter server: connection from %s ended with an error",
+        client_address,
+        exc_info=logger.isEnabledFor(logging.DEBUG),
+    )
 
 
 class HttpTransport:
@@ -301,37 +315,48 @@ class HttpTransport:
         request_timeout_s: Whole-request deadline (see :class:`~elephas.parameter.netio.Connection`).
     """
 
-    def __init__(self, service: ParameterService, host: str, port: int = 0,
-                 idle_timeout_s: float = 600.0,
-                 max_connections: int = netio.DEFAULT_MAX_CONNECTIONS,
-                 request_timeout_s: float = netio.DEFAULT_REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        service: ParameterService,
+        host: str,
+        port: int = 0,
+        idle_timeout_s: float = 600.0,
+        max_connections: int = netio.DEFAULT_MAX_CONNECTIONS,
+        request_timeout_s: float = netio.DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> None:
         self.service = service
         listener = netio.bind_listener(host, port)
         try:
             handler = type("Handler", (KeepAliveRequestHandler,), {"timeout": idle_timeout_s})
-            self._server = make_server(host, listener.getsockname()[1], create_app(service),
-                                       threaded=True, request_handler=handler,
-                                       fd=listener.fileno())
+            self._server = make_server(
+                host,
+                listener.getsockname()[1],
+                create_app(service),
+                threaded=True,
+                request_handler=handler,
+                fd=listener.fileno(),
+            )
         finally:
             listener.close()  # werkzeug serves a duplicate of the descriptor
         self.port: int = self._server.server_address[1]
-        self._table = netio.ConnectionTable(max_connections, request_timeout_s,
-                                            name=f"elephas-ps-http-{self.port}")
+        self._table = netio.ConnectionTable(max_connections, request_timeout_s, name=f"elephas-ps-http-{self.port}")
         self._handlers: dict[KeepAliveRequestHandler, threading.Thread] = {}
         self._connections: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._stopping = False
         self._server.register = self._register
         self._server.unregister = self._unregister
-        self._server.refused = lambda status, message, peer: service.refuse(
-            status, "malformed", message, peer)
+        self._server.refused = lambda status, message, peer: service.refuse(status, "malformed", message, peer)
         self._server.handle_error = _handle_error
         # werkzeug runs each connection in a daemon thread that ``server_close`` does not join;
         # the threads are started here instead, so that ``stop`` can join every one of them.
         self._server.process_request = self._process_request
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.2}, daemon=True,
-                                        name=f"elephas-ps-http-{self.port}")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            daemon=True,
+            name=f"elephas-ps-http-{self.port}",
+        )
 
     def _register(self, handler: KeepAliveRequestHandler) -> None:
         with self._lock:
@@ -346,12 +371,20 @@ class HttpTransport:
     def _process_request(self, request: Any, client_address: Any) -> None:
         entry = self._table.admit(request)
         if entry is None:
-            self.service.refuse(503, "busy", f"Expected at most {self._table.limit} connections, "
-                                             "all in use by workers; retry later.", client_address)
+            self.service.refuse(
+                503,
+                "busy",
+                f"Expected at most {self._table.limit} connections, all in use by workers; retry later.",
+                client_address,
+            )
             netio.refuse_connection(request, _BUSY)
             return
-        thread = threading.Thread(target=self._serve_connection, args=(request, client_address, entry),
-                                  daemon=True, name=f"elephas-ps-http-{self.port}-conn")
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(request, client_address, entry),
+            daemon=True,
+            name=f"elephas-ps-http-{self.port}-conn",
+        )
         with self._lock:
             self._connections = {t for t in self._connections if t.is_alive()}
             self._connections.add(thread)

@@ -34,8 +34,7 @@ DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_REQUEST_TIMEOUT_S = 120.0
 
 
-def bind_listener(host: str, port: int, backlog: int = 128,
-                  purpose: str = "the parameter server") -> socket.socket:
+def bind_listener(host: str, port: int, backlog: int = 128, purpose: str = "the parameter server") -> socket.socket:
     """A listening TCP socket with ``SO_REUSEADDR`` (``port=0``: the OS picks a free port).
 
     Args:
@@ -55,8 +54,9 @@ def bind_listener(host: str, port: int, backlog: int = 128,
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"Could not bind {purpose} to {host}:{port}: "
-                                 f"{exc.strerror}. Use port=0 for a free port.") from exc
+        raise OSError(
+            exc.errno, f"Could not bind {purpose} to {host}:{port}: {exc.strerror}. Use port=0 for a free port."
+        ) from exc
     return sock
 
 
@@ -158,8 +158,9 @@ def tune(sock: socket.socket, timeout: float | None = None) -> None:
 _KERNEL_TIMEOUTS = sys.platform.startswith(("linux", "darwin"))
 
 
-def recv_exactly(sock: socket.socket, view: memoryview,
-                 progress: Callable[[memoryview, int], None] | None = None) -> bool:
+def recv_exactly(
+    sock: socket.socket, view: memoryview, progress: Callable[[memoryview, int], None] | None = None
+) -> bool:
     """Fill ``view`` from ``sock``.
 
     Args:

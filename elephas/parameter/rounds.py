@@ -70,8 +70,14 @@ class RoundState(ServerState):
         [2.0, 2.0]
     """
 
-    def __init__(self, weights: Sequence[np.ndarray], strategy: Any, step: Any,
-                 round_timeout_s: float = 600.0, max_records: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        weights: Sequence[np.ndarray],
+        strategy: Any,
+        step: Any,
+        round_timeout_s: float = 600.0,
+        max_records: int = 1_000_000,
+    ) -> None:
         super().__init__(weights, strategy, max_records=max_records)
         self.step = step
         self.round_timeout_s = float(round_timeout_s)
@@ -100,8 +106,9 @@ class RoundState(ServerState):
         """
         with self._cond:
             if center is not None and any(not np.array_equal(c, n) for c, n in zip(self._center, center)):
-                self._center = self._publish([np.asarray(n, dtype=c.dtype) for c, n in zip(self._center, center)],
-                                             None, self._version + 1)
+                self._center = self._publish(
+                    [np.asarray(n, dtype=c.dtype) for c, n in zip(self._center, center)], None, self._version + 1
+                )
                 self._version += 1
             center, version = [w.copy() for w in self._center], self._version
             self._epoch = int(epoch)
@@ -123,9 +130,19 @@ class RoundState(ServerState):
         return {w for w, n in self._windows.items() if n > round_index}
 
     # ----- pushes -----------------------------------------------------------------------------
-    def apply(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
-              version_seen: int, samples: int = 0, metrics: dict[str, float] | None = None,
-              epoch: int = 0, round: int | None = None, task_attempt: int = 0) -> int:  # noqa: A002
+    def apply(
+        self,
+        update: Sequence[np.ndarray],
+        *,
+        worker_id: str,
+        attempt_id: str,
+        version_seen: int,
+        samples: int = 0,
+        metrics: dict[str, float] | None = None,
+        epoch: int = 0,
+        round: int | None = None,
+        task_attempt: int = 0,
+    ) -> int:  # noqa: A002
         """Add one task's ``Σ samples·Δ`` to its round and wait until the round closes.
 
         Args:
@@ -150,8 +167,9 @@ class RoundState(ServerState):
         try:
             self.check_update(update)
             if round is None or int(round) < 0:
-                raise UpdateRejected(f"Expected a round index with a synchronous push, received {round!r}.",
-                                     reason="metadata")
+                raise UpdateRejected(
+                    f"Expected a round index with a synchronous push, received {round!r}.", reason="metadata"
+                )
             if int(samples) < 0:
                 raise UpdateRejected(f"Expected samples >= 0, received {samples}.", reason="metadata")
         except UpdateRejected as exc:
@@ -165,10 +183,18 @@ class RoundState(ServerState):
                 self._refuse(exc.reason, worker_id)
                 raise
             self._add(update, int(samples))
-            self._pending.append(WindowRecord(
-                worker_id=worker_id, attempt_id=str(attempt_id), epoch=int(epoch), samples=int(samples),
-                metrics={k: float(v) for k, v in (metrics or {}).items()}, timestamp=time.time(),
-                version=self._version + 1, staleness=0))
+            self._pending.append(
+                WindowRecord(
+                    worker_id=worker_id,
+                    attempt_id=str(attempt_id),
+                    epoch=int(epoch),
+                    samples=int(samples),
+                    metrics={k: float(v) for k, v in (metrics or {}).items()},
+                    timestamp=time.time(),
+                    version=self._version + 1,
+                    staleness=0,
+                )
+            )
             self._pushed.add(worker_id)
             if self._pushed >= self.participants(self._round):
                 self._close_round()
@@ -179,15 +205,19 @@ class RoundState(ServerState):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     missing = sorted(self.participants(self._round) - self._pushed, key=_order)
-                    raise RoundClosed(f"Expected every partition of round {round_index} to push within "
-                                      f"{self.round_timeout_s:.0f}s, still waiting for {missing}.",
-                                      status=504, reason="round_timeout")
+                    raise RoundClosed(
+                        f"Expected every partition of round {round_index} to push within "
+                        f"{self.round_timeout_s:.0f}s, still waiting for {missing}.",
+                        status=504,
+                        reason="round_timeout",
+                    )
                 self._cond.wait(left)
             if self._error is not None:
                 raise RoundClosed(self._error, status=422, reason="nonfinite")
             if self._stopped or self._tasks.get(worker_id) != task_attempt or self._epoch != int(epoch):
-                raise RoundClosed("The round was abandoned (the stage was restarted or the fit ended) "
-                                  "before it closed.")
+                raise RoundClosed(
+                    "The round was abandoned (the stage was restarted or the fit ended) before it closed."
+                )
             return self._version
 
     def _admit(self, worker_id: str, epoch: int, round_index: int, task_attempt: int) -> None:
@@ -197,15 +227,27 @@ class RoundState(ServerState):
         if epoch != self._epoch:
             raise RoundClosed(f"Expected a push of epoch {self._epoch}, received epoch {epoch}.")
         if worker_id not in self._windows:
-            raise RoundClosed(f"Expected a push from one of the partitions {sorted(self._windows, key=_order)},"
-                              f" received one from {worker_id!r}.", status=400, reason="metadata")
+            raise RoundClosed(
+                f"Expected a push from one of the partitions {sorted(self._windows, key=_order)},"
+                f" received one from {worker_id!r}.",
+                status=400,
+                reason="metadata",
+            )
         known = self._tasks.get(worker_id)
         if known is not None and task_attempt < known:
-            raise RoundClosed(f"Expected a push of task {known} for partition {worker_id}, received one of the "
-                              f"earlier task {task_attempt} (a restarted stage's dead attempt).")
+            raise RoundClosed(
+                f"Expected a push of task {known} for partition {worker_id}, received one of the "
+                f"earlier task {task_attempt} (a restarted stage's dead attempt)."
+            )
         if known is not None and task_attempt > known:
-            logger.info("epoch %d: partition %s runs in a new task (%d, was %d); the stage was restarted, so "
-                        "the epoch restarts from its first center.", epoch + 1, worker_id, task_attempt, known)
+            logger.info(
+                "epoch %d: partition %s runs in a new task (%d, was %d); the stage was restarted, so "
+                "the epoch restarts from its first center.",
+                epoch + 1,
+                worker_id,
+                task_attempt,
+                known,
+            )
             self._restart_epoch()
         if self._error is not None:
             raise RoundClosed(self._error, status=422, reason="nonfinite")
@@ -213,8 +255,10 @@ class RoundState(ServerState):
         if round_index != self._round:
             raise RoundClosed(f"Expected a push for round {self._round}, received round {round_index}.")
         if worker_id in self._pushed:
-            raise RoundClosed(f"Expected one push per partition and round, received a second push "
-                              f"from partition {worker_id} for round {round_index}.")
+            raise RoundClosed(
+                f"Expected one push per partition and round, received a second push "
+                f"from partition {worker_id} for round {round_index}."
+            )
 
     def restart_epoch(self) -> None:
         """Go back to the state the current epoch began with (the driver runs it again)."""
@@ -256,15 +300,18 @@ class RoundState(ServerState):
         """Fold the round's sum into the center, record its windows and wake its pushes."""
         assert self._sum is not None
         if self._samples > 0:
-            mean = [m.astype(dtype) for m, (_, dtype) in zip(self.strategy.average(self._sum, self._samples),
-                                                            self.spec)]
+            mean = [
+                m.astype(dtype) for m, (_, dtype) in zip(self.strategy.average(self._sum, self._samples), self.spec)
+            ]
             step = [np.asarray(s) for s in self.step(mean)]
             try:  # refuses a step that is not finite or makes the center overflow
                 self._center = self._publish(self._center, step, self._version + 1)
             except UpdateRejected as exc:
                 self._refuse(exc.reason, None)
-                self._error = (f"Expected a finite center after round {self._round + 1} of epoch {self._epoch + 1}, "
-                               f"received NaN or infinity ({exc}); the center was left as it was.")
+                self._error = (
+                    f"Expected a finite center after round {self._round + 1} of epoch {self._epoch + 1}, "
+                    f"received NaN or infinity ({exc}); the center was left as it was."
+                )
                 self._generation += 1
                 self._cond.notify_all()
                 raise RoundClosed(self._error, status=422, reason=exc.reason) from None

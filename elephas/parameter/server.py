@@ -82,15 +82,29 @@ class ParameterServer:
         ...     history = server.state.records()
     """
 
-    def __init__(self, weights: Sequence[np.ndarray], strategy: Any, *, mode: str = "http",
-                 host: str | None = None, port: int = 0, driver_host: str | None = None,
-                 bind_host: str | None = None, secret: bytes | str | None = None,
-                 compression: str = "none", max_body_bytes: int | None = None,
-                 idle_timeout_s: float = 600.0, replay_window_s: float = 600.0,
-                 client_timeout_s: float = 60.0, max_records: int = 1_000_000,
-                 state: ServerState | None = None, driver_bind_address: str | None = None,
-                 expected_workers: int | None = None, max_connections: int | None = None,
-                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        weights: Sequence[np.ndarray],
+        strategy: Any,
+        *,
+        mode: str = "http",
+        host: str | None = None,
+        port: int = 0,
+        driver_host: str | None = None,
+        bind_host: str | None = None,
+        secret: bytes | str | None = None,
+        compression: str = "none",
+        max_body_bytes: int | None = None,
+        idle_timeout_s: float = 600.0,
+        replay_window_s: float = 600.0,
+        client_timeout_s: float = 60.0,
+        max_records: int = 1_000_000,
+        state: ServerState | None = None,
+        driver_bind_address: str | None = None,
+        expected_workers: int | None = None,
+        max_connections: int | None = None,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> None:
         self.mode = check_mode(mode)
         self.compression = codec.check_compression(compression)
         self.host = resolve_advertised_host(host, driver_host)
@@ -104,8 +118,7 @@ class ParameterServer:
         self.max_connections = int(max_connections or default_max_connections(expected_workers))
         self.request_timeout_s = float(request_timeout_s)
         self._signer = Signer(self.secret)
-        self.service = ParameterService(self.state, Verifier(self._signer, replay_window_s),
-                                        self.max_body_bytes)
+        self.service = ParameterService(self.state, Verifier(self._signer, replay_window_s), self.max_body_bytes)
         self._transport: HttpTransport | SocketTransport | None = None
         self.port: int | None = None
 
@@ -129,9 +142,14 @@ class ParameterServer:
         if self._transport is not None:
             return self
         transport_cls = HttpTransport if self.mode == "http" else SocketTransport
-        self._transport = transport_cls(self.service, self.bind_host, self.requested_port,
-                                        self.idle_timeout_s, self.max_connections,
-                                        self.request_timeout_s)
+        self._transport = transport_cls(
+            self.service,
+            self.bind_host,
+            self.requested_port,
+            self.idle_timeout_s,
+            self.max_connections,
+            self.request_timeout_s,
+        )
         self.port = self._transport.port
         self._transport.start()
         try:
@@ -140,8 +158,13 @@ class ParameterServer:
         except BaseException:
             self.stop()
             raise
-        logger.info("Parameter server (%s, %s) listening on %s (bound to %s).", self.mode,
-                    type(self.state.strategy).__name__, self.address, self.bind_host)
+        logger.info(
+            "Parameter server (%s, %s) listening on %s (bound to %s).",
+            self.mode,
+            type(self.state.strategy).__name__,
+            self.address,
+            self.bind_host,
+        )
         return self
 
     def stop(self) -> None:
@@ -152,17 +175,21 @@ class ParameterServer:
             wake()
         if transport is not None:
             transport.stop()
-            logger.info("Parameter server on %s stopped after %d updates.", self.address,
-                        self.state.version)
+            logger.info("Parameter server on %s stopped after %d updates.", self.address, self.state.version)
 
     def client_config(self) -> dict[str, Any]:
         """Plain values a task needs to build a :class:`ParameterClient` (picklable)."""
         if self.port is None:
-            raise RuntimeError("Expected a started parameter server, received one not started; "
-                               "call start() first.")
-        return {"host": self.host, "port": self.port, "mode": self.mode,
-                "secret": self.secret.hex(), "compression": self.compression,
-                "timeout": self.client_timeout_s, "max_payload_bytes": self.max_body_bytes}
+            raise RuntimeError("Expected a started parameter server, received one not started; call start() first.")
+        return {
+            "host": self.host,
+            "port": self.port,
+            "mode": self.mode,
+            "secret": self.secret.hex(),
+            "compression": self.compression,
+            "timeout": self.client_timeout_s,
+            "max_payload_bytes": self.max_body_bytes,
+        }
 
     def client(self, **overrides: Any) -> ParameterClient:
         """A client for this server (``overrides`` replace :meth:`client_config` values)."""

@@ -58,8 +58,7 @@ class ParameterService:
         retry_wait_s: How long a retried push waits for its first delivery to finish.
     """
 
-    def __init__(self, state: ServerState, verifier: Verifier, max_body_bytes: int,
-                 retry_wait_s: float = 60.0) -> None:
+    def __init__(self, state: ServerState, verifier: Verifier, max_body_bytes: int, retry_wait_s: float = 60.0) -> None:
         self.state = state
         self.verifier = verifier
         self.max_body_bytes = max_body_bytes
@@ -71,22 +70,31 @@ class ParameterService:
         seconds: refusals come from the network, by the thousand if someone wants) and return
         the error reply."""
         self.state.count_refused(reason)
-        self._log_refusal(logging.WARNING, "Parameter server: refused a request%s (%d, %s): %.200s",
-                          f" from {peer}" if peer else "", status, reason, message)
+        self._log_refusal(
+            logging.WARNING,
+            "Parameter server: refused a request%s (%d, %s): %.200s",
+            f" from {peer}" if peer else "",
+            status,
+            reason,
+            message,
+        )
         return Reply(status, {"error": message, "reason": reason})
 
     def check_length(self, length: int) -> Reply | None:
         """A 413 reply when a declared body length is over the cap, else ``None``."""
         if length > self.max_body_bytes:
-            return self.refuse(413, "too_large", f"Expected a body of at most {self.max_body_bytes}"
-                                                 f" bytes, received a declared length of {length}.")
+            return self.refuse(
+                413,
+                "too_large",
+                f"Expected a body of at most {self.max_body_bytes} bytes, received a declared length of {length}.",
+            )
         if length < 0:
-            return self.refuse(400, "malformed", f"Expected a non-negative body length, received "
-                                                 f"{length}.")
+            return self.refuse(400, "malformed", f"Expected a non-negative body length, received {length}.")
         return None
 
-    def check_head(self, method: str, path: str, headers: Mapping[str, str], length: int,
-                   peer: object = None) -> Reply | None:
+    def check_head(
+        self, method: str, path: str, headers: Mapping[str, str], length: int, peer: object = None
+    ) -> Reply | None:
         """What a transport checks before reading a body of ``length`` bytes (the declared,
         transported length): the size cap, and for a body the headers, the time window and the
         head signature (see :meth:`Verifier.check_head`).
@@ -109,9 +117,16 @@ class ParameterService:
         authentication headers are missing or malformed: the request is refused anyway)."""
         return self.verifier.body_mac(headers, length)
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str],
-               body: Buffer = b"", mac: BodyMac | None = None,
-               trust: Callable[[], None] | None = None, peer: object = None) -> Reply:
+    def handle(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: Buffer = b"",
+        mac: BodyMac | None = None,
+        trust: Callable[[], None] | None = None,
+        peer: object = None,
+    ) -> Reply:
         """Answer one request.
 
         Args:
@@ -132,8 +147,9 @@ class ParameterService:
         except ValueError:
             route = ""
         if (method, route) not in _ROUTES:
-            return self.refuse(404, "not_found", f"Expected one of {sorted(_ROUTES)}, received "
-                                                 f"{method!r:.20} {route!r:.200}.", peer)
+            return self.refuse(
+                404, "not_found", f"Expected one of {sorted(_ROUTES)}, received {method!r:.20} {route!r:.200}.", peer
+            )
         if route == "/health":
             return Reply(200, {"status": "ok"})
         too_large = self.check_length(len(body))
@@ -148,12 +164,10 @@ class ParameterService:
             trust()
         if not fresh:
             if route != "/update":
-                return self.refuse(403, "auth_replayed", "Expected a fresh nonce, received a "
-                                                         "replayed request.", peer)
+                return self.refuse(403, "auth_replayed", "Expected a fresh nonce, received a replayed request.", peer)
             earlier = entry.wait(self.retry_wait_s)
             if earlier is None:
-                return Reply(503, {"error": "The first delivery of this request is still being "
-                                            "handled; retry later."})
+                return Reply(503, {"error": "The first delivery of this request is still being handled; retry later."})
             # The first response only, never the center: a replay is no way to read the weights
             # (the client of a retried push_and_pull pulls them with a fresh request).
             return earlier  # type: ignore[return-value]
@@ -172,8 +186,9 @@ class ParameterService:
         query = parse_qs(urlsplit(path).query)
         compression = query.get("compression", ["none"])[0]
         if compression not in codec.COMPRESSIONS:
-            return self.refuse(400, "malformed", f"Expected compression in "
-                                                 f"{list(codec.COMPRESSIONS)}, received {compression!r:.40}.")
+            return self.refuse(
+                400, "malformed", f"Expected compression in {list(codec.COMPRESSIONS)}, received {compression!r:.40}."
+            )
         if route == "/parameters":
             payload, version = self.state.encoded_parameters(compression)
             return Reply(200, {"version": version}, payload)
@@ -196,13 +211,15 @@ class ParameterService:
     def _push(self, body: bytes | bytearray | memoryview) -> Reply:
         try:
             # bounds zlib inflation; loose enough that a float64 update reaches the dtype check
-            decoded = codec.decode(body, max_data_bytes=max(2 * self.state.nbytes,
-                                                            self.max_body_bytes))
+            decoded = codec.decode(body, max_data_bytes=max(2 * self.state.nbytes, self.max_body_bytes))
         except codec.WireFormatError as exc:
             return self.refuse(400, "malformed", str(exc))
         if decoded.kind != codec.KIND_UPDATE:
-            return self.refuse(400, "malformed", f"Expected an update payload (kind "
-                                                 f"{codec.KIND_UPDATE}), received kind {decoded.kind}.")
+            return self.refuse(
+                400,
+                "malformed",
+                f"Expected an update payload (kind {codec.KIND_UPDATE}), received kind {decoded.kind}.",
+            )
         try:  # every metadata field is checked before anything is applied
             fields = push_fields(decoded.meta)
         except UpdateRejected as exc:
@@ -231,23 +248,29 @@ def push_fields(meta: dict) -> dict:
     """
     metrics = meta.get("metrics") or {}
     if not isinstance(metrics, dict) or len(metrics) > MAX_METRICS:
-        raise UpdateRejected(f"Expected metrics as an object of at most {MAX_METRICS} names to "
-                             f"numbers, received {type(metrics).__name__}"
-                             f"{f' of {len(metrics)}' if isinstance(metrics, dict) else ''}.",
-                             reason="metadata")
+        raise UpdateRejected(
+            f"Expected metrics as an object of at most {MAX_METRICS} names to "
+            f"numbers, received {type(metrics).__name__}"
+            f"{f' of {len(metrics)}' if isinstance(metrics, dict) else ''}.",
+            reason="metadata",
+        )
     checked = {}
     for name, value in metrics.items():
         number = _finite(value)
         if not (isinstance(name, str) and 0 < len(name) <= 256) or number is None:
-            raise UpdateRejected(f"Expected metrics as names to finite numbers, received "
-                                 f"{name!r:.100}: {value!r:.100}.", reason="metadata")
+            raise UpdateRejected(
+                f"Expected metrics as names to finite numbers, received {name!r:.100}: {value!r:.100}.",
+                reason="metadata",
+            )
         checked[name] = number
-    fields = {"worker_id": _str_field(meta, "worker_id"),
-              "attempt_id": _str_field(meta, "attempt_id"),
-              "version_seen": _int_field(meta, "version_seen"),
-              "samples": _int_field(meta, "samples"),
-              "epoch": _int_field(meta, "epoch"),
-              "metrics": checked}
+    fields = {
+        "worker_id": _str_field(meta, "worker_id"),
+        "attempt_id": _str_field(meta, "attempt_id"),
+        "version_seen": _int_field(meta, "version_seen"),
+        "samples": _int_field(meta, "samples"),
+        "epoch": _int_field(meta, "epoch"),
+        "metrics": checked,
+    }
     for name in ("round", "task_attempt"):  # a push of a synchronous round
         if name in meta:
             fields[name] = _int_field(meta, name)
@@ -268,14 +291,17 @@ def _finite(value: object) -> float | None:
 def _str_field(meta: dict, name: str) -> str:
     value = meta.get(name)
     if not isinstance(value, str) or not value or len(value) > 256:
-        raise UpdateRejected(f"Expected metadata field {name!r} as a non-empty string, "
-                             f"received {value!r:.100}.", reason="metadata")
+        raise UpdateRejected(
+            f"Expected metadata field {name!r} as a non-empty string, received {value!r:.100}.", reason="metadata"
+        )
     return value
 
 
 def _int_field(meta: dict, name: str) -> int:
     value = meta.get(name)
     if type(value) is not int or not 0 <= value < MAX_METADATA_INT:
-        raise UpdateRejected(f"Expected metadata field {name!r} as an integer in [0, "
-                             f"{MAX_METADATA_INT}), received {value!r:.100}.", reason="metadata")
+        raise UpdateRejected(
+            f"Expected metadata field {name!r} as an integer in [0, {MAX_METADATA_INT}), received {value!r:.100}.",
+            reason="metadata",
+        )
     return value

@@ -36,22 +36,27 @@ class SocketTransport:
         request_timeout_s: Whole-request deadline (see :class:`~elephas.parameter.netio.Connection`).
     """
 
-    def __init__(self, service: ParameterService, host: str, port: int = 0,
-                 idle_timeout_s: float = 600.0,
-                 max_connections: int = netio.DEFAULT_MAX_CONNECTIONS,
-                 request_timeout_s: float = netio.DEFAULT_REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        service: ParameterService,
+        host: str,
+        port: int = 0,
+        idle_timeout_s: float = 600.0,
+        max_connections: int = netio.DEFAULT_MAX_CONNECTIONS,
+        request_timeout_s: float = netio.DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> None:
         self.service = service
         self.idle_timeout_s = idle_timeout_s
         self._listener = netio.bind_listener(host, port)
         self.port: int = self._listener.getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
-        self._table = netio.ConnectionTable(max_connections, request_timeout_s,
-                                            name=f"elephas-ps-socket-{self.port}")
+        self._table = netio.ConnectionTable(max_connections, request_timeout_s, name=f"elephas-ps-socket-{self.port}")
         self._threads: list[threading.Thread] = []  # every handler thread not yet joined
         self._lock = threading.Lock()
         self._stopping = False
-        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                               name=f"elephas-ps-socket-accept-{self.port}")
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, daemon=True, name=f"elephas-ps-socket-accept-{self.port}"
+        )
 
     def start(self) -> None:
         """Start accepting connections."""
@@ -90,9 +95,12 @@ class SocketTransport:
                     continue
                 entry = self._table.admit(conn)
                 if entry is None:
-                    reply = self.service.refuse(503, "busy", f"Expected at most "
-                                                f"{self._table.limit} connections, all in use "
-                                                "by workers; retry later.", peer)
+                    reply = self.service.refuse(
+                        503,
+                        "busy",
+                        f"Expected at most {self._table.limit} connections, all in use by workers; retry later.",
+                        peer,
+                    )
                     netio.refuse_connection(conn, _frame(reply))
                     continue
                 with self._lock:
@@ -100,8 +108,12 @@ class SocketTransport:
                         self._table.release(entry)
                         conn.close()
                         return
-                    thread = threading.Thread(target=self._serve, args=(conn, peer, entry),
-                                              daemon=True, name=f"elephas-ps-socket-conn-{peer[1]}")
+                    thread = threading.Thread(
+                        target=self._serve,
+                        args=(conn, peer, entry),
+                        daemon=True,
+                        name=f"elephas-ps-socket-conn-{peer[1]}",
+                    )
                     self._threads = [t for t in self._threads if t.is_alive()]
                     self._threads.append(thread)
                 thread.start()
@@ -121,8 +133,9 @@ class SocketTransport:
             self._table.release(entry)
             conn.close()
 
-    def _handle_one(self, conn: socket.socket, entry: netio.Connection, peer: tuple,
-                    prefix: bytearray, buffer: bytearray) -> bool:
+    def _handle_one(
+        self, conn: socket.socket, entry: netio.Connection, peer: tuple, prefix: bytearray, buffer: bytearray
+    ) -> bool:
         """Read one request and answer it; ``False`` ends the connection."""
         view = memoryview(prefix)
         got = conn.recv_into(view)  # waits for the next request up to the idle time-out
@@ -133,24 +146,43 @@ class SocketTransport:
             return False
         magic, version, auth_len, body_len = netio.REQUEST.unpack(prefix)
         if magic != netio.REQUEST_MAGIC or version != netio.PROTOCOL_VERSION:
-            self._send(conn, self.service.refuse(
-                400, "malformed", f"Expected a frame starting with {netio.REQUEST_MAGIC!r} version "
-                                  f"{netio.PROTOCOL_VERSION}, received {bytes(magic)!r:.40} version "
-                                  f"{version}.", peer))
+            self._send(
+                conn,
+                self.service.refuse(
+                    400,
+                    "malformed",
+                    f"Expected a frame starting with {netio.REQUEST_MAGIC!r} version "
+                    f"{netio.PROTOCOL_VERSION}, received {bytes(magic)!r:.40} version "
+                    f"{version}.",
+                    peer,
+                ),
+            )
             return False
         if auth_len > netio.MAX_AUTH_BYTES:
-            self._send(conn, self.service.refuse(
-                400, "malformed", f"Expected an auth block of at most {netio.MAX_AUTH_BYTES} "
-                                  f"bytes, received {auth_len}.", peer))
+            self._send(
+                conn,
+                self.service.refuse(
+                    400,
+                    "malformed",
+                    f"Expected an auth block of at most {netio.MAX_AUTH_BYTES} bytes, received {auth_len}.",
+                    peer,
+                ),
+            )
             return False
         auth_raw = bytearray(auth_len)
         if auth_len and not netio.recv_exactly(conn, memoryview(auth_raw)):
             return False
         auth = _parse_auth(auth_raw)
         if auth is None:
-            self._send(conn, self.service.refuse(
-                400, "malformed", "Expected a JSON auth object with string fields 'method' and "
-                                  "'path', received something else.", peer))
+            self._send(
+                conn,
+                self.service.refuse(
+                    400,
+                    "malformed",
+                    "Expected a JSON auth object with string fields 'method' and 'path', received something else.",
+                    peer,
+                ),
+            )
             return False
         method, path, headers = auth
         refused = self.service.check_head(method, path, headers, body_len, peer)
@@ -196,8 +228,7 @@ def _parse_auth(raw: bytearray) -> tuple[str, str, dict[str, str]] | None:
 def _frame_parts(reply: Reply) -> tuple[bytes, bytes | bytearray | memoryview]:
     info = json.dumps(reply.info, separators=(",", ":")).encode()
     payload = reply.payload if reply.payload is not None else b""
-    head = netio.RESPONSE.pack(netio.RESPONSE_MAGIC, netio.PROTOCOL_VERSION, reply.status,
-                               len(info), len(payload))
+    head = netio.RESPONSE.pack(netio.RESPONSE_MAGIC, netio.PROTOCOL_VERSION, reply.status, len(info), len(payload))
     return head + info, payload
 
 

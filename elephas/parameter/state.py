@@ -94,13 +94,11 @@ class ServerState:
         ([1.0, 1.0], 1)
     """
 
-    def __init__(self, weights: Sequence[np.ndarray], strategy: Any,
-                 max_records: int = 1_000_000) -> None:
+    def __init__(self, weights: Sequence[np.ndarray], strategy: Any, max_records: int = 1_000_000) -> None:
         self._center = [np.array(w, copy=True, order="C") for w in weights]
         for w in self._center:
             codec.wire_dtype(w.dtype)
-        self.spec: list[tuple[tuple[int, ...], np.dtype]] = [(w.shape, w.dtype)
-                                                              for w in self._center]
+        self.spec: list[tuple[tuple[int, ...], np.dtype]] = [(w.shape, w.dtype) for w in self._center]
         self.nbytes = sum(w.nbytes for w in self._center)
         self.strategy = strategy
         self.locked = bool(getattr(strategy, "locked", True))
@@ -149,12 +147,12 @@ class ServerState:
         if compression == "none":
             with self._lock_for_read():
                 version = self._version
-                payload = codec.encode(self._center, codec.KIND_PARAMETERS, "none",
-                                       {"version": version}, allocate=self._payloads.get)
+                payload = codec.encode(
+                    self._center, codec.KIND_PARAMETERS, "none", {"version": version}, allocate=self._payloads.get
+                )
         else:
             weights, version = self.pull()
-            payload = codec.encode(weights, codec.KIND_PARAMETERS, compression,
-                                   {"version": version})
+            payload = codec.encode(weights, codec.KIND_PARAMETERS, compression, {"version": version})
         self._payload_cache[compression] = (version, payload)
         return payload, version
 
@@ -193,21 +191,26 @@ class ServerState:
                 ``'dtype'``) and 422 for NaN or infinite values (reason ``'nonfinite'``).
         """
         if len(update) != len(self.spec):
-            raise UpdateRejected(f"Expected {len(self.spec)} arrays, received {len(update)}.",
-                                 reason="shape")
+            raise UpdateRejected(f"Expected {len(self.spec)} arrays, received {len(update)}.", reason="shape")
         for i, (u, (shape, dtype)) in enumerate(zip(update, self.spec)):
             if u.shape != shape:
-                raise UpdateRejected(f"Expected array {i} of shape {shape}, received {u.shape}.",
-                                     reason="shape")
+                raise UpdateRejected(f"Expected array {i} of shape {shape}, received {u.shape}.", reason="shape")
             if u.dtype != dtype:
-                raise UpdateRejected(f"Expected array {i} of dtype {dtype}, received {u.dtype}.",
-                                     reason="dtype")
+                raise UpdateRejected(f"Expected array {i} of dtype {dtype}, received {u.dtype}.", reason="dtype")
         if finite:
             _require_finite(update)
 
-    def apply(self, update: Sequence[np.ndarray], *, worker_id: str, attempt_id: str,
-              version_seen: int, samples: int = 0, metrics: dict[str, float] | None = None,
-              epoch: int = 0) -> int:
+    def apply(
+        self,
+        update: Sequence[np.ndarray],
+        *,
+        worker_id: str,
+        attempt_id: str,
+        version_seen: int,
+        samples: int = 0,
+        metrics: dict[str, float] | None = None,
+        epoch: int = 0,
+    ) -> int:
         """Check an update, fold it into the center and record the window.
 
         Args:
@@ -231,8 +234,9 @@ class ServerState:
             self.check_update(update, finite=False)  # the result is checked before it is used
             version_seen = int(version_seen)
             if not 0 <= version_seen <= self._version:
-                raise UpdateRejected(f"Expected version_seen between 0 and {self._version}, "
-                                     f"received {version_seen}.", reason="metadata")
+                raise UpdateRejected(
+                    f"Expected version_seen between 0 and {self._version}, received {version_seen}.", reason="metadata"
+                )
         except UpdateRejected as exc:
             self.count_refused(exc.reason, worker_id)
             raise
@@ -240,8 +244,7 @@ class ServerState:
             if self.locked:
                 with self._apply_lock:
                     staleness = self._version - version_seen
-                    self._center = self._publish(self._center, list(update), self._version + 1,
-                                                 staleness)
+                    self._center = self._publish(self._center, list(update), self._version + 1, staleness)
                     self._version += 1
                     version = self._version
             else:
@@ -255,10 +258,16 @@ class ServerState:
         except UpdateRejected as exc:
             self.count_refused(exc.reason, worker_id)
             raise
-        record = WindowRecord(worker_id=str(worker_id), attempt_id=str(attempt_id),
-                              epoch=int(epoch), samples=int(samples),
-                              metrics={k: float(v) for k, v in (metrics or {}).items()},
-                              timestamp=time.time(), version=version, staleness=staleness)
+        record = WindowRecord(
+            worker_id=str(worker_id),
+            attempt_id=str(attempt_id),
+            epoch=int(epoch),
+            samples=int(samples),
+            metrics={k: float(v) for k, v in (metrics or {}).items()},
+            timestamp=time.time(),
+            version=version,
+            staleness=staleness,
+        )
         with self._meta_lock:
             self._records.append(record)
             if len(self._records) > self.max_records:
@@ -272,8 +281,9 @@ class ServerState:
             self._attempt_updates[record.attempt_id] += 1
         return version
 
-    def _publish(self, center: list[np.ndarray], update: list[np.ndarray] | None, version: int,
-                 staleness: int = 0) -> list[np.ndarray]:
+    def _publish(
+        self, center: list[np.ndarray], update: list[np.ndarray] | None, version: int, staleness: int = 0
+    ) -> list[np.ndarray]:
         """Compute the center of ``version`` (``center`` with ``update`` applied, or ``center``
         itself when ``update`` is ``None``) straight into a new uncompressed payload, cache that
         payload as what pulls of ``version`` send, and return the center's arrays (views of it).
@@ -283,8 +293,9 @@ class ServerState:
         to the pool once no send refers to them. Called under the apply lock (or before any
         request is served).
         """
-        payload, views = codec.encode_views(center, codec.KIND_PARAMETERS, {"version": version},
-                                            allocate=self._payloads.get)
+        payload, views = codec.encode_views(
+            center, codec.KIND_PARAMETERS, {"version": version}, allocate=self._payloads.get
+        )
         if update is None:
             for view, c in zip(views, center):
                 np.copyto(view, c)
@@ -295,8 +306,7 @@ class ServerState:
         self._payload_cache["none"] = (version, payload)
         return views
 
-    def _check_result(self, center: list[np.ndarray], update: list[np.ndarray],
-                      staleness: int) -> None:
+    def _check_result(self, center: list[np.ndarray], update: list[np.ndarray], staleness: int) -> None:
         """For the lock-free rules, which apply in place: compute the result into this thread's
         scratch arrays first and refuse the update if it is not finite (checked against the center
         as read then, as the rule reads it without a lock)."""
@@ -329,8 +339,11 @@ class ServerState:
         """
         with self._meta_lock:
             self._failed_attempts.add(str(attempt_id))
-        logger.info("Parameter server: attempt %s marked failed (%d updates applied from it).",
-                    attempt_id, self._attempt_updates.get(str(attempt_id), 0))
+        logger.info(
+            "Parameter server: attempt %s marked failed (%d updates applied from it).",
+            attempt_id,
+            self._attempt_updates.get(str(attempt_id), 0),
+        )
 
     def records(self, include_failed: bool = False) -> list[WindowRecord]:
         """The window records in the order they were applied.
@@ -354,9 +367,15 @@ class ServerState:
                 "updates_from_failed_attempts": from_failed,
                 "updates_refused": sum(self._refused.values()),
                 "refused_by_reason": dict(self._refused),
-                "workers": {w: {"updates": s.updates, "samples": s.samples, "refused": s.refused,
-                                "attempts": sorted(s.attempts)}
-                            for w, s in self._workers.items()},
+                "workers": {
+                    w: {
+                        "updates": s.updates,
+                        "samples": s.samples,
+                        "refused": s.refused,
+                        "attempts": sorted(s.attempts),
+                    }
+                    for w, s in self._workers.items()
+                },
                 "failed_attempts": failed,
                 "bytes_in": self._bytes_in,
                 "bytes_out": self._bytes_out,
@@ -379,8 +398,13 @@ def _require_finite(arrays: Sequence[np.ndarray], update: Sequence[np.ndarray] |
     for i, a in enumerate(arrays):
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             if update is None or not all(u.dtype.kind != "f" or np.isfinite(u).all() for u in update):
-                raise UpdateRejected(f"Expected finite values, received NaN or infinity in "
-                                     f"array {i}.", status=422, reason="nonfinite")
-            raise UpdateRejected(f"Expected a finite center after the update, received an update "
-                                 f"that makes array {i} overflow to infinity or NaN; nothing was "
-                                 "applied.", status=422, reason="nonfinite_result")
+                raise UpdateRejected(
+                    f"Expected finite values, received NaN or infinity in array {i}.", status=422, reason="nonfinite"
+                )
+            raise UpdateRejected(
+                f"Expected a finite center after the update, received an update "
+                f"that makes array {i} overflow to infinity or NaN; nothing was "
+                "applied.",
+                status=422,
+                reason="nonfinite_result",
+            )

@@ -26,8 +26,10 @@ def _hadoop(path: str) -> tuple[Any, Any]:
 
     sc = SparkContext._active_spark_context
     if sc is None:
-        raise RuntimeError(f"Reading or writing {path!r} needs an active SparkContext "
-                           "(Hadoop-compatible URIs go through Spark's Hadoop FileSystem API).")
+        raise RuntimeError(
+            f"Reading or writing {path!r} needs an active SparkContext "
+            "(Hadoop-compatible URIs go through Spark's Hadoop FileSystem API)."
+        )
     jvm = sc._jvm
     jpath = jvm.org.apache.hadoop.fs.Path(path)
     fs = jpath.getFileSystem(sc._jsc.hadoopConfiguration())

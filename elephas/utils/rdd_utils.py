@@ -32,8 +32,9 @@ def to_simple_rdd(sc: Any, features: np.ndarray, labels: np.ndarray, num_slices:
     """
     features, labels = np.asarray(features), np.asarray(labels)
     if len(features) != len(labels):
-        raise ValueError("features and labels must have the same number of rows. Received: "
-                         f"{len(features)} and {len(labels)}.")
+        raise ValueError(
+            f"features and labels must have the same number of rows. Received: {len(features)} and {len(labels)}."
+        )
     pairs = list(zip(features, labels))
     return sc.parallelize(pairs, num_slices or sc.defaultParallelism)
 
@@ -44,8 +45,9 @@ def to_labeled_point(sc: Any, features: np.ndarray, labels: np.ndarray, categori
 
     features, labels = np.asarray(features), np.asarray(labels)
     if len(features) != len(labels):
-        raise ValueError("features and labels must have the same number of rows. Received: "
-                         f"{len(features)} and {len(labels)}.")
+        raise ValueError(
+            f"features and labels must have the same number of rows. Received: {len(features)} and {len(labels)}."
+        )
     points = []
     for x, y in zip(features, labels):
         label = float(np.argmax(y)) if categorical and np.ndim(y) > 0 else float(np.asarray(y).reshape(-1)[0])
@@ -53,8 +55,9 @@ def to_labeled_point(sc: Any, features: np.ndarray, labels: np.ndarray, categori
     return sc.parallelize(points)
 
 
-def from_labeled_point(rdd: Any, categorical: bool = False,
-                       nb_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def from_labeled_point(
+    rdd: Any, categorical: bool = False, nb_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Collect an RDD of LabeledPoints into ``(features, labels)`` numpy arrays."""
     points = rdd.collect()
     features = np.stack([from_vector(lp.features) for lp in points])

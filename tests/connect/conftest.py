@@ -58,8 +58,10 @@ def no_spark_context(spark, monkeypatch):
     from pyspark import SparkContext
 
     def refuse(*args, **kwargs):
-        raise SparkContextUsed("Expected no use of a SparkContext on a Spark Connect session, received a call "
-                               "to SparkContext (getOrCreate or a constructor).")
+        raise SparkContextUsed(
+            "Expected no use of a SparkContext on a Spark Connect session, received a call "
+            "to SparkContext (getOrCreate or a constructor)."
+        )
 
     monkeypatch.setattr(SparkContext, "_active_spark_context", None)
     monkeypatch.setattr(SparkContext, "getOrCreate", classmethod(refuse))

@@ -31,8 +31,9 @@ def data():
 @pytest.fixture(scope="module")
 def frame(spark, data):
     x, y = data
-    rows = [(i, Vectors.dense(x[i].tolist()), Vectors.dense(y[i].tolist()), float(np.argmax(y[i])))
-            for i in range(len(x))]
+    rows = [
+        (i, Vectors.dense(x[i].tolist()), Vectors.dense(y[i].tolist()), float(np.argmax(y[i]))) for i in range(len(x))
+    ]
     return spark.createDataFrame(rows, ["id", "features", "label", "label_index"]).repartition(2)
 
 
@@ -47,8 +48,11 @@ def test_the_session_is_connect_and_the_spark_context_is_hidden(spark, frame):
     assert SparkContext._active_spark_context is None
     with pytest.raises(AssertionError, match="no use of a SparkContext"):
         SparkContext.getOrCreate()
-    with pytest.raises(TypeError, match=r"needs RDDs and a SparkContext.*pass a DataFrame instead.*Received: "
-                                        r"pyspark\.sql\.connect\.dataframe\.DataFrame"):
+    with pytest.raises(
+        TypeError,
+        match=r"needs RDDs and a SparkContext.*pass a DataFrame instead.*Received: "
+        r"pyspark\.sql\.connect\.dataframe\.DataFrame",
+    ):
         require_classic("Something on an RDD", frame)
 
 
@@ -82,8 +86,11 @@ def test_rdd_inputs_and_mllib_get_one_clear_error(data, frame):
     model = make_dense_model()
     spark_model = SparkModel(model)
     an_rdd = RDD.__new__(RDD)  # what a user holding an RDD passes; no job may start
-    with pytest.raises(TypeError, match=r"SparkModel.predict on an RDD needs RDDs and a SparkContext, which only "
-                                        r"a classic SparkSession has.*Received: pyspark\.core\.rdd\.RDD"):
+    with pytest.raises(
+        TypeError,
+        match=r"SparkModel.predict on an RDD needs RDDs and a SparkContext, which only "
+        r"a classic SparkSession has.*Received: pyspark\.core\.rdd\.RDD",
+    ):
         spark_model.predict(an_rdd)
     with pytest.raises(TypeError, match="SparkModel.evaluate on an RDD needs RDDs"):
         spark_model.evaluate(an_rdd)
@@ -119,12 +126,12 @@ def test_model_predictor_and_accuracy_evaluator(data, frame):
 
 
 def test_dataframe_toolkit(spark):
-    df = spark.createDataFrame([(0, 1.0, 10.0, 0.0), (1, 3.0, 20.0, 2.0), (2, 5.0, 30.0, 1.0)],
-                               ["id", "a", "b", "idx"])
+    df = spark.createDataFrame([(0, 1.0, 10.0, 0.0), (1, 3.0, 20.0, 2.0), (2, 5.0, 30.0, 1.0)], ["id", "a", "b", "idx"])
     one_hot = OneHotTransformer(output_dim=3, input_col="idx", output_col="oh").transform(df)
     assert [v.toArray().tolist() for v in _ordered(one_hot, "oh")] == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
-    scaled = MinMaxTransformer(o_min=0.0, o_max=10.0, n_min=0.0, n_max=1.0, input_col="b", is_vector=False,
-                               output_col="b01").transform(df)
+    scaled = MinMaxTransformer(
+        o_min=0.0, o_max=10.0, n_min=0.0, n_max=1.0, input_col="b", is_vector=False, output_col="b01"
+    ).transform(df)
     assert _ordered(scaled, "b01") == pytest.approx([1.0, 2.0, 3.0])
     standard = StandardTransformer(columns=["a"]).transform(df)
     assert _ordered(standard, "a_normalized") == pytest.approx([-1.0, 0.0, 1.0])  # mean 3, sample std 2
@@ -133,23 +140,29 @@ def test_dataframe_toolkit(spark):
 def test_pipeline_model_save_and_load_through_the_session(data, frame, tmp_path):
     x, _ = data
     model = make_dense_model()
-    pipeline = PipelineModel(stages=[
-        ElephasTransformer(model, categorical=True, outputCol="prediction"),
-        ModelPredictor(keras_model=model, output_col="raw"),
-        LabelIndexTransformer(output_dim=3, input_col="raw", output_col="raw_index"),
-    ])
+    pipeline = PipelineModel(
+        stages=[
+            ElephasTransformer(model, categorical=True, outputCol="prediction"),
+            ModelPredictor(keras_model=model, output_col="raw"),
+            LabelIndexTransformer(output_dim=3, input_col="raw", output_col="raw_index"),
+        ]
+    )
     before = pipeline.transform(frame)
     path = str(tmp_path / "pipeline")
     pipeline.write().overwrite().save(path)
     pipeline.write().overwrite().save(path)  # overwrite through the session, twice
     loaded = PipelineModel.load(path)
-    assert [type(s).__name__ for s in loaded.stages] == ["ElephasTransformer", "ModelPredictor",
-                                                         "LabelIndexTransformer"]
+    assert [type(s).__name__ for s in loaded.stages] == [
+        "ElephasTransformer",
+        "ModelPredictor",
+        "LabelIndexTransformer",
+    ]
     after = loaded.transform(frame)
     assert _ordered(after, "prediction") == _ordered(before, "prediction")
     assert _ordered(after, "raw_index") == _ordered(before, "raw_index")
-    np.testing.assert_allclose(loaded.stages[0].get_model().predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.stages[0].get_model().predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6
+    )
     # The stage's model went through the session's writer (rows), not a local model.keras file.
     assert (tmp_path / "pipeline" / "stages").is_dir()
     stage_dirs = sorted(p.name for p in (tmp_path / "pipeline" / "stages").iterdir())
@@ -178,10 +191,12 @@ def test_ring_reducer_in_a_barrier_map_in_arrow_stage(spark):
         context = BarrierTaskContext.get()
         with open_reducer("ring", context, secret, timeout=30) as reducer:
             total, count = reducer.allreduce([np.array([values.sum()]), np.array(len(values), np.int64)])
-        yield pa.RecordBatch.from_pydict({"rank": [context.partitionId()], "total": [float(total[0])],
-                                          "count": [int(count)]})
+        yield pa.RecordBatch.from_pydict(
+            {"rank": [context.partitionId()], "total": [float(total[0])], "count": [int(count)]}
+        )
 
-    rows = (spark.range(10).repartition(2).mapInArrow(stage, "rank long, total double, count long", barrier=True)
-            .collect())
+    rows = (
+        spark.range(10).repartition(2).mapInArrow(stage, "rank long, total double, count long", barrier=True).collect()
+    )
     assert sorted(r["rank"] for r in rows) == [0, 1]
     assert all(r["total"] == 45.0 and r["count"] == 10 for r in rows)

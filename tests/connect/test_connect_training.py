@@ -21,8 +21,9 @@ def blobs():
 @pytest.fixture(scope="module")
 def frame(spark, blobs):
     x, y = blobs
-    rows = [(i, Vectors.dense(x[i].tolist()), Vectors.dense(y[i].tolist()), float(np.argmax(y[i])))
-            for i in range(len(x))]
+    rows = [
+        (i, Vectors.dense(x[i].tolist()), Vectors.dense(y[i].tolist()), float(np.argmax(y[i]))) for i in range(len(x))
+    ]
     return spark.createDataFrame(rows, ["id", "features", "label", "label_index"])
 
 
@@ -79,19 +80,30 @@ def test_fit_on_a_dataframe_validates_in_the_stage_and_on_a_frame(blobs, frame):
     history = spark_model.fit(frame, epochs=1, batch_size=16, validation_split=0.2)
     assert {"val_loss", "val_accuracy"} <= set(history.history) and sum(history.partition_rows) == 192
     val = frame.limit(50)
-    again = spark_model.fit(frame, epochs=1, batch_size=16, validation_data=val, features_col="features",
-                            label_col="label_index", nb_classes=3)
+    again = spark_model.fit(
+        frame,
+        epochs=1,
+        batch_size=16,
+        validation_data=val,
+        features_col="features",
+        label_col="label_index",
+        nb_classes=3,
+    )
     loss, accuracy = spark_model.evaluate(val, features_col="features", label_col="label")
     assert again.history["val_loss"] == [pytest.approx(loss, rel=1e-4)]
     assert again.history["val_accuracy"] == [pytest.approx(accuracy, abs=1e-6)]
 
 
 def test_a_task_error_comes_back_with_the_executor_traceback(spark):
-    rows = [(Vectors.dense([float(i), 1.0, 0.0, 2.0]), float(i % 3)) for i in range(20)] + \
-        [(Vectors.dense([1.0, 1.0, 1.0, 1.0]), 7.0)]  # one label outside [0, 3)
+    rows = [(Vectors.dense([float(i), 1.0, 0.0, 2.0]), float(i % 3)) for i in range(20)] + [
+        (Vectors.dense([1.0, 1.0, 1.0, 1.0]), 7.0)
+    ]  # one label outside [0, 3)
     df = spark.createDataFrame(rows, ["features", "label"])
-    with pytest.raises(TaskFailedError, match=r"Training failed in the task for partition \d+: ValueError: Labels "
-                                              r"must be class indices in \[0, 3\)") as info:
+    with pytest.raises(
+        TaskFailedError,
+        match=r"Training failed in the task for partition \d+: ValueError: Labels "
+        r"must be class indices in \[0, 3\)",
+    ) as info:
         SparkModel(make_dense_model(), num_workers=2).fit(df, epochs=1, nb_classes=3)
     assert "one_hot_encode" in info.value.remote_traceback
 
@@ -104,8 +116,14 @@ def test_asynchronous_modes_say_they_are_not_available_on_connect(frame):
 def test_a_model_with_50_mb_of_weights_trains(spark):
     """The weights (51 MB) travel in the stage's closure; the center comes back in codec chunks."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4096, activation="relu"),
-                              keras.layers.Dense(3100), keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(4096, activation="relu"),
+            keras.layers.Dense(3100),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model.compile("sgd", "categorical_crossentropy")
     size = sum(w.nbytes for w in model.get_weights())
     assert 50e6 < size < 53e6
@@ -120,8 +138,15 @@ def test_the_estimator_fits_and_transforms_in_a_pipeline(blobs, frame):
 
     from elephas.ml.estimator import ElephasEstimator
 
-    estimator = ElephasEstimator(make_dense_model(optimizer=keras.optimizers.Adam(0.01)), epochs=2, batch_size=16,
-                                 categorical=True, nb_classes=3, validation_split=0.0, num_workers=2)
+    estimator = ElephasEstimator(
+        make_dense_model(optimizer=keras.optimizers.Adam(0.01)),
+        epochs=2,
+        batch_size=16,
+        categorical=True,
+        nb_classes=3,
+        validation_split=0.0,
+        num_workers=2,
+    )
     estimator.setFeaturesCol("scaled").setLabelCol("label_index")
     pipeline = Pipeline(stages=[StandardScaler(inputCol="features", outputCol="scaled"), estimator])
     fitted = pipeline.fit(frame)
@@ -133,7 +158,13 @@ def test_the_estimator_fits_and_transforms_in_a_pipeline(blobs, frame):
 def test_the_averaging_trainer_trains(frame):
     from elephas.trainers import AveragingTrainer
 
-    trainer = AveragingTrainer(keras_model=make_dense_model(), worker_optimizer=keras.optimizers.Adam(0.01),
-                               loss="categorical_crossentropy", batch_size=16, num_epoch=2, num_workers=2)
+    trainer = AveragingTrainer(
+        keras_model=make_dense_model(),
+        worker_optimizer=keras.optimizers.Adam(0.01),
+        loss="categorical_crossentropy",
+        batch_size=16,
+        num_epoch=2,
+        num_workers=2,
+    )
     model = trainer.train(frame)
     assert len(trainer.history.history["loss"]) == 2 and model.count_params() > 0

@@ -36,12 +36,14 @@ class Adag(ScheduledStrategy):
         if learning_rate is not None:
             self.worker_learning_rate = check_positive("learning_rate", learning_rate)
 
-    def worker_update(self, weights: Weights, start_weights: Weights, center: Weights | None,
-                      window_batches: int) -> tuple[Weights, Weights]:
+    def worker_update(
+        self, weights: Weights, start_weights: Weights, center: Weights | None, window_batches: int
+    ) -> tuple[Weights, Weights]:
         """Δ/τ with τ = ``window_batches`` (≥ 1), and the weights to continue from (``W``)."""
         tau = max(1, int(window_batches))
-        update = [((np.asarray(w) - w0) / np.asarray(tau, dtype=np.asarray(w).dtype))
-                  for w, w0 in zip(weights, start_weights)]
+        update = [
+            ((np.asarray(w) - w0) / np.asarray(tau, dtype=np.asarray(w).dtype)) for w, w0 in zip(weights, start_weights)
+        ]
         return update, weights
 
     def get_config(self) -> dict[str, Any]:

@@ -34,8 +34,9 @@ class Strategy:
         return {}
 
     # ----- worker side -------------------------------------------------------------------------
-    def worker_update(self, weights: Weights, start_weights: Weights, center: Weights | None,
-                      window_batches: int) -> tuple[Weights, Weights]:
+    def worker_update(
+        self, weights: Weights, start_weights: Weights, center: Weights | None, window_batches: int
+    ) -> tuple[Weights, Weights]:
         """What the worker sends after a window, and the weights it continues from.
 
         Args:
@@ -70,8 +71,7 @@ class Strategy:
         for c, u in zip(center, update):
             np.add(c, u, out=c, casting="unsafe")
 
-    def server_apply_to(self, center: Weights, update: Weights, out: Weights,
-                        staleness: int = 0) -> None:
+    def server_apply_to(self, center: Weights, update: Weights, out: Weights, staleness: int = 0) -> None:
         """Write the center after ``update`` into ``out``, leaving ``center`` as it was.
 
         The parameter server of locked strategies computes each version of the center into the
@@ -94,8 +94,7 @@ class Strategy:
             np.copyto(o, c)
         self.server_apply(out, update, staleness)
 
-    def train_window(self, model: Any, xs: list[np.ndarray], ys: list[np.ndarray],
-                     batch_size: int) -> dict[str, float]:
+    def train_window(self, model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int) -> dict[str, float]:
         """Train one communication window locally; return its mean loss and metrics.
 
         The default runs the model's own compiled optimizer over the window's batches.

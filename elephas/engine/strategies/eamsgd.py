@@ -56,8 +56,7 @@ class EAMSGD(EASGD):
         """Forget the velocity (the next window starts from ``v = 0``)."""
         self._velocity, self._velocity_key = None, None
 
-    def train_window(self, model: Any, xs: list[np.ndarray], ys: list[np.ndarray],
-                     batch_size: int) -> dict[str, float]:
+    def train_window(self, model: Any, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int) -> dict[str, float]:
         """Train the window batch by batch with Nesterov momentum around Keras steps.
 
         Returns:
@@ -75,12 +74,11 @@ class EAMSGD(EASGD):
         rows = int(xs[0].shape[0])
         sums: dict[str, float] = {}
         for start in range(0, rows, batch_size):
-            xb = [x[start:start + batch_size] for x in xs]
-            yb = [y[start:start + batch_size] for y in ys]
+            xb = [x[start : start + batch_size] for x in xs]
+            yb = [y[start : start + batch_size] for y in ys]
             lookahead = [w + np.asarray(mu, w.dtype) * v for w, v in zip(weights, velocity)]
             model.set_weights(lookahead)
-            logs = model.train_on_batch(xb[0] if len(xb) == 1 else xb, yb[0] if len(yb) == 1 else yb,
-                                        return_dict=True)
+            logs = model.train_on_batch(xb[0] if len(xb) == 1 else xb, yb[0] if len(yb) == 1 else yb, return_dict=True)
             n = int(xb[0].shape[0])
             for name, value in logs.items():
                 sums[name] = sums.get(name, 0.0) + n * float(value)

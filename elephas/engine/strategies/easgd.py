@@ -44,11 +44,15 @@ class EASGD(ScheduledStrategy):
         self.rho = check_positive("rho", rho)
         self.learning_rate = check_positive("learning_rate", learning_rate)
         if self.rho * self.learning_rate > 1.0:
-            logger.warning("%s: the elastic step learning_rate*rho = %g exceeds 1; workers will "
-                           "overshoot the center.", self.name, self.rho * self.learning_rate)
+            logger.warning(
+                "%s: the elastic step learning_rate*rho = %g exceeds 1; workers will overshoot the center.",
+                self.name,
+                self.rho * self.learning_rate,
+            )
 
-    def worker_update(self, weights: Weights, start_weights: Weights, center: Weights | None,
-                      window_batches: int) -> tuple[Weights, Weights]:
+    def worker_update(
+        self, weights: Weights, start_weights: Weights, center: Weights | None, window_batches: int
+    ) -> tuple[Weights, Weights]:
         """``(E, W − E)`` with ``E = ηρ(W − C)``."""
         if center is None:
             raise ValueError(f"{self.name} needs the center weights pulled before its worker update.")

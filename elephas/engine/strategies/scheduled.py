@@ -33,8 +33,10 @@ def optimizer_learning_rate(model: Any) -> float:
 
     opt = model.optimizer
     if isinstance(getattr(opt, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
-        raise ValueError("The worker optimizer uses a LearningRateSchedule; a plateau schedule needs a "
-                         f"constant learning rate. Received: {type(opt._learning_rate).__name__}.")
+        raise ValueError(
+            "The worker optimizer uses a LearningRateSchedule; a plateau schedule needs a "
+            f"constant learning rate. Received: {type(opt._learning_rate).__name__}."
+        )
     return float(keras.ops.convert_to_numpy(opt.learning_rate))
 
 
