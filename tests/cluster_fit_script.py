@@ -1,6 +1,6 @@
 """Driver program for the cluster tests: asynchronous fit against a standalone master.
 
-Usage: python cluster_fit_script.py MASTER_URL MODE TRANSPORT EPOCHS
+Usage: python cluster_fit_script.py MASTER_URL MODE TRANSPORT EPOCHS [ROWS]
 Prints ``TRAINING n`` once updates of epoch n arrive (the test kills a worker then),
 ``EPOCH_END n`` after every epoch and
 ``RESULT accuracy=...`` at the end.
@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def main() -> None:
     master, mode, transport, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    rows = int(sys.argv[5]) if len(sys.argv) > 5 else 4000
     import keras
     from pyspark.sql import SparkSession
 
@@ -45,8 +46,8 @@ def main() -> None:
     logging.getLogger("elephas.engine.driver").setLevel(logging.INFO)
     rng = np.random.default_rng(0)
     centers = rng.normal(0, 3, size=(3, 4))
-    labels = rng.integers(0, 3, size=4000)
-    x = (centers[labels] + rng.normal(0, 0.5, size=(4000, 4))).astype("float32")
+    labels = rng.integers(0, 3, size=rows)
+    x = (centers[labels] + rng.normal(0, 0.5, size=(rows, 4))).astype("float32")
     y = np.eye(3, dtype="float32")[labels]
     keras.utils.set_random_seed(0)
     model = keras.Sequential(

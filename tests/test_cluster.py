@@ -135,8 +135,9 @@ def _answers(ui: int) -> bool:
         return False
 
 
-def run_driver(cluster, mode: str, transport: str, epochs: int, kill_during_epoch: int | None = None):
-    cmd = [sys.executable, os.path.join(HERE, "cluster_fit_script.py"), cluster["url"], mode, transport, str(epochs)]
+def run_driver(cluster, mode: str, transport: str, epochs: int, kill_during_epoch: int | None = None, rows: int = 4000):
+    script = os.path.join(HERE, "cluster_fit_script.py")
+    cmd = [sys.executable, script, cluster["url"], mode, transport, str(epochs), str(rows)]
     proc = subprocess.Popen(
         cmd, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -169,7 +170,9 @@ def test_async_fit_on_standalone_cluster_learns(cluster):
 
 
 def test_fit_survives_a_killed_worker(cluster):
-    code, out, killed = run_driver(cluster, "hogwild", "http", 4, kill_during_epoch=1)
+    # 16,000 rows: an epoch's tasks run for seconds, so the kill lands while the victim's task trains
+    # (with 4,000 rows the task could finish between the first progress report and the kill)
+    code, out, killed = run_driver(cluster, "hogwild", "http", 4, kill_during_epoch=1, rows=16000)
     assert killed, out[-3000:]
     assert code == 0, out[-3000:]
     # the killed attempt's updates were seen and accounted for separately
