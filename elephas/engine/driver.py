@@ -2,8 +2,10 @@
 
 Synchronous training runs one Spark *barrier* stage per epoch over the staged blocks. Every task
 trains its partition window by window and, after each window, exchanges ``Σ samples·Δ`` with the
-other tasks through the round reducer (:mod:`.reducers`; on classic Spark the driver's parameter
-server in its synchronous-rounds policy, :mod:`elephas.parameter.rounds`). A round closes when
+other tasks through the round reducer (:mod:`.reducers`; by default the driver's parameter
+server in its synchronous-rounds policy, :mod:`elephas.parameter.rounds`; with
+``TrainingSettings.reducer`` ``'ring'`` or ``'hub'`` an all-reduce among the stage's tasks,
+:mod:`elephas.collective`, the server step applied on every rank). A round closes when
 every partition of the round has pushed; the sample-weighted mean delta goes through the server
 step (:mod:`.server_optimizer`) and every task continues from the new center. Between epochs the
 driver holds the center, validates, runs the Keras callbacks and records the History. There is
@@ -18,6 +20,7 @@ runs again on the slots that are left. Asynchronous strategies run through
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -54,7 +57,9 @@ class TrainingSettings:
     ``server_optimizer`` ``None`` is the synchronous rule's default server step (see
     :func:`.windows.default_server_step`); an instance keeps its momentum from one fit to the next.
     ``initial_epoch`` is the first epoch to run (``fit(..., initial_epoch=k)``); ``profile`` the
-    ``pyspark.resource.ResourceProfile`` of the training stages (see :mod:`.resources`).
+    ``pyspark.resource.ResourceProfile`` of the training stages (see :mod:`.resources`); ``reducer``
+    where synchronous rounds are reduced: ``'server'`` (the driver's parameter server) or ``'ring'`` /
+    ``'hub'`` (an all-reduce among the stage's tasks, :mod:`elephas.collective`).
     """
 
     strategy: Strategy
@@ -70,6 +75,30 @@ class TrainingSettings:
     stage_blocks: bool = True
     initial_epoch: int = 0
     profile: Any = None
+    reducer: str = "server"
+
+
+ROUND_REDUCERS = ("server", "ring", "hub")
+"""Where synchronous rounds can be reduced: the driver's parameter server, or an all-reduce among the tasks."""
+
+
+def check_reducer(reducer: Any, synchronous: bool) -> str | None:
+    """``reducer`` if it names a round reducer (``None``: the session's default), else a ``ValueError``.
+
+    Example:
+        >>> check_reducer("ring", synchronous=True)
+        'ring'
+    """
+    if reducer is None:
+        return None
+    if not isinstance(reducer, str) or reducer not in ROUND_REDUCERS:
+        raise ValueError(f"Could not interpret reducer: {reducer!r}. Expected one of {list(ROUND_REDUCERS)}.")
+    if not synchronous:
+        raise ValueError(
+            "reducer chooses where synchronous rounds are reduced; the asynchronous modes exchange through "
+            f"the parameter server. Received: reducer={reducer!r} with an asynchronous mode."
+        )
+    return reducer
 
 
 @dataclass
@@ -306,7 +335,8 @@ def fit_synchronous(
 
     Returns:
         A ``keras.callbacks.History`` with per-epoch loss and metrics merged by samples; its
-        ``window_records`` attribute lists every round's per-partition record as a dict, and
+        ``window_records`` attribute lists every round's per-partition record as a dict (empty
+        when the rounds are all-reduced inside the stage: no process sees them all), and
         ``windows`` the window used in each epoch and ``job_group`` the Spark job group of its
         epoch stages.
     """
@@ -343,30 +373,37 @@ def _fit(
     step = settings.server_optimizer or default_server_step(workers)
     srv = settings.server
     timeout = max(float(srv.get("timeout", 60.0)), 300.0)
-    state = RoundState(model.get_weights(), settings.strategy, step, round_timeout_s=timeout)
-    server = ParameterServer(
-        model.get_weights(),
-        settings.strategy,
-        mode=srv.get("transport", "http"),
-        host=srv.get("host"),
-        port=int(srv.get("port", 0)),
-        driver_host=srv.get("driver_host"),
-        compression=srv.get("compression", "none"),
-        client_timeout_s=timeout,
-        state=state,
-        driver_bind_address=srv.get("driver_bind_address"),
-        expected_workers=len(plan.sizes),
+    in_stage = settings.reducer != "server"
+    state = None if in_stage else RoundState(model.get_weights(), settings.strategy, step, round_timeout_s=timeout)
+    server: Any = (
+        contextlib.nullcontext()
+        if in_stage
+        else ParameterServer(
+            model.get_weights(),
+            settings.strategy,
+            mode=srv.get("transport", "http"),
+            host=srv.get("host"),
+            port=int(srv.get("port", 0)),
+            driver_host=srv.get("driver_host"),
+            compression=srv.get("compression", "none"),
+            client_timeout_s=timeout,
+            state=state,
+            driver_bind_address=srv.get("driver_bind_address"),
+            expected_workers=len(plan.sizes),
+        )
     )
     windows_used: list[Any] = []
     with server:
-        reducer = {"kind": "server", "client": server.client_config()}
+        where = (
+            f"inside the stage ({settings.reducer} all-reduce among the tasks)"
+            if in_stage
+            else f"by the parameter server at {server.address} ({server.mode})"
+        )
         logger.info(
-            "synchronous training: %d partitions (%d rows), rounds reduced by the parameter server at %s "
-            "(%s); server step %s; window %s",
+            "synchronous training: %d partitions (%d rows), rounds reduced %s; server step %s; window %s",
             len(plan.sizes),
             sum(plan.sizes),
-            server.address,
-            server.mode,
+            where,
             step.get_config(),
             "auto" if auto else window[0],
         )
@@ -375,19 +412,29 @@ def _fit(
             start = model.get_weights()
             while True:
                 wplan = WindowPlan(settings.batch_size, window[0], settings.shuffle, settings.seed)
-                counts = {str(p): wplan.windows(n) for p, n in enumerate(plan.sizes)}
-                state.begin_epoch(epoch, counts, start)  # start: a callback may have set the weights
-                fn = make_epoch_fn(spec, settings.runtime, wplan, epoch, start, reducer, master_learning_rate(model))
+                if in_stage:
+                    rounds: int | None = max(wplan.windows(n) for n in plan.sizes)
+                    config = collective_config(settings.reducer, step, timeout)
+                else:
+                    rounds, config = None, {"kind": "server", "client": server.client_config()}
+                    counts = {str(p): wplan.windows(n) for p, n in enumerate(plan.sizes)}
+                    state.begin_epoch(epoch, counts, start)  # start: a callback may have set the weights
+                lr = master_learning_rate(model)
+                fn = make_epoch_fn(spec, settings.runtime, wplan, epoch, start, config, lr, rounds=rounds)
                 try:
                     reports = _run_stage(sc, plan, fn, state, epoch, settings, window[0], progress)
                     break
                 except _Replan as replan:
-                    state.restart_epoch()
+                    if state is not None:
+                        state.restart_epoch()
                     model.set_weights(start)
                     plan.restage(replan)
             windows_used.append(window[0])
-            model.set_weights(state.pull()[0])
-            merged = epoch_metrics(state.records(), epoch)
+            if in_stage:
+                center, merged = collective_result(reports, step)
+            else:
+                center, merged = state.pull()[0], epoch_metrics(state.records(), epoch)
+            model.set_weights(center)
             progress(sum(plan.sizes), merged.means())
             if auto:
                 window[0] = at_least_four_rounds(_next_window(reports, bounds, window[0], epoch), most_batches)
@@ -405,11 +452,40 @@ def _fit(
             initial_epoch=settings.initial_epoch,
         )
         history.server_optimizer = step  # its momentum, for a fit that continues (initial_epoch)
-        history.window_records = [r.to_dict() for r in state.records()]
+        history.window_records = [] if state is None else [r.to_dict() for r in state.records()]
         history.windows = windows_used
         history.job_group = plan.group
-        logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items() if k != "workers"})
+        if state is not None:
+            logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items() if k != "workers"})
     return history
+
+
+def collective_config(kind: str, step: ServerOptimizer, timeout: float) -> dict[str, Any]:
+    """The reducer config of one epoch stage whose rounds are all-reduced among its tasks.
+
+    A fresh secret per stage signs the frames; ``step`` (with its state) travels in the config and every
+    rank applies its own copy of it (see :class:`.reducers.CollectiveRounds`).
+    """
+    from ..parameter.auth import new_secret
+
+    return {"kind": "collective", "reducer": kind, "secret": new_secret().hex(), "step": step, "timeout": timeout}
+
+
+def collective_result(reports: list[TaskReport], step: ServerOptimizer) -> tuple[list[np.ndarray], MetricSum]:
+    """The center and the epoch's merged metrics from the reports of an all-reduced stage.
+
+    Rank 0 reports the final center and the server step's state; ``step`` (the driver's copy) takes
+    that state, so the next epoch's config carries it.
+    """
+    final = [r for r in reports if r.center is not None]
+    if len(final) != 1:
+        raise RuntimeError(f"Expected the epoch's center from the task of partition 0, received {len(final)}.")
+    step.restore(final[0].step_state)
+    merged = MetricSum()
+    for r in reports:
+        if r.rows:
+            merged.add_weighted(r.rows, r.metric_sums or {})
+    return [np.asarray(c) for c in final[0].center], merged
 
 
 class _Replan(Exception):
@@ -430,7 +506,11 @@ def _run_stage(
     window: Any,
     progress: Callable[[int, dict[str, float]], None],
 ) -> list[TaskReport]:
-    """Run one epoch's barrier stage; raise :class:`_Replan` when it must run again re-staged."""
+    """Run one epoch's barrier stage; raise :class:`_Replan` when it must run again re-staged.
+
+    ``state`` is the parameter server's round state, polled for progress while the stage runs
+    (``None`` when the rounds are all-reduced inside the stage: progress comes at the epoch's end).
+    """
     staged = plan.staged
     assert staged is not None
     workers = len(plan.sizes)
@@ -438,7 +518,7 @@ def _run_stage(
     description = f"elephas: epoch {epoch + 1}/{settings.epochs} (synchronous, {workers} workers, window {window})"
     guarded = guard(lambda pid, it: fn(it))
     rdd = with_profile(staged.rdd.barrier().mapPartitions(lambda it: guarded(_partition_id(), it)), settings.profile)
-    watcher = EpochProgress(state, epoch, sum(plan.sizes), progress)
+    watcher = EpochProgress(state, epoch, sum(plan.sizes), progress) if state is not None else None
     sc.setJobGroup(group, description, True)
     watch = _SlotWatch(sc, group, workers, SLOT_GRACE_S)
     try:
@@ -467,7 +547,8 @@ def _run_stage(
         sc.cancelJobGroup(group)
         raise
     finally:
-        watcher.stop()
+        if watcher is not None:
+            watcher.stop()
         sc.setLocalProperty("spark.jobGroup.id", None)
         sc.setLocalProperty("spark.job.description", None)
 
