@@ -39,11 +39,11 @@ from .engine.validation import (
     check_features,
     check_fraction,
     check_labels,
-    check_positive_int,
     numpy_sample,
     sample_from_pair,
 )
 from .utils import fs
+from .utils.checks import check_positive_int, check_single_output, class_indices_message
 
 logger = logging.getLogger(__name__)
 
@@ -263,11 +263,7 @@ class SparkModel:
         model = self._master_network
         if nb_classes is not None:
             check_positive_int("nb_classes", nb_classes)
-            if len(io.output_shapes) != 1:
-                raise ValueError(
-                    "categorical labels need a single-output model. "
-                    f"Received: a model with {len(io.output_shapes)} outputs."
-                )
+            check_single_output(len(io.output_shapes))
         if is_dataframe(data):
             fcols = [features_col] if isinstance(features_col, str) else list(features_col)
             lcols = [label_col] if isinstance(label_col, str) else list(label_col)
@@ -286,10 +282,7 @@ class SparkModel:
                 invalid = (label < 0) | (label >= nb_classes) | (label != F.floor(label))
                 lo, hi, bad = data.agg(F.min(label), F.max(label), F.count(F.when(invalid, 1))).first()
                 if bad:
-                    raise ValueError(
-                        f"Labels in column {lcols[0]!r} must be class indices in "
-                        f"[0, {nb_classes}). Received values from {lo} to {hi}."
-                    )
+                    raise ValueError(class_indices_message(nb_classes, f"values from {lo} to {hi} in {lcols[0]!r}"))
                 ys = [data_mod.one_hot_encode(ys[0], nb_classes)[0]]
             sample = (xs, ys)
             blocks = data_mod.blocks_from_dataframe(

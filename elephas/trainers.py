@@ -24,9 +24,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .engine import strategies
+from .engine.config import EngineOptions
 from .engine.schedules import LearningRateOnPlateau, StopOnTargetLoss
 from .engine.strategies.scheduled import check_momentum, check_positive
-from .engine.validation import check_dataframe, check_positive_int
+from .engine.validation import check_dataframe
+from .utils.checks import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +163,8 @@ class Trainer:
         self.extra_callbacks = list(callbacks or [])
         self.verbose = verbose
         self.engine_options = dict(engine_options)
+        # bad engine options fail here, before any job
+        EngineOptions(**{k: v for k, v in engine_options.items() if k in EngineOptions.names()})
         self.parallelism_factor = 1
         # Build the clone now: bad models, optimizers or losses fail here, not in a job.
         self.keras_model = keras_model
@@ -248,14 +253,14 @@ class Trainer:
         options = dict(self.engine_options)
         if self.mode == "synchronous":  # dist-keras's averaging is plain model averaging, no server momentum
             options.setdefault("server_optimizer", "sgd")
+        # the trainer's params become the engine's typed objects: the strategy with its knobs
         return SparkModel(
             model,
-            mode=self.mode,
+            mode=strategies.get(self.mode, **self._knobs()),
             frequency=self._frequency(),
             num_workers=None,
             batch_size=self.batch_size,
             **options,
-            **self._knobs(),
         )
 
     def _check(self, df: Any) -> None:
@@ -480,12 +485,7 @@ class _AsyncTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         window = self.default_window if communication_window is None else communication_window
-        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-            raise ValueError(
-                "communication_window must be an int >= 1 (batches between exchanges "
-                f"with the parameter server). Received: communication_window={window!r}."
-            )
-        self.communication_window = int(window)
+        self.communication_window = check_positive_int("communication_window", window)
         self.learning_rate = None if learning_rate is None else check_positive("learning_rate", learning_rate)
         super().__init__(
             keras_model,

@@ -197,7 +197,7 @@ def test_non_vector_features_column(spark):
 
 def test_labels_outside_class_range(spark):
     df = spark.createDataFrame([(_vec([0, 1, 2, 3]), 0.0), (_vec([1, 1, 1, 1]), 5.0)], ["features", "label"])
-    _fit_error(df, r"class indices in \[0, 3\). Received values from 0.0 to 5.0", categorical=True)
+    _fit_error(df, r"class indices in \[0, 3\). Received: values from 0.0 to 5.0 in 'label'", categorical=True)
 
 
 def test_string_labels_with_categorical(spark):

@@ -96,7 +96,9 @@ def test_parallelism_factor_and_shuffle(blobs_df):
     trainer.set_parallelism_factor(2)
     trainer.train(blobs_df, shuffle=True)
     assert {r["worker_id"] for r in trainer.get_history()} == {"0", "1"}
-    with pytest.raises(ValueError, match="parallelism_factor must be an integer >= 1"):
+    with pytest.raises(
+        ValueError, match="Expected parallelism_factor to be an integer >= 1. Received: parallelism_factor=0"
+    ):
         trainer.set_parallelism_factor(0)
 
 
@@ -235,9 +237,13 @@ def test_plateau_schedule_on_a_synchronous_trainer(blobs_df):
         (AEASGD, {"rho": 0.0}, "rho must be a number > 0. Received: rho=0.0"),
         (AEASGD, {"learning_rate": -1.0}, "learning_rate must be a number > 0"),
         (EAMSGD, {"momentum": 1.0}, r"momentum must be a number in \[0, 1\)"),
-        (DOWNPOUR, {"communication_window": 0}, "communication_window must be an int >= 1"),
+        (
+            DOWNPOUR,
+            {"communication_window": 0},
+            "Expected communication_window to be an integer >= 1. Received: communication_window=0",
+        ),
         (ADAG, {"learning_rate": 0}, "learning_rate must be a number > 0"),
-        (DOWNPOUR, {"num_workers": 0}, "num_workers must be an integer >= 1"),
+        (DOWNPOUR, {"num_workers": 0}, "Expected num_workers to be an integer >= 1. Received: num_workers=0"),
         (DOWNPOUR, {"worker_optimizer": "no-such-optimizer"}, "Could not interpret worker_optimizer"),
         (DOWNPOUR, {"plateau_every": 1}, "plateau_every needs validation_df"),
     ],
@@ -250,7 +256,11 @@ def test_bad_arguments(cls, kwargs, message):
 
 def test_bad_columns_and_label_width(blobs_df):
     trainer = DOWNPOUR(keras_model=make_dense_model(), features_col="nope", **COMMON)
-    with pytest.raises(ValueError, match="no features column 'nope'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a features column 'nope'. Received: a DataFrame with columns "
+        r"\['features', 'label', 'label_index'\]",
+    ):
         trainer.train(blobs_df)
     wide = make_dense_model(classes=4)
     with pytest.raises(ValueError, match="must have 4 value"):

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.checks import check_class_indices, is_vector_type
+
 logger = logging.getLogger(__name__)
 
 Block = tuple[int, list[np.ndarray], list[np.ndarray] | None]
@@ -219,15 +221,13 @@ def arrow_to_numpy(column: Any) -> np.ndarray:
 def prepare_dataframe(df: Any, columns: Sequence[str]) -> Any:
     """Select ``columns``, turning ml Vector columns into arrays (native expression, no UDF)."""
     from pyspark.ml.functions import vector_to_array
-    from pyspark.ml.linalg import VectorUDT
-    from pyspark.mllib.linalg import VectorUDT as MLlibVectorUDT
     from pyspark.sql import functions as F
 
     fields = {f.name: f.dataType for f in df.schema.fields}
     exprs = []
     for c in columns:
         dtype = fields[c]
-        if isinstance(dtype, (VectorUDT, MLlibVectorUDT)):
+        if is_vector_type(dtype):
             exprs.append(vector_to_array(F.col(c), "float32").alias(c))
         else:
             exprs.append(F.col(c))
@@ -333,9 +333,4 @@ def blocks_from_dataframe(
 
 def one_hot_encode(labels: np.ndarray, nb_classes: int) -> np.ndarray:
     """One-hot encode integer-valued class indices, checking they lie in ``[0, nb_classes)``."""
-    flat = np.asarray(labels).reshape(-1)
-    idx = flat.astype(np.int64)
-    bad = (idx < 0) | (idx >= nb_classes) | (idx != flat)
-    if np.any(bad):
-        raise ValueError(f"Labels must be class indices in [0, {nb_classes}). Received: {flat[bad][:5].tolist()}.")
-    return np.eye(nb_classes, dtype=np.float32)[idx]
+    return np.eye(nb_classes, dtype=np.float32)[check_class_indices(labels, nb_classes)]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..utils.checks import check_column, is_vector_type, output_width
 from .data import (
     Block,
     ModelIO,
@@ -314,13 +315,13 @@ def predict_column(
     if output not in ("raw", "class", "vector"):
         raise ValueError(f"output must be 'raw', 'class' or 'vector'. Received: output={output!r}.")
     fcols = [features_col] if isinstance(features_col, str) else list(features_col)
-    missing = [c for c in fcols if c not in df.columns]
-    if missing:
-        raise ValueError(f"Feature column(s) {missing} not found. Available columns: {df.columns}.")
+    schema = df.schema
+    for c in fcols:
+        check_column(schema, c, role="features", argument="features_col")
     from .session import connect_runtime, is_connect
 
     io = model_io(spec)
-    out_width = int(np.prod([d or 1 for d in io.output_shapes[0]])) if io.output_shapes[0] else 1
+    out_width = output_width(io.output_shapes[0])
     if is_connect(df):  # no SparkContext, no broadcast: the weights travel in the UDF's closure
         runtime = runtime or connect_runtime(df.sparkSession)
         bc = _Shipped(weights)
@@ -521,12 +522,9 @@ def _series_to_numpy(series: Any) -> np.ndarray:
 
 def _feature_expr(df: Any, column: str) -> Any:
     from pyspark.ml.functions import vector_to_array
-    from pyspark.ml.linalg import VectorUDT
-    from pyspark.mllib.linalg import VectorUDT as MLlibVectorUDT
     from pyspark.sql import functions as F
 
-    dtype = df.schema[column].dataType
-    if isinstance(dtype, (VectorUDT, MLlibVectorUDT)):
+    if is_vector_type(df.schema[column].dataType):
         return vector_to_array(F.col(column), "float32")
     return F.col(column)
 

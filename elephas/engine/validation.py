@@ -6,14 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.checks import check_column, output_width
 from .data import ModelIO, as_list, to_array
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` as an int ≥ 1, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}.")
-    return int(value)
 
 
 def check_fraction(name: str, value: Any) -> float:
@@ -67,7 +61,7 @@ def check_labels(io: ModelIO, rows: list[np.ndarray], loss: Any) -> None:
     for j, (row, shape) in enumerate(zip(rows, io.output_shapes)):
         row = np.asarray(row)
         name = io.output_names[j] if j < len(io.output_names) else f"#{j}"
-        width = _size(tuple(s for s in shape if s is not None))
+        width = output_width(shape)
         loss_name = str(losses[j] if j < len(losses) else loss).lower()
         sparse = "sparse" in loss_name
         if row.size == width or None in shape:
@@ -114,21 +108,12 @@ def numpy_sample(x: Any, y: Any, io: ModelIO) -> tuple[list[np.ndarray], list[np
 
 
 def check_dataframe(df: Any, columns: list[str], role: dict[str, str]) -> None:
-    """Every column exists and has a usable type (ml/mllib Vector, array or number)."""
-    from pyspark.ml.linalg import VectorUDT
-    from pyspark.mllib.linalg import VectorUDT as MLlibVectorUDT
-    from pyspark.sql.types import ArrayType, NumericType
+    """Every column exists and has a usable type (ml/mllib Vector, array or number).
 
-    fields = {f.name: f.dataType for f in df.schema.fields}
+    Args:
+        df: The DataFrame.
+        columns: The feature and label columns.
+        role: ``'features'`` or ``'label'`` for each column, used in the messages.
+    """
     for c in columns:
-        if c not in fields:
-            raise ValueError(
-                f"The DataFrame has no {role.get(c, 'column')} column {c!r}. Available columns: {list(fields)}."
-            )
-        dtype = fields[c]
-        ok = isinstance(dtype, (VectorUDT, MLlibVectorUDT, ArrayType, NumericType))
-        if not ok:
-            raise ValueError(
-                f"The {role.get(c, 'column')} column {c!r} must hold ml Vectors, numeric "
-                f"arrays or numbers. Received type {dtype.simpleString()}."
-            )
+        check_column(df.schema, c, role=role.get(c, "features"))
