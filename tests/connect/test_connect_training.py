@@ -101,8 +101,8 @@ def test_a_task_error_comes_back_with_the_executor_traceback(spark):
     df = spark.createDataFrame(rows, ["features", "label"])
     with pytest.raises(
         TaskFailedError,
-        match=r"Training failed in the task for partition \d+: ValueError: Labels "
-        r"must be class indices in \[0, 3\)",
+        match=r"Training failed in the task for partition \d+: ValueError: Expected labels "
+        r"to be class indices in \[0, 3\)",
     ) as info:
         SparkModel(make_dense_model(), num_workers=2).fit(df, epochs=1, nb_classes=3)
     assert "one_hot_encode" in info.value.remote_traceback
