@@ -6,19 +6,21 @@ training loop of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import uuid
 import warnings
-import zipfile
 from typing import Any
 
 import numpy as np
 
 from .engine import data as data_mod
+from .engine import strategies
+from .engine.config import EngineOptions, check_port
 from .engine.console import spark_progress_paused
-from .engine.driver import TrainingSettings, Validation, fit_synchronous, split_validation
+from .engine.driver import TrainingSettings, Validation, check_reducer, fit_synchronous, split_validation
 from .engine.inference import (
     default_runtime,
     evaluate_blocks,
@@ -30,10 +32,11 @@ from .engine.inference import (
 )
 from .engine.modes import get_frequency, get_strategy
 from .engine.preflight import preflight_check
-from .engine.resources import check_resources, resource_profile
+from .engine.resources import resource_profile
 from .engine.runtime import WorkerRuntime
 from .engine.server_optimizer import ServerOptimizer
 from .engine.shipping import ModelSpec, check_keras_model
+from .engine.strategies.scheduled import ScheduledStrategy, check_positive
 from .engine.validation import (
     check_dataframe,
     check_features,
@@ -42,25 +45,15 @@ from .engine.validation import (
     numpy_sample,
     sample_from_pair,
 )
-from .utils import fs
+from .engine.worker import apply_learning_rate, master_learning_rate
+from .parameter.client import MODES, check_mode
+from .saving import read_model_with_config, save_model_with_config
 from .utils.checks import check_positive_int, check_single_output, class_indices_message
 
 logger = logging.getLogger(__name__)
 
-PARAMETER_SERVER_MODES = ("http", "socket")
-_ENGINE_OPTIONS = (
-    "server_optimizer",
-    "server_learning_rate",
-    "server_momentum",
-    "seed",
-    "worker_threads",
-    "parameter_server_host",
-    "compression",
-    "timeout",
-    "background_push",
-    "stage_blocks",
-    "resources",
-)
+PARAMETER_SERVER_MODES = MODES
+SERVER_STEP_KEYS = ("server_optimizer", "server_learning_rate", "server_momentum")
 
 
 class SparkModel:
@@ -87,7 +80,11 @@ class SparkModel:
             ``stage_blocks`` (write each partition's rows once to the executor's local directory
             and map them in every round or epoch instead of reading Spark's cache; default True),
             ``resources`` (e.g. ``{"gpu": 1, "cpus": 4}``: the stage-level resources of every
-            training, prediction and evaluation task, see :mod:`elephas.engine.resources`).
+            training, prediction and evaluation task, see :mod:`elephas.engine.resources`),
+            ``reducer`` (synchronous mode: where each round is reduced; ``'server'``, the
+            driver's parameter server, the default on classic sessions; ``'ring'`` or ``'hub'``,
+            an all-reduce among the stage's tasks, see :mod:`elephas.collective`; Spark Connect
+            sessions always use ``'ring'``).
 
     Example:
         >>> spark_model = SparkModel(model, frequency="epoch", mode="synchronous")  # doctest: +SKIP
@@ -107,35 +104,31 @@ class SparkModel:
         **kwargs: Any,
     ):
         check_keras_model(model, require_compiled=True)
-        if parameter_server_mode not in PARAMETER_SERVER_MODES:
-            raise ValueError(
-                f"Could not interpret parameter_server_mode: {parameter_server_mode!r}. "
-                f"Expected one of {list(PARAMETER_SERVER_MODES)}."
-            )
+        check_mode(parameter_server_mode)
         if num_workers is not None:
             check_positive_int("num_workers", num_workers)
         check_positive_int("batch_size", batch_size)
-        if not isinstance(port, int) or not 0 <= port < 65536:
-            raise ValueError(f"port must be an int in [0, 65535]. Received: port={port!r}.")
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _ENGINE_OPTIONS}
-        for flag in ("background_push", "stage_blocks"):
-            if not isinstance(options.get(flag, False), bool):
-                raise ValueError(f"{flag} must be True or False. Received: {flag}={options[flag]!r}.")
-        options["resources"] = check_resources(options.get("resources"))
-        if options["resources"] is None:
-            del options["resources"]
+        check_port(port)
+        step = {k: kwargs.pop(k) for k in SERVER_STEP_KEYS if k in kwargs}
+        worker_learning_rate = kwargs.pop("worker_learning_rate", None)
+        self.options = EngineOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in EngineOptions.names()})
         self._strategy = get_strategy(mode, **kwargs)
         self._frequency = get_frequency(frequency, self._strategy)
-        explicit = any(
-            options.get(k) is not None for k in ("server_optimizer", "server_learning_rate", "server_momentum")
-        )
+        check_reducer(self.options.reducer, self._strategy.synchronous)
+        explicit = any(v is not None for v in step.values())
         self._server_optimizer = (
             ServerOptimizer.get(
-                options.get("server_optimizer"), options.get("server_learning_rate"), options.get("server_momentum")
+                step.get("server_optimizer"), step.get("server_learning_rate"), step.get("server_momentum")
             )
             if explicit
             else None
         )
+        # The workers' optimizer rate has one source, the driver model's optimizer: a rule's
+        # ``learning_rate`` knob (downpour, adag, dynsgd) and a saved current rate are set there.
+        if isinstance(self._strategy, ScheduledStrategy) and not self._strategy.elastic:
+            apply_learning_rate(model, self._strategy.learning_rate)
+        if worker_learning_rate is not None:
+            apply_learning_rate(model, check_positive("worker_learning_rate", worker_learning_rate))
         self._master_network = model
         self.mode = self._strategy.name
         self.parameter_server_mode = parameter_server_mode
@@ -143,8 +136,6 @@ class SparkModel:
         self.custom_objects = dict(custom_objects or {})
         self.batch_size = batch_size
         self.port = port
-        self.strategy_kwargs = dict(kwargs)
-        self.options = options
         self.training_histories: list[Any] = []
         self._server_step: ServerOptimizer | None = None  # the last fit's server step, for initial_epoch
 
@@ -170,26 +161,49 @@ class SparkModel:
         return self._frequency
 
     def get_config(self) -> dict[str, Any]:
-        """The distributed configuration (everything but the model), JSON-serialisable."""
+        """The distributed configuration (everything but the model), JSON-serialisable.
+
+        It holds the strategy with its knobs (``mode``, as ``elephas.engine.strategies.serialize``
+        writes it), the window, the engine options, the server step and the driver optimizer's
+        current learning rate (``worker_learning_rate``: what the workers train with, e.g. after a
+        plateau schedule divided it). ``SparkModel.from_config(spark_model.get_config(), model)``
+        builds a SparkModel with the same configuration.
+
+        Example:
+            >>> SparkModel(model, mode="easgd", rho=2.0).get_config()["mode"]  # doctest: +SKIP
+            {'class_name': 'easgd', 'config': {'rho': 2.0, 'learning_rate': 0.1}}
+        """
         return {
-            "mode": self.mode,
+            "mode": strategies.serialize(self._strategy),
             "frequency": self._frequency,
             "parameter_server_mode": self.parameter_server_mode,
             "num_workers": self.num_workers,
             "batch_size": self.batch_size,
             "port": self.port,
-            **self.strategy_kwargs,
-            **{
-                k: v
-                for k, v in self.options.items()
-                if k not in ("server_optimizer", "server_learning_rate", "server_momentum")
-            },
+            **self.options.get_config(),
             **(
                 self._server_optimizer.get_config()
                 if self._server_optimizer is not None
-                else {"server_optimizer": None}
+                else dict.fromkeys(SERVER_STEP_KEYS)
             ),
+            "worker_learning_rate": master_learning_rate(self._master_network),
         }
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], model: Any, custom_objects: dict[str, Any] | None = None
+    ) -> SparkModel:
+        """A SparkModel for ``model`` with a configuration from :meth:`get_config`.
+
+        Configurations written by earlier versions (a mode name with its knobs at the top level)
+        are read too.
+
+        Args:
+            config: What :meth:`get_config` returned.
+            model: The compiled Keras model to wrap (its optimizer receives ``worker_learning_rate``).
+            custom_objects: Custom layers, losses, ... not registered with Keras.
+        """
+        return cls(model, custom_objects=custom_objects, **config)
 
     # ------------------------------------------------------------------------------- plumbing
     def _spec(self) -> ModelSpec:
@@ -207,12 +221,12 @@ class SparkModel:
 
     def _profile(self) -> Any:
         """The stages' ``ResourceProfile`` for the ``resources`` option (``None``: none or local)."""
-        return resource_profile(self.options.get("resources"))
+        return resource_profile(self.options.resources)
 
     def _runtime(self, sc: Any) -> WorkerRuntime:
         base = default_runtime(sc)
-        threads = self.options.get("worker_threads")
-        return WorkerRuntime(base.backend, int(threads) if threads is not None else base.threads)
+        threads = self.options.worker_threads
+        return WorkerRuntime(base.backend, threads if threads is not None else base.threads)
 
     @staticmethod
     def _on_connect(data: Any, what: str) -> bool:
@@ -230,8 +244,8 @@ class SparkModel:
 
         session = session_of(data)
         base = connect_runtime(session)
-        threads = self.options.get("worker_threads")
-        return session, WorkerRuntime(base.backend, int(threads) if threads is not None else base.threads)
+        threads = self.options.worker_threads
+        return session, WorkerRuntime(base.backend, threads if threads is not None else base.threads)
 
     @staticmethod
     def _sc(what: str = "This SparkModel call", hint: str | None = None) -> Any:
@@ -409,7 +423,7 @@ class SparkModel:
             validation = Validation(arrays=([x[cut:] for x in xs], [t[cut:] for t in ys]), batch_size=batch_size)
             data, y = [x[:cut] for x in xs], [t[:cut] for t in ys]
             data, y = (data[0] if len(data) == 1 else data), (y[0] if len(y) == 1 else y)
-        stage = bool(self.options.get("stage_blocks", True))
+        stage = self.options.stage_blocks
         # DataFrame partitions can be written to the executors' local directories straight from
         # Arrow (no arrays back through the JVM) when nothing else needs them as arrays.
         store_id = uuid.uuid4().hex if stage and not validation_split else None
@@ -435,13 +449,14 @@ class SparkModel:
                 epochs=epochs,
                 verbose=verbose,
                 shuffle=shuffle,
-                seed=int(self.options.get("seed", 0) or 0),
+                seed=self.options.seed,
                 runtime=self._runtime(sc),
                 server_optimizer=self._server_optimizer or (self._server_step if initial_epoch else None),
                 server=self._server_settings(sc),
                 stage_blocks=stage,
                 initial_epoch=initial_epoch,
                 profile=self._profile(),
+                reducer=self.options.reducer or "server",
             )
             with spark_progress_paused(sc):  # the Keras bar (verbose=1) is the only one drawn
                 history = self._run(sc, model, spec, train_blocks, settings, callbacks, validation, sample)
@@ -467,14 +482,15 @@ class SparkModel:
         nb_classes: int | None,
         initial_epoch: int,
     ) -> Any:
-        """``fit`` on a Spark Connect session: DataFrames or numpy, synchronous (:mod:`.engine.frame_training`)."""
+        """``fit`` on a Spark Connect session: DataFrames or numpy, every mode (:mod:`.engine.frame_training`;
+        the asynchronous modes run the parameter server inside each epoch's stage, :mod:`.engine.frame_async`)."""
         from .engine.frame_training import fit_data
 
-        if not self._strategy.synchronous:
+        if self._strategy.synchronous and self.options.reducer not in (None, "ring"):
             raise ValueError(
-                f"Training on a Spark Connect session runs mode='synchronous' only for now. Received: "
-                f"mode={self.mode!r}. Use mode='synchronous', or a classic SparkSession for the "
-                "asynchronous modes."
+                "On a Spark Connect session the rounds are reduced by a ring all-reduce among the tasks (the "
+                f"executors may not reach the client). Received: reducer={self.options.reducer!r}. Leave "
+                "reducer unset or use reducer='ring'."
             )
         session, runtime = self._connect_runtime(data)
         settings = TrainingSettings(
@@ -484,10 +500,15 @@ class SparkModel:
             epochs=epochs,
             verbose=verbose,
             shuffle=shuffle,
-            seed=int(self.options.get("seed", 0) or 0),
+            seed=self.options.seed,
             runtime=runtime,
             server_optimizer=self._server_optimizer or (self._server_step if initial_epoch else None),
-            server={"timeout": float(self.options.get("timeout", 60.0))},
+            server={
+                "transport": self.parameter_server_mode,
+                "compression": self.options.compression,
+                "timeout": self.options.timeout,
+                "background_push": self.options.background_push,
+            },
             initial_epoch=initial_epoch,
         )
         return fit_data(
@@ -507,16 +528,8 @@ class SparkModel:
         )
 
     def _server_settings(self, sc: Any) -> dict[str, Any]:
-        return {
-            "transport": self.parameter_server_mode,
-            "port": self.port,
-            "host": self.options.get("parameter_server_host"),
-            "driver_host": sc.getConf().get("spark.driver.host", None),
-            "driver_bind_address": sc.getConf().get("spark.driver.bindAddress", None),
-            "compression": self.options.get("compression", "none"),
-            "timeout": float(self.options.get("timeout", 60.0)),
-            "background_push": bool(self.options.get("background_push", False)),
-        }
+        settings = self.options.server_settings(self.parameter_server_mode, self.port, sc.getConf())
+        return dataclasses.asdict(settings)
 
     def _run(
         self,
@@ -667,61 +680,6 @@ class SparkModel:
             FileExistsError: If ``path`` exists and ``overwrite`` is false.
         """
         save_model_with_config(self._master_network, self.get_config(), path, overwrite)
-
-
-_CONFIG_MEMBER = "elephas.json"
-_CONFIG_ATTR = "elephas_config"
-
-
-def _suffix(path: str) -> str:
-    lower = str(path).lower().rstrip("/")
-    for ext in (".keras", ".h5", ".hdf5"):
-        if lower.endswith(ext):
-            return ext
-    raise ValueError(f"The path must end in .keras or .h5. Received: {path!r}.")
-
-
-def save_model_with_config(model: Any, config: dict[str, Any], path: str, overwrite: bool = False) -> None:
-    """Write ``model`` to ``path`` (.keras or .h5) with ``config`` embedded in the same file."""
-    ext = _suffix(path)
-    payload = json.dumps(config)
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and not optimizer.built:
-        # synchronous training never steps the driver's optimizer; build it so the file holds
-        # a complete optimizer state and loading does not warn about missing variables
-        optimizer.build(model.trainable_variables)
-    with fs.local_target(path, overwrite) as local:
-        model.save(local)
-        if ext == ".keras":
-            with zipfile.ZipFile(local, "a") as zf:
-                zf.writestr(_CONFIG_MEMBER, payload)
-        else:
-            import h5py
-
-            with h5py.File(local, "a") as f:
-                f.attrs[_CONFIG_ATTR] = payload
-    logger.info("saved model to %s", path)
-
-
-def read_model_with_config(path: str, custom_objects: dict[str, Any] | None = None) -> tuple[Any, dict]:
-    """Load a model file written by :func:`save_model_with_config` (or a plain Keras file)."""
-    import keras
-
-    ext = _suffix(path)
-    with fs.local_copy(path) as local:
-        model = keras.models.load_model(local, custom_objects=custom_objects)
-        config: dict[str, Any] = {}
-        if ext == ".keras":
-            with zipfile.ZipFile(local) as zf:
-                if _CONFIG_MEMBER in zf.namelist():
-                    config = json.loads(zf.read(_CONFIG_MEMBER))
-        else:
-            import h5py
-
-            with h5py.File(local, "r") as f:
-                if _CONFIG_ATTR in f.attrs:
-                    config = json.loads(f.attrs[_CONFIG_ATTR])
-    return model, config
 
 
 def load_spark_model(path: str, custom_objects: dict[str, Any] | None = None) -> SparkModel:

@@ -6,16 +6,13 @@ the engine runs on the driver between epochs, so they work with every trainer fa
 
 Which learning rate a schedule divides depends on the rule:
 
-- elastic rules (``easgd``, ``eamsgd``): the strategy's elastic step ``η`` (``learning_rate``);
-- the other dist-keras rules (``downpour``, ``adag``, ``dynsgd``): the worker optimizer's learning
-  rate. These strategies derive from
-  :class:`~elephas.engine.strategies.scheduled.ScheduledStrategy`, which carries the new value to the
-  executors with the next epoch's job and sets it on the worker's Keras optimizer before each
-  window (the optimizer's own state, e.g. Adagrad's accumulators, is kept).
-
-Synchronous rounds (``SingleTrainer``, ``AveragingTrainer``) have no strategy code on the
-executors, so a schedule cannot reach the worker optimizers there; the trainer faces refuse that
-combination with a clear error instead of silently doing nothing.
+- elastic rules (``easgd``, ``eamsgd``): the strategy's elastic step ``η`` (``learning_rate``),
+  which the next epoch's job carries to the executors with the strategy;
+- every other mode (synchronous, asynchronous, hogwild, ``downpour``, ``adag``, ``dynsgd``): the
+  driver model's optimizer rate. That rate is the workers' only source: the engine ships it with
+  every round and epoch and each task sets it on its cached model's optimizer before training
+  (the optimizer's own state, e.g. Adagrad's accumulators, is kept). Keras's own
+  ``ReduceLROnPlateau`` and ``LearningRateScheduler`` reach the workers the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +25,8 @@ from typing import Any
 import keras
 
 from .strategies.base import Strategy
-from .strategies.scheduled import ScheduledStrategy, optimizer_learning_rate, set_optimizer_learning_rate
+from .strategies.scheduled import ScheduledStrategy
+from .worker import apply_learning_rate, master_learning_rate
 
 logger = logging.getLogger(__name__)
 
@@ -36,20 +34,22 @@ logger = logging.getLogger(__name__)
 def current_learning_rate(model: Any, strategy: Strategy | None) -> float:
     """The learning rate a schedule acts on for ``strategy`` (see the module docstring)."""
     if isinstance(strategy, ScheduledStrategy) and strategy.elastic:
-        return float(strategy.learning_rate)  # type: ignore[attr-defined]
-    if isinstance(strategy, ScheduledStrategy) and strategy.worker_learning_rate is not None:
-        return float(strategy.worker_learning_rate)
-    return optimizer_learning_rate(model)
+        return float(strategy.learning_rate)  # type: ignore[arg-type]
+    rate = master_learning_rate(model)
+    if rate is None:
+        raise ValueError(
+            "A plateau schedule needs a constant optimizer learning rate. Received: an optimizer "
+            f"following a {type(model.optimizer._learning_rate).__name__}. Compile with a float learning_rate."
+        )
+    return rate
 
 
 def set_learning_rate(model: Any, strategy: Strategy | None, value: float) -> None:
-    """Set the learning rate a schedule acts on, on the driver and for the next epoch's workers."""
+    """Set the learning rate a schedule acts on (the next round's workers receive it)."""
     if isinstance(strategy, ScheduledStrategy) and strategy.elastic:
-        strategy.learning_rate = float(value)  # type: ignore[attr-defined]
+        strategy.learning_rate = float(value)
         return
-    set_optimizer_learning_rate(model, value)
-    if isinstance(strategy, ScheduledStrategy):
-        strategy.worker_learning_rate = float(value)
+    apply_learning_rate(model, float(value))
 
 
 class LearningRateOnPlateau(keras.callbacks.Callback):

@@ -92,3 +92,14 @@ def default_server_step(workers: int) -> ServerOptimizer:
     if workers <= 1:
         return ServerOptimizer("sgd", 1.0)
     return ServerOptimizer("nesterov", 1.0, min(0.9, 1.0 - 1.0 / workers))
+
+
+def window_batches(frequency: str | int, partition_batches: int) -> int:
+    """Number of batches in one communication window for a partition of ``partition_batches``."""
+    if frequency == "epoch":
+        return max(1, partition_batches)
+    if frequency == "batch":
+        return 1
+    if frequency == "auto":
+        raise ValueError("frequency='auto' is resolved to a number of batches before training.")
+    return int(frequency)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .modes import window_batches
+from .windows import window_batches
 
 
 @dataclass(frozen=True)

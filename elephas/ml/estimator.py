@@ -128,18 +128,21 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
 
     # -------------------------------------------------------------------------------- fit
     def _fit(self, dataset: Any) -> ElephasTransformer:
+        from ..engine import strategies
+        from ..engine.config import EngineOptions
         from ..spark_model import SparkModel
 
         model = self.build_model()
         nb_classes = self._check_inputs(dataset, model)
+        # the params become the engine's typed objects: a strategy and the engine options
         spark_model = SparkModel(
             model,
-            mode=self.getOrDefault("mode"),
+            mode=strategies.get(self.getOrDefault("mode")),
             frequency=self.get_frequency_value(),
             num_workers=self.getOrDefault("num_workers"),
             custom_objects=self.getOrDefault("custom_objects"),
             batch_size=self.getOrDefault("batch_size"),
-            resources=self.get_resources_value(),
+            **EngineOptions(resources=self.get_resources_value()).get_config(),
         )
         history = spark_model.fit(
             dataset,

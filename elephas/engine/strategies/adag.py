@@ -33,8 +33,7 @@ class Adag(ScheduledStrategy):
     default_frequency: ClassVar[str | int] = 12
 
     def __init__(self, learning_rate: float | None = None) -> None:
-        if learning_rate is not None:
-            self.worker_learning_rate = check_positive("learning_rate", learning_rate)
+        self.learning_rate = None if learning_rate is None else check_positive("learning_rate", learning_rate)
 
     def worker_update(
         self, weights: Weights, start_weights: Weights, center: Weights | None, window_batches: int
@@ -47,4 +46,4 @@ class Adag(ScheduledStrategy):
         return update, weights
 
     def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.worker_learning_rate}
+        return {"learning_rate": self.learning_rate}

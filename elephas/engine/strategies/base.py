@@ -30,8 +30,19 @@ class Strategy:
     default_frequency: ClassVar[str | int] = "epoch"
 
     def get_config(self) -> dict[str, Any]:
-        """The strategy's knobs (what ``__init__`` takes)."""
+        """The strategy's knobs (what ``__init__`` takes), JSON-serialisable."""
         return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Strategy:
+        """The strategy with the knobs of :meth:`get_config` (``cls(**config)``)."""
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.get_config() == self.get_config()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(map(str, self.get_config().items())))))
 
     # ----- worker side -------------------------------------------------------------------------
     def worker_update(

@@ -29,8 +29,7 @@ class Downpour(ScheduledStrategy):
     default_frequency: ClassVar[str | int] = 5
 
     def __init__(self, learning_rate: float | None = None) -> None:
-        if learning_rate is not None:
-            self.worker_learning_rate = check_positive("learning_rate", learning_rate)
+        self.learning_rate = None if learning_rate is None else check_positive("learning_rate", learning_rate)
 
     def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.worker_learning_rate}
+        return {"learning_rate": self.learning_rate}

@@ -33,8 +33,7 @@ class DynSGD(ScheduledStrategy):
     default_frequency: ClassVar[str | int] = 5
 
     def __init__(self, learning_rate: float | None = None) -> None:
-        if learning_rate is not None:
-            self.worker_learning_rate = check_positive("learning_rate", learning_rate)
+        self.learning_rate = None if learning_rate is None else check_positive("learning_rate", learning_rate)
 
     def server_apply(self, center: Weights, update: Weights, staleness: int = 0) -> None:
         """C ← C + Δ/(staleness + 1), in place."""
@@ -45,4 +44,4 @@ class DynSGD(ScheduledStrategy):
             np.add(c, np.asarray(u) * np.asarray(scale, dtype=c.dtype), out=c, casting="unsafe")
 
     def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.worker_learning_rate}
+        return {"learning_rate": self.learning_rate}

@@ -63,7 +63,6 @@ class EAMSGD(EASGD):
             The window's loss and metrics, sample-weighted over its batches (as evaluated at the
             look-ahead points, where each Keras step computed them).
         """
-        self.apply_worker_learning_rate(model)
         key = _task_key()
         weights = [np.asarray(w).copy() for w in model.get_weights()]
         if self._velocity is None or self._velocity_key != key or len(self._velocity) != len(weights):
