@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .. import saving
+from ..utils import fs
 
 logger = logging.getLogger(__name__)
 
@@ -156,20 +157,20 @@ class VotingModel:
         """Write the ensemble to directory ``path``: ``member_<i>.keras`` files and ``voting.json``.
 
         Args:
-            path: A local directory (created if missing).
+            path: A local directory (created if missing) or a Hadoop-compatible URI (``hdfs://``,
+                ``s3a://``, ``file://``, ...; see :mod:`elephas.saving`).
             overwrite: Replace an existing ensemble at ``path``.
 
         Raises:
             FileExistsError: ``path`` already holds an ensemble and ``overwrite`` is false.
         """
-        manifest_path = os.path.join(path, _MANIFEST)
-        if os.path.exists(manifest_path) and not overwrite:
+        manifest_path = saving.join(path, _MANIFEST)
+        if fs.exists(manifest_path) and not overwrite:
             raise FileExistsError(f"An ensemble is already saved at {path!r}. Pass overwrite=True to replace it.")
-        os.makedirs(path, exist_ok=True)
         members = []
         for i, model in enumerate(self.models):
             name = f"member_{i}.keras"
-            model.save(os.path.join(path, name), overwrite=True)
+            saving.save_model_file(model, saving.join(path, name), overwrite=True)
             members.append(name)
         manifest = {
             "format": "elephas.VotingModel",
@@ -178,8 +179,7 @@ class VotingModel:
             "weights": self.weights,
             "members": members,
         }
-        with open(manifest_path, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
+        saving.write_json(manifest, manifest_path, overwrite=True)
         logger.info("saved a %d-model ensemble to %s", len(members), path)
 
     @classmethod
@@ -187,23 +187,25 @@ class VotingModel:
         """Read an ensemble written by :meth:`save`.
 
         Args:
-            path: The directory.
+            path: The directory: a local path or a Hadoop-compatible URI.
             custom_objects: Objects needed to deserialize the members.
 
         Returns:
             The ensemble.
-        """
-        import keras
 
-        manifest_path = os.path.join(path, _MANIFEST)
-        if not os.path.exists(manifest_path):
+        Raises:
+            FileNotFoundError: No ensemble at ``path``.
+            ValueError: The manifest names a member outside ``path``.
+        """
+        manifest_path = saving.join(path, _MANIFEST)
+        if not fs.exists(manifest_path):
             raise FileNotFoundError(f"No saved VotingModel at {path!r} (missing {_MANIFEST}).")
-        with open(manifest_path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-        models = [
-            keras.models.load_model(os.path.join(path, name), custom_objects=custom_objects)
-            for name in manifest["members"]
-        ]
+        manifest = saving.read_json(manifest_path)
+        names = list(manifest["members"])
+        outside = [n for n in names if not isinstance(n, str) or "/" in n or "\\" in n or n in ("", ".", "..")]
+        if outside:
+            raise ValueError(f"Expected member file names inside {path!r} in {_MANIFEST}. Received: members={names}.")
+        models = [saving.load_model_file(saving.join(path, name), custom_objects) for name in names]
         return cls(models, voting=manifest["voting"], weights=manifest.get("weights"))
 
 

@@ -129,11 +129,7 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
                 require_compiled=False,
                 model_id=f"elephas-ml-{uuid.uuid4().hex}",
             )
-        width = int(np.prod([d or 1 for d in model.outputs[0].shape[1:]]))
-        if self.is_classifier():
-            output = "class"
-        else:
-            output = "raw" if width == 1 else "vector"
+        output = self._output_kind(model)
         from ..engine.resources import resource_profile
 
         return predict_column(
@@ -147,6 +143,13 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
             probability_col=pcol,
             profile=resource_profile(self.get_resources_value()),
         )
+
+    def _output_kind(self, model: Any) -> str:
+        """What ``outputCol`` holds: ``'class'`` indices, the ``'raw'`` value of one unit, or a ``'vector'``."""
+        if self.is_classifier():
+            return "class"
+        width = int(np.prod([d or 1 for d in model.outputs[0].shape[1:]]))
+        return "raw" if width == 1 else "vector"
 
     # ------------------------------------------------------------------------ persistence
     def _persisted_model(self) -> Any:

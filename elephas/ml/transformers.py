@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from typing import Any
 
 from pyspark import keyword_only
@@ -34,23 +32,15 @@ from pyspark.ml import Transformer
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasFeaturesCol, HasInputCol, HasOutputCol
-from pyspark.ml.util import (
-    DefaultParamsReadable,
-    DefaultParamsReader,
-    DefaultParamsWritable,
-    DefaultParamsWriter,
-    MLReadable,
-    MLReader,
-    MLWritable,
-    MLWriter,
-)
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType
 
 from elephas.ml import _transformer_utils as U
 from elephas.ml.evaluators import AccuracyEvaluator
-from elephas.ml.persistence import SessionWriter
+from elephas.ml.persistence import ElephasReadable, ElephasWritable
+from elephas.ml.transformer import ElephasTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -685,17 +675,27 @@ class ReshapeTransformer(_ColumnTransformer):
         return dataset.withColumn(output, nested)
 
 
-class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWritable):
+class _VectorPredictions(ElephasTransformer):
+    """The :class:`ElephasTransformer` behind :class:`ModelPredictor`: ``outputCol`` always holds the
+    flattened model output as an ml DenseVector, whatever the model's loss or width."""
+
+    def _output_kind(self, model: Any) -> str:
+        return "vector"
+
+
+class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, ElephasWritable, ElephasReadable):
     """Add the predictions of a Keras model as a vector column, in Arrow batches.
 
-    A thin transformer over :func:`elephas.engine.inference.predict_column`: the model is shipped
-    once as a spec plus broadcast weights, built once per Python worker and fed Arrow batches of
-    ``batch_size`` rows (never one row at a time). Each prediction stays on its row and every other
+    The dist-keras spelling of :class:`~elephas.ml.transformer.ElephasTransformer`: its params are
+    ``featuresCol``, ``outputCol`` and ``batchSize``, and ``transform`` runs the ElephasTransformer's
+    inference (the model shipped once as a spec plus broadcast weights, built once per Python worker
+    and fed Arrow batches of ``batch_size`` rows). Each prediction stays on its row and every other
     column is kept. The output is a :class:`~pyspark.ml.linalg.DenseVector` per row (the flattened
     model output), ready for :class:`LabelIndexTransformer`.
 
-    Saving writes the Spark metadata plus the model in the native ``.keras`` format (stored as one
-    binary row, so any Hadoop file system path works); loading rebuilds both.
+    Saving writes the ML stages' layout (Spark metadata plus a ``model.keras`` sidecar, see
+    :mod:`elephas.saving`), on any Hadoop file system path; loading rebuilds both (also from what
+    earlier versions wrote: the model as one binary row under ``keras_model/``).
 
     Args:
         keras_model: A Keras model (need not be compiled). Its current weights are used at every
@@ -718,6 +718,7 @@ class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWr
     )
 
     _ARGUMENTS = {"features_col": "featuresCol", "output_col": "outputCol", "batch_size": "batchSize"}
+    _compile_on_load = False  # only predicts
 
     @keyword_only
     def __init__(
@@ -729,8 +730,7 @@ class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWr
         batch_size: int = 1024,
     ) -> None:
         super().__init__()
-        self._keras_model: Any = None
-        self._spec: Any = None
+        self._inference: _VectorPredictions | None = None
         self._setDefault(featuresCol="features", outputCol="prediction", batchSize=1024)
         self.setParams(**self._input_kwargs)
 
@@ -753,17 +753,17 @@ class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWr
     def setKerasModel(self, keras_model: Any) -> ModelPredictor:
         """Use ``keras_model`` (``None`` to unset)."""
         if keras_model is None:
-            self._keras_model, self._spec = None, None
+            self._inference = None
             return self
-        from elephas.engine.shipping import ModelSpec
+        from elephas.engine.shipping import check_keras_model
 
-        self._spec = ModelSpec.from_model(keras_model, require_compiled=False)
-        self._keras_model = keras_model
+        check_keras_model(keras_model, require_compiled=False)
+        self._inference = _VectorPredictions(keras_model)
         return self
 
     def getKerasModel(self) -> Any:
         """The Keras model, or ``None``."""
-        return self._keras_model
+        return None if self._inference is None else self._inference.get_model()
 
     def getBatchSize(self) -> int:
         """Rows per forward pass."""
@@ -774,11 +774,8 @@ class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWr
         return self.transform(dataframe)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        from elephas.engine.inference import predict_column
-        from elephas.engine.shipping import model_weights
-
         owner = type(self).__name__
-        if self._keras_model is None:
+        if self._inference is None:
             raise ValueError(
                 f"{owner} expected keras_model to be set, received nothing. "
                 "Pass keras_model=... to the constructor or call setKerasModel()."
@@ -791,72 +788,20 @@ class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, MLReadable, MLWr
                 f"{U.describe_type(data_type)}."
             )
         logger.debug("%s: predicting column %r from %r", owner, self.getOutputCol(), name)
-        return predict_column(
-            dataset,
-            self._spec,
-            model_weights(self._keras_model),
-            name,
-            self.getOutputCol(),
-            batch_size=self.getBatchSize(),
-            output="vector",
-        )
+        self._inference._set(featuresCol=name, outputCol=self.getOutputCol(), inference_batch_size=self.getBatchSize())
+        return self._inference.transform(dataset)
 
-    def write(self) -> MLWriter:
-        """A writer saving the params and the Keras model."""
-        return _ModelPredictorWriter(self)
-
-    @classmethod
-    def read(cls) -> MLReader:
-        """A reader for :meth:`write`'s output."""
-        return _ModelPredictorReader(cls)
-
-
-_MODEL_DIR = "keras_model"
-_MODEL_FILE = "model.keras"
-
-
-class _ModelPredictorWriter(SessionWriter):
-    """Spark metadata (params) plus the Keras model as one binary row under ``keras_model/``."""
-
-    def __init__(self, instance: ModelPredictor) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        model = self.instance.getKerasModel()
+    # ------------------------------------------------------------------------ persistence
+    def _persisted_model(self) -> Any:
+        model = self.getKerasModel()
         if model is None:
             raise ValueError("ModelPredictor expected keras_model to be set before saving, received nothing.")
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, _MODEL_FILE)
-            model.save(local)
-            with open(local, "rb") as handle:
-                payload = bytearray(handle.read())
-        rows = self.sparkSession.createDataFrame([(payload,)], "model binary")
-        rows.coalesce(1).write.parquet(os.path.join(path, _MODEL_DIR))
+        return model
 
-
-class _ModelPredictorReader(MLReader):
-    """Inverse of :class:`_ModelPredictorWriter`."""
-
-    def __init__(self, cls: type[ModelPredictor]) -> None:
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> ModelPredictor:
-        import keras
-
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        instance = self.cls()
-        instance._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(instance, metadata)
-        payload = self.sparkSession.read.parquet(os.path.join(path, _MODEL_DIR)).first()["model"]
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, _MODEL_FILE)
-            with open(local, "wb") as handle:
-                handle.write(bytes(payload))
-            instance.setKerasModel(keras.models.load_model(local, compile=False))
-        return instance
+    def _restore(self, metadata: dict[str, Any], model: Any) -> None:
+        if model is None:
+            raise ValueError("ModelPredictor expected a saved Keras model next to its metadata. Received: none.")
+        self.setKerasModel(model)
 
 
 def shuffle(df: DataFrame, seed: int | None = None) -> DataFrame:
