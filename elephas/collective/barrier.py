@@ -10,7 +10,7 @@ import secrets
 from typing import Any
 
 from elephas.collective.reducers import DEFAULT_TIMEOUT_S, Reducer, get
-from elephas.parameter.netio import bind_listener, default_bind_host
+from elephas.utils.netio import bind_listener, default_bind_host
 
 logger = logging.getLogger(__name__)
 

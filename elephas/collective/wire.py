@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 
 from elephas.parameter.auth import AuthenticationError, Buffer, Signer
-from elephas.parameter.netio import recv_exactly, send_segments, tune
+from elephas.utils.netio import recv_exactly, send_segments, tune
 
 logger = logging.getLogger(__name__)
 

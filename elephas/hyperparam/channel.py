@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from elephas.parameter import netio
+from elephas.utils import netio
 
 logger = logging.getLogger(__name__)
 

@@ -414,8 +414,8 @@ class SlotTrialRunner:
 def channel_hosts(sc: Any) -> tuple[str, str]:
     """``(advertised, bind)``: the executors reach the driver at ``spark.driver.host`` (127.0.0.1
     without one); the channel listens as the parameter server does
-    (:func:`~elephas.parameter.netio.default_bind_host`)."""
-    from elephas.parameter.netio import default_bind_host
+    (:func:`~elephas.utils.netio.default_bind_host`)."""
+    from elephas.utils.netio import default_bind_host
 
     host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
     return host, default_bind_host(host, sc.getConf().get("spark.driver.bindAddress", None))

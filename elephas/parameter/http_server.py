@@ -7,7 +7,7 @@ writer so a worker keeps one connection for the whole fit, and sends headers and
 one scatter-gather ``sendmsg`` call.
 
 What a peer without the secret can make the server hold is bounded: connections (and their
-threads) by a :class:`~elephas.parameter.netio.ConnectionTable`, which also enforces the
+threads) by a :class:`~elephas.utils.netio.ConnectionTable`, which also enforces the
 whole-request deadline; a request head by :data:`MAX_HEAD_BYTES`; a body by
 :meth:`~elephas.parameter.service.ParameterService.check_head`, which runs before a byte of it
 is read.
@@ -311,8 +311,8 @@ class HttpTransport:
         port: Port to bind (0: OS-assigned).
         idle_timeout_s: An idle keep-alive connection is closed after this long.
         max_connections: Connections (and handler threads) at most; see
-            :class:`~elephas.parameter.netio.ConnectionTable`.
-        request_timeout_s: Whole-request deadline (see :class:`~elephas.parameter.netio.Connection`).
+            :class:`~elephas.utils.netio.ConnectionTable`.
+        request_timeout_s: Whole-request deadline (see :class:`~elephas.utils.netio.Connection`).
     """
 
     def __init__(

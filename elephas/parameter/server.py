@@ -13,10 +13,10 @@ from elephas.parameter import codec
 from elephas.parameter.auth import Signer, Verifier, coerce_secret, new_secret
 from elephas.parameter.client import ParameterClient, check_mode
 from elephas.parameter.http_server import HttpTransport
-from elephas.parameter.netio import DEFAULT_REQUEST_TIMEOUT_S, default_bind_host, default_max_connections
 from elephas.parameter.service import ParameterService, default_max_body_bytes
 from elephas.parameter.socket_server import SocketTransport
 from elephas.parameter.state import ServerState
+from elephas.utils.netio import DEFAULT_REQUEST_TIMEOUT_S, default_bind_host, default_max_connections
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ParameterServer:
         bind_host: Interface to bind. Default: the ``ELEPHAS_PARAMETER_SERVER_BIND_HOST``
             environment variable, then ``driver_bind_address``, then the advertised host when it
             is an address of this machine, else all interfaces
-            (:func:`~elephas.parameter.netio.default_bind_host`).
+            (:func:`~elephas.utils.netio.default_bind_host`).
         driver_bind_address: The driver's bind address (``spark.driver.bindAddress``), if set.
         secret: Per-fit secret (bytes or hex); a random one by default.
         compression: Compression clients made by :meth:`client_config` use.

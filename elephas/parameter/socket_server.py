@@ -2,7 +2,7 @@
 
 An accept thread hands each connection to its own handler thread; a handler ends as soon as its
 peer closes (or stays silent past the idle time-out). Connections, and so handler threads, are
-capped by a :class:`~elephas.parameter.netio.ConnectionTable`, which also enforces the
+capped by a :class:`~elephas.utils.netio.ConnectionTable`, which also enforces the
 whole-request deadline. A body is read only after its head passed
 :meth:`~elephas.parameter.service.ParameterService.check_head`, into a buffer grown to the
 body's length, so a peer without the secret costs at most a small, bounded buffer. Frames are
@@ -32,8 +32,8 @@ class SocketTransport:
         port: Port to bind (0: OS-assigned).
         idle_timeout_s: A connection silent this long between requests is closed.
         max_connections: Connections (and handler threads) at most; see
-            :class:`~elephas.parameter.netio.ConnectionTable`.
-        request_timeout_s: Whole-request deadline (see :class:`~elephas.parameter.netio.Connection`).
+            :class:`~elephas.utils.netio.ConnectionTable`.
+        request_timeout_s: Whole-request deadline (see :class:`~elephas.utils.netio.Connection`).
     """
 
     def __init__(
