@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .block_store import Missing, resolve
-from .data import block_size
+from .block_store import Missing, block_size, resolve
 from .errors import check_finite_logs
 from .runtime import WorkerRuntime, prepare_worker
 from .shipping import ModelSpec, cached_model

@@ -28,8 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from .data import Block, block_size
 from .errors import run_job
+
+Block = tuple[int, list[np.ndarray], list[np.ndarray] | None]
+"""A partition's rows stacked once: ``(partition id, feature arrays, label arrays or None)``."""
+
+
+def block_size(block: Block) -> int:
+    """Number of rows in a block."""
+    xs = block[1]
+    return 0 if not xs else int(xs[0].shape[0])
+
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..utils.checks import check_class_indices, is_vector_type
+from .block_store import Block, StagedBlock, write_block
 
 logger = logging.getLogger(__name__)
 
-Block = tuple[int, list[np.ndarray], list[np.ndarray] | None]
 _CHUNK_BYTES = 64 << 20
 
 
@@ -97,12 +97,6 @@ def stack_rows(rows: Sequence[Any], io: ModelIO, labels: bool) -> tuple[list[np.
         ys = None
     xs = [conform(np.stack([to_array(f[i]) for f in feats]), io.input_shapes[i]) for i in range(n_in)]
     return xs, ys
-
-
-def block_size(block: Block) -> int:
-    """Number of rows in a block."""
-    xs = block[1]
-    return 0 if not xs else int(xs[0].shape[0])
 
 
 def blocks_from_rdd(rdd: Any, io: ModelIO, labels: bool = True) -> Any:
@@ -282,8 +276,6 @@ def blocks_from_dataframe(
                     ys = [one_hot_encode(ys[0], one_hot)]
             n = xs[0].shape[0]
             if store_id is not None:
-                from .block_store import write_block
-
                 handle = write_block(store_id, (pid, xs, ys))
                 yield pa.RecordBatch.from_pydict(
                     {"pid": [pid], "rows": [handle.rows]}, schema=pa.schema([("pid", pa.int32()), ("rows", pa.int64())])
@@ -301,8 +293,6 @@ def blocks_from_dataframe(
 
     if store_id is not None:
         from pyspark.sql.types import LongType
-
-        from .block_store import StagedBlock
 
         n_lab = len(label_cols or [])
         written = prepared.mapInArrow(

@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .block_store import StagedBlocks, resolve
-from .data import Block, block_size
+from .block_store import Block, StagedBlocks, block_size, resolve
 from .errors import TaskFailedError, guard, run_job
 from .history import MetricSum, run_epochs
 from .inference import evaluate_blocks

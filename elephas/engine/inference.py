@@ -18,12 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ..utils.checks import check_column, is_vector_type, output_width
+from .block_store import Block, block_size
 from .data import (
-    Block,
     ModelIO,
     arrow_to_numpy,
     as_list,
-    block_size,
     blocks_from_dataframe,
     blocks_from_numpy,
     blocks_from_rdd,

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .block_store import Missing, resolve
-from .data import Block, block_size
+from .block_store import Block, Missing, block_size, resolve
 from .errors import check_finite_logs
 from .reducers import open_round_reducer
 from .runtime import WorkerRuntime, prepare_worker
