@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..mllib.adapter import from_vector, to_vector
+from .checks import check_class_indices
+from .linalg import from_vector, to_vector
 
 
 def encode_label(label: Any, nb_classes: int) -> np.ndarray:
@@ -16,11 +17,8 @@ def encode_label(label: Any, nb_classes: int) -> np.ndarray:
         >>> encode_label(2, 4).tolist()
         [0.0, 0.0, 1.0, 0.0]
     """
-    idx = int(label)
-    if idx != float(label) or not 0 <= idx < nb_classes:
-        raise ValueError(f"Expected a class index in [0, {nb_classes}). Received: label={label!r}.")
     out = np.zeros(nb_classes, dtype=np.float32)
-    out[idx] = 1.0
+    out[check_class_indices([label], nb_classes)[0]] = 1.0
     return out
 
 
