@@ -266,3 +266,74 @@ def test_one_worker_gives_the_points_of_sequential_fmin():
         quadratic, space, algo=algo, max_evals=8, trials=theirs, rstate=np.random.default_rng(4), show_progressbar=False
     )
     assert [t["misc"]["vals"]["x"] for t in ours.trials] == [t["misc"]["vals"]["x"] for t in theirs.trials]
+
+
+def bounded_quadratic(params):
+    if params["x"] > 0.6:
+        raise ValueError(f"x={params['x']:.3f} is too large")
+    return {"loss": (params["x"] - 0.25) ** 2, "status": STATUS_OK}
+
+
+def test_runner_trials_plug_into_hyperopt_fmin_through_its_public_api():
+    """RunnerTrials is a hyperopt.Trials that hyperopt.fmin drives, as it drives SparkTrials."""
+    import pickle
+
+    from hyperopt import fmin
+
+    from elephas.hyperparam.runner_trials import RunnerTrials
+    from elephas.hyperparam.scheduler import LocalTrialRunner, ReproducibleAlgo
+    from elephas.hyperparam.trial import constant_build, make_trial_fn
+
+    algo = functools.partial(tpe.suggest, n_startup_jobs=3)
+    space = {"x": hp.uniform("x", -1, 1)}
+    run = make_trial_fn(constant_build(bounded_quadratic), True, None, 4, None)
+    trials = RunnerTrials(LocalTrialRunner(), slots=1)
+    fmin(
+        run,
+        space,
+        algo=ReproducibleAlgo(algo, 1),
+        max_evals=8,
+        trials=trials,
+        rstate=np.random.default_rng(4),
+        return_argmin=False,
+        show_progressbar=False,
+    )
+    theirs = Trials()
+    fmin(
+        bounded_quadratic,
+        space,
+        algo=algo,
+        max_evals=8,
+        trials=theirs,
+        rstate=np.random.default_rng(4),
+        show_progressbar=False,
+        catch_eval_exceptions=True,
+    )
+    assert [t["misc"]["vals"] for t in trials.all_trials] == [t["misc"]["vals"] for t in theirs._dynamic_trials]
+    assert [t["state"] for t in trials.all_trials] == [t["state"] for t in theirs._dynamic_trials]
+    assert [t["result"].get("loss") for t in trials.trials] == [t["result"].get("loss") for t in theirs.trials]
+    copy = pickle.loads(pickle.dumps(trials))  # the documents travel, the runner stays behind
+    assert [t["tid"] for t in copy.all_trials] == list(range(8)) and copy.losses() == trials.losses()
+    with pytest.raises(ValueError, match="Expected a fresh RunnerTrials"):
+        fmin(run, space, algo=ReproducibleAlgo(algo, 1), max_evals=8, trials=trials)
+    with pytest.raises(ValueError, match=r"Expected none of .* Received: \['timeout'\]"):
+        fmin(run, space, algo=algo, max_evals=2, trials=RunnerTrials(LocalTrialRunner(), 1), timeout=5)
+
+
+def test_the_search_uses_no_private_hyperopt_attribute():
+    """The first hyperopt release that renames a private attribute must not break the search."""
+    import ast
+    from pathlib import Path
+
+    import elephas.hyperparam
+
+    hyperopt_private = {"_dynamic_trials", "_ids", "_trials", "_exp_key", "_fmin_cancelled", "_spark"}
+    for path in Path(elephas.hyperparam.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in hyperopt_private, f"{path.name}:{node.lineno} uses {node.attr}"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hyperopt"):
+                names = {alias.name for alias in node.names}
+                assert not names & {"Domain", "FMinIter"}, f"{path.name}:{node.lineno} imports {names}"
+                assert not any(n.startswith("_") for n in names), f"{path.name}:{node.lineno} imports {names}"

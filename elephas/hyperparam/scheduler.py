@@ -28,7 +28,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-import numpy as np
 from hyperopt import Trials, rand, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR
 
@@ -74,22 +73,27 @@ def _tpe_startup_default() -> int:
     return int(inspect.signature(tpe.suggest).parameters["n_startup_jobs"].default)
 
 
-class ReproducibleSuggester:
-    """Suggests trial ``i`` from the history described in this module's docstring.
+class ReproducibleAlgo:
+    """A hyperopt ``algo`` that suggests trial ``i`` from the history described in this module's docstring.
+
+    ``hyperopt.fmin`` calls it once per trial, in trial id order, with the trials it drives (a
+    :class:`~elephas.hyperparam.runner_trials.RunnerTrials`) and a fresh draw of its ``rstate`` as
+    the seed; with ``rstate=np.random.default_rng(seed)`` those draws are the per-trial seeds of
+    the scheme. Before suggesting trial ``i`` it asks the trials to wait until a slot is free and
+    trials ``0 .. i - lag`` have finished (:meth:`~elephas.hyperparam.runner_trials.RunnerTrials.wait_for_turn`),
+    then suggests from its own history, in which trials ``i - lag + 1 .. i - 1`` are pending
+    whatever actually finished first.
 
     Args:
         suggest: The hyperopt suggest function.
-        domain: The ``hyperopt.Domain`` of the search space.
-        seed: Seed of the per-trial algorithm seeds (``None``: not reproducible).
         lag: Trials running at once (``num_workers``).
     """
 
-    def __init__(self, suggest: Callable[..., Any], domain: Any, seed: int | None, lag: int):
+    def __init__(self, suggest: Callable[..., Any], lag: int):
         self.suggest_fn = suggest
-        self.domain = domain
         self.lag = lag
         self.history = Trials()
-        self._rstate = np.random.default_rng(seed)
+        self._docs: dict[int, dict[str, Any]] = {}
         self._revealed = 0
         self._next = 0
 
@@ -99,33 +103,51 @@ class ReproducibleSuggester:
             return 0
         return max(0, tid - self.lag + 1)
 
-    def suggest(self, tid: int, finished: dict[int, TrialOutcome]) -> dict[str, Any] | None:
-        """The hyperopt trial document of trial ``tid`` (``None``: the algorithm stopped).
+    def __call__(self, new_ids: list[int], domain: Any, trials: Any, seed: int) -> list[dict[str, Any]]:
+        """The hyperopt trial document of trial ``new_ids[0]`` (``[]``: stop the search).
 
         Args:
-            tid: The next trial id (trials are suggested in order 0, 1, 2, ...).
-            finished: Outcomes of finished trials by id; must hold ``0 .. required(tid) - 1``.
+            new_ids: One trial id, the next in order (``fmin(..., max_queue_len=1)``).
+            domain: fmin's ``Domain`` of the search space.
+            trials: The trials fmin drives; they must offer ``wait_for_turn``.
+            seed: This trial's seed for the algorithm.
+
+        Raises:
+            ValueError: More than one id, or ids out of order.
+            TypeError: ``trials`` that cannot wait for a trial's turn.
         """
-        if tid != self._next:
-            raise ValueError(f"Trials are suggested in order. Expected tid={self._next}. Received: tid={tid}.")
+        if len(new_ids) != 1 or new_ids[0] != self._next:
+            raise ValueError(
+                f"Expected one trial id at a time, in order: [{self._next}]. Received: new_ids={list(new_ids)}."
+            )
+        wait_for_turn = getattr(trials, "wait_for_turn", None)
+        if wait_for_turn is None:
+            raise TypeError(
+                "Expected trials that run their trials in the background (RunnerTrials). "
+                f"Received: {type(trials).__name__}."
+            )
+        tid = new_ids[0]
+        finished = wait_for_turn(self.required(tid))
+        if finished is None:
+            return []
         for done in range(self._revealed, self.required(tid)):
             self._reveal(done, finished[done])
         self._revealed = max(self._revealed, self.required(tid))
-        seed = self._rstate.integers(2**31 - 1)
         self.history.new_trial_ids(1)
         self.history.refresh()
-        docs = self.suggest_fn([tid], self.domain, self.history, seed)
+        docs = self.suggest_fn([tid], domain, self.history, seed)
         self._next += 1
         if not docs:
-            return None
+            return []
         if len(docs) != 1 or docs[0]["tid"] != tid:
             raise RuntimeError(f"The search algorithm returned {len(docs)} trials for trial id {tid}; expected one.")
         self.history.insert_trial_docs(docs)
         self.history.refresh()
-        return copy.deepcopy(docs[0])
+        self._docs[tid] = next(t for t in self.history.trials if t["tid"] == tid)
+        return [copy.deepcopy(docs[0])]
 
     def _reveal(self, tid: int, outcome: TrialOutcome) -> None:
-        doc = next(t for t in self.history._dynamic_trials if t["tid"] == tid)
+        doc = self._docs[tid]
         if outcome.ok:
             result = outcome.result or {}
             doc["state"] = JOB_STATE_DONE

@@ -2,10 +2,16 @@
 
 ``num_workers`` long-running slot tasks ask the driver for their next trial over an authenticated
 channel (:mod:`elephas.hyperparam.slots`) as soon as they finish one, so a slow trial holds up only
-its own slot and no Spark job is started per trial. The outcomes are written into an
-ordinary ``hyperopt.Trials``. A run with a ``seed`` stays reproducible because each suggestion
-sees a history fixed by the trial's id, not by which trial happened to finish first (see
-:mod:`elephas.hyperparam.scheduler`). Only a SparkContext is needed.
+its own slot and no Spark job is started per trial. On a Spark Connect session (no SparkContext,
+and executors that may not reach the client) each trial runs as its own one-row DataFrame job
+instead (:mod:`elephas.hyperparam.frame_trials`).
+
+hyperopt drives the search through its public API: ``hyperopt.fmin`` with a
+:class:`~elephas.hyperparam.runner_trials.RunnerTrials` (a ``hyperopt.Trials`` that starts each
+trial fmin inserts, the way ``SparkTrials`` plugs in) and a
+:class:`~elephas.hyperparam.scheduler.ReproducibleAlgo` wrapping the suggest function. A run with a
+``seed`` stays reproducible because each suggestion sees a history fixed by the trial's id, not by
+which trial happened to finish first (see :mod:`elephas.hyperparam.scheduler`).
 
 Why not ``hyperopt.SparkTrials``: it works with PySpark 4 and can carry numpy weights back in the
 result dict, but it launches each trial from a dispatcher thread that polls once a second, asks for
@@ -18,31 +24,20 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 import numpy as np
-from hyperopt import STATUS_OK, Trials, rand, space_eval, tpe
-from hyperopt.base import (
-    JOB_STATE_DONE,
-    JOB_STATE_ERROR,
-    JOB_STATE_RUNNING,
-    Domain,
-    spec_from_misc,
-)
+from hyperopt import STATUS_OK, Trials, fmin, rand, space_eval, tpe
+from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, spec_from_misc
 from hyperopt.exceptions import AllTrialsFailed
-from hyperopt.utils import coarse_utcnow
 
-from elephas.hyperparam.scheduler import (
-    LocalTrialRunner,
-    ReproducibleSuggester,
-    SparkTrialRunner,
-    TrialRunner,
-)
+from elephas.hyperparam.runner_trials import RunnerTrials
+from elephas.hyperparam.scheduler import LocalTrialRunner, ReproducibleAlgo, SparkTrialRunner, TrialRunner
 from elephas.hyperparam.slots import SlotTrialRunner
 from elephas.hyperparam.templates import TemplatedModel, has_templates, parse_model
-from elephas.hyperparam.trial import TrialOutcome, constant_build, make_trial_fn
+from elephas.hyperparam.trial import constant_build, make_trial_fn
 from elephas.hyperparam.values import space_is_sendable
+from elephas.utils.checks import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +73,6 @@ def get_algo(algo: str | Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Expected {name} to be an integer >= 1. Received: {name}={value!r}.")
-    return int(value)
-
-
 class _LocalValue:
     """Stands in for a broadcast when trials run in-process."""
 
@@ -95,8 +84,10 @@ class HyperParamModel:
     """Distributed hyper-parameter optimisation of hyperas-style Keras models on Spark.
 
     Args:
-        sc: The SparkContext (``None`` runs the trials in this process, one after the other).
-        num_workers: Trials run at once (one long-running Spark task each).
+        sc: The SparkContext, or a SparkSession (classic or Spark Connect); ``None`` runs the trials
+            in this process, one after the other.
+        num_workers: Trials run at once (one long-running Spark task each; on Spark Connect one
+            DataFrame job per trial, ``num_workers`` at a time).
         custom_objects: Objects needed to rebuild the trained models on the driver.
 
     Attributes:
@@ -113,8 +104,15 @@ class HyperParamModel:
     """
 
     def __init__(self, sc: Any, num_workers: int = 4, custom_objects: dict[str, Any] | None = None):
+        from pyspark.sql import SparkSession
+
+        from elephas.engine.session import is_connect
+
+        self.connect = sc is not None and is_connect(sc)
+        if isinstance(sc, SparkSession) and not self.connect:
+            sc = sc.sparkContext  # a classic SparkSession
         self.sc = sc
-        self.num_workers = _check_positive_int(num_workers, "num_workers")
+        self.num_workers = check_positive_int("num_workers", num_workers)
         self.custom_objects = dict(custom_objects or {})
         self.trials: Trials | None = None
         self.space: Any = None
@@ -168,7 +166,7 @@ class HyperParamModel:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        max_evals = _check_positive_int(max_evals, "max_evals")
+        max_evals = check_positive_int("max_evals", max_evals)
         suggest = get_algo(algo)
         build, pass_values, space_, source, data_values = self._prepare(model, data, space, functions)
         self.space = space_
@@ -226,7 +224,7 @@ class HyperParamModel:
         Returns:
             Keras models with their trained weights.
         """
-        nb_models = _check_positive_int(nb_models, "nb_models")
+        nb_models = check_positive_int("nb_models", nb_models)
         trials = self.compute_trials(model, data, max_evals, notebook_name, **kwargs)
         return self.models_from_trials(trials, nb_models)
 
@@ -301,7 +299,7 @@ class HyperParamModel:
         if self.trials is None:
             return []
         out = []
-        for trial in self.trials._dynamic_trials:
+        for trial in all_trials(self.trials):
             if trial["state"] == JOB_STATE_ERROR:
                 err_type, tb = trial["misc"].get("error", ("", ""))
                 out.append({"tid": trial["tid"], "params": self._readable(trial), "error": err_type, "traceback": tb})
@@ -378,7 +376,25 @@ class HyperParamModel:
             return None
         if self.sc is None:
             return _LocalValue(values)
+        if self.connect:  # no broadcast: the arrays travel in each trial job's closure
+            from elephas.hyperparam.frame_trials import check_closure_data
+
+            check_closure_data(values)
+            return _LocalValue(values)
         return self.sc.broadcast(values)
+
+    def _runtime(self) -> Any:
+        """Thread settings for the trial tasks: the machine's cores shared by the concurrent tasks
+        (``None`` for trials in this process)."""
+        if self.sc is None:
+            return None
+        if self.connect:
+            from elephas.engine.session import connect_runtime
+
+            return connect_runtime(self.sc)
+        from elephas.engine.inference import default_runtime
+
+        return default_runtime(self.sc)
 
     def _search(
         self,
@@ -390,67 +406,25 @@ class HyperParamModel:
         max_evals: int,
         suggest: Callable[..., Any],
         seed: int | None,
-    ) -> Trials:
-        runtime = _worker_runtime(self.sc) if self.sc is not None else None
-        run = make_trial_fn(build, pass_values, data, seed, source, runtime)
+    ) -> RunnerTrials:
+        run = make_trial_fn(build, pass_values, data, seed, source, self._runtime())
         _check_picklable(build)
-        trials = Trials()
-        suggester = ReproducibleSuggester(suggest, Domain(_not_called, space), seed, self.num_workers)
-        runner = self._make_runner()
-        running: dict[Future, dict[str, Any]] = {}
-        finished: dict[int, TrialOutcome] = {}
-        next_tid, exhausted, job_failures_only = 0, False, False
+        trials = RunnerTrials(self._make_runner(), self.num_workers)
         try:
-            while True:
-                while (
-                    not exhausted
-                    and not job_failures_only
-                    and next_tid < max_evals
-                    and len(running) < self.num_workers
-                    and all(t in finished for t in range(suggester.required(next_tid)))
-                ):
-                    doc = suggester.suggest(next_tid, finished)
-                    next_tid += 1
-                    if doc is None:
-                        logger.info("the search algorithm stopped suggesting after %d trials", next_tid - 1)
-                        exhausted = True
-                        break
-                    trials.insert_trial_docs([doc])
-                    trials.refresh()
-                    trial = trials._dynamic_trials[-1]
-                    trial["state"] = JOB_STATE_RUNNING
-                    trial["book_time"] = trial["refresh_time"] = coarse_utcnow()
-                    running[runner.submit(run, (trial["tid"], space_eval(space, _flat_vals(trial))))] = trial
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    trial = running.pop(future)
-                    outcome = future.result()
-                    finished[trial["tid"]] = outcome
-                    _write_back(trial, outcome)
-                    if outcome.ok and outcome.result and outcome.result.get("status") == STATUS_OK:
-                        logger.info(
-                            "trial %d done (%d/%d), loss %.5g",
-                            trial["tid"],
-                            len(finished),
-                            max_evals,
-                            outcome.result["loss"],
-                        )
-                # a Spark job that fails before any trial ran would fail for every trial: stop early
-                job_failures_only = all(o.job_failed for o in finished.values())
-                trials.refresh()
-        finally:
-            if running:  # an error or an interrupt on the driver: stop the trials still running
-                runner.cancel()
-            runner.close()
-        by_tid = {t["tid"]: t for t in trials._dynamic_trials}
-        for tid, outcome in runner.outcomes().items():  # slot tasks: the models come back at the end
-            if tid in by_tid:
-                _write_back(by_tid[tid], outcome, log=False)
-        trials.refresh()
-        if job_failures_only:
-            err_type, message, tb = next(iter(finished.values())).error or ("", "", "")
+            fmin(
+                run,
+                space,
+                algo=ReproducibleAlgo(suggest, self.num_workers),
+                max_evals=max_evals,
+                trials=trials,
+                rstate=np.random.default_rng(seed),
+                show_progressbar=False,
+                return_argmin=False,
+            )
+        except AllTrialsFailed:
+            pass  # raised below as TrialsFailedError, naming the first failure
+        if trials.job_failures_only:
+            err_type, message, tb = next(iter(trials.reports.values())).error or ("", "", "")
             raise RuntimeError(
                 "The trials could not run on the executors (the Spark job itself failed, so "
                 "every trial would). If the executor cannot import a module the model refers "
@@ -462,9 +436,14 @@ class HyperParamModel:
 
     def _make_runner(self) -> TrialRunner:
         """The execution back-end: slot tasks on Spark (one-task jobs per trial for spaces whose
-        values cannot travel as JSON), or in-process trials without a SparkContext."""
+        values cannot travel as JSON), one DataFrame job per trial on Spark Connect, or in-process
+        trials without a session."""
         if self.sc is None:
             return LocalTrialRunner()
+        if self.connect:
+            from elephas.hyperparam.frame_trials import FrameTrialRunner
+
+            return FrameTrialRunner(self.sc, self.num_workers)
         if space_is_sendable(self.space):
             return SlotTrialRunner(self.sc, self.num_workers, self.space)
         logger.info(
@@ -505,21 +484,15 @@ def _flat_vals(trial: dict[str, Any]) -> dict[str, Any]:
     return spec_from_misc(trial["misc"])
 
 
-def _write_back(trial: dict[str, Any], outcome: TrialOutcome, log: bool = True) -> None:
-    trial["refresh_time"] = coarse_utcnow()
-    if outcome.ok:
-        trial["state"] = JOB_STATE_DONE
-        trial["result"] = dict(outcome.result or {}, duration=outcome.duration)
-    else:
-        err_type, message, tb = outcome.error or ("Exception", "", "")
-        trial["state"] = JOB_STATE_ERROR
-        trial["misc"]["error"] = (err_type, tb)
-        if log:
-            logger.warning("trial %d failed: %s: %s", outcome.tid, err_type, message)
+def all_trials(trials: Trials) -> list[dict[str, Any]]:
+    """Every trial of a search, failed ones included (``Trials.trials`` leaves those out)."""
+    if isinstance(trials, RunnerTrials):
+        return trials.all_trials
+    return list(trials.trials)
 
 
 def _raise_if_all_failed(trials: Trials) -> None:
-    dynamic = trials._dynamic_trials
+    dynamic = all_trials(trials)
     if not dynamic or ranked_trials(trials):
         return
     errors = [t for t in dynamic if t["state"] == JOB_STATE_ERROR]
@@ -550,14 +523,3 @@ def _check_picklable(user_fn: Any) -> None:
             f"{type(exc).__name__}: {exc}. Create unpicklable objects (sessions, open files, "
             "locks) inside the function instead of referring to them from outside."
         ) from exc
-
-
-def _worker_runtime(sc: Any) -> Any:
-    """Thread settings for the trial tasks: the machine's cores shared by the concurrent tasks."""
-    from elephas.engine.inference import default_runtime
-
-    return default_runtime(sc)
-
-
-def _not_called(*_: Any) -> Any:
-    raise RuntimeError("trials are evaluated on Spark executors, not through the hyperopt Domain")

@@ -80,12 +80,39 @@ class VotingModel:
 
         Args:
             x: Numpy features, or an RDD of feature rows / a DataFrame with a ``features`` column
-                (predicted on the executors, in input order).
+                (predicted on the executors, in input order; on a Spark Connect session, a DataFrame
+                predicted through ``mapInArrow`` without a SparkContext).
             batch_size: Rows per forward pass.
 
         Returns:
             One array per member.
         """
+        from elephas.engine.session import is_connect
+
+        if is_connect(x):
+            from elephas.engine.data import ModelIO
+            from elephas.engine.frame_inference import predict_data
+            from elephas.engine.inference import DEFAULT_BATCH_SIZE
+            from elephas.engine.session import connect_runtime
+            from elephas.engine.shipping import ModelSpec, model_weights
+
+            session = x.sparkSession
+            runtime = connect_runtime(session)
+            return [
+                np.asarray(
+                    predict_data(
+                        session,
+                        ModelSpec.from_model(model, require_compiled=False),
+                        model_weights(model),
+                        ModelIO.of(model),
+                        x,
+                        "features",
+                        runtime,
+                        batch_size or DEFAULT_BATCH_SIZE,
+                    )
+                )
+                for model in self.models
+            ]
         if _is_distributed(x):
             from elephas.engine.inference import distributed_predict
             from elephas.engine.shipping import ModelSpec, model_weights
