@@ -177,19 +177,21 @@ def _fit_error(df, match, **params):
 def test_missing_columns(indexed_df):
     _fit_error(
         indexed_df,
-        r"expected a column 'nope' \(featuresCol\). Received a DataFrame with "
-        r"columns \['features', 'label'\]",
+        r"expected a features column 'nope' \(featuresCol\). Received: a DataFrame with "
+        r"columns \['features', 'label'\]. Set featuresCol to one of them",
         featuresCol="nope",
         categorical=True,
     )
-    _fit_error(indexed_df, r"expected a column 'y' \(labelCol\)", labelCol="y", categorical=True)
+    _fit_error(
+        indexed_df, r"expected a label column 'y' \(labelCol\). Received: a DataFrame", labelCol="y", categorical=True
+    )
 
 
 def test_non_vector_features_column(spark):
     df = spark.createDataFrame([("a", 0.0)], ["features", "label"])
     _fit_error(
         df,
-        r"expected featuresCol 'features' to hold ml Vectors or numeric arrays. Received "
+        r"expected featuresCol 'features' to hold ml Vectors, numeric arrays or numbers. Received: "
         "type string",
         categorical=True,
     )
@@ -213,7 +215,7 @@ def test_string_labels_with_categorical(spark):
 def test_nb_classes_not_matching_the_model(indexed_df):
     _fit_error(
         indexed_df,
-        "nb_classes expected to match the model's output width 3. Received: nb_classes=5",
+        "Expected nb_classes to match the model's output width 3. Received: nb_classes=5",
         categorical=True,
         nb_classes=5,
     )
@@ -241,7 +243,7 @@ def test_transform_bad_input(spark, indexed_df):
     transformer = ElephasTransformer(make_dense_model(), categorical=True)
     with pytest.raises(
         ValueError,
-        match=r"expected a features column 'features'. Received a "
+        match=r"expected a features column 'features' \(featuresCol\). Received: a "
         r"DataFrame with columns \['x'\]",
     ):
         transformer.transform(spark.createDataFrame([(1.0,)], ["x"]))

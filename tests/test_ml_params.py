@@ -188,8 +188,8 @@ def test_copy_with_extra_params_keeps_weights_and_leaves_original():
 @pytest.mark.parametrize(
     "setter,value,match",
     [
-        ("set_epochs", 0, "epochs expected an int >= 1. Received: epochs=0"),
-        ("set_batch_size", "x", "batch_size expected an int >= 1"),
+        ("set_epochs", 0, "Expected epochs to be an integer >= 1. Received: epochs=0"),
+        ("set_batch_size", "x", "Expected batch_size to be an integer >= 1. Received: batch_size='x'"),
         ("set_validation_split", 1.5, r"validation_split expected a float in \[0, 1\)"),
         ("set_verbose", 3, "verbose expected 0, 1 or 2"),
         ("set_frequency", "weekly", "frequency expected 'epoch', 'batch' or a positive int"),
@@ -197,7 +197,7 @@ def test_copy_with_extra_params_keeps_weights_and_leaves_original():
         ("set_optimizer_config", {"lr": 1}, "optimizer_config expected a dict with 'class_name'"),
         ("set_keras_model_config", "class_name: Sequential", "Keras 3 has no model.to_yaml"),
         ("set_keras_model_config", '{"a": 1}', "expected a Keras model config with 'class_name'"),
-        ("set_nb_classes", 0, "nb_classes expected an int >= 1"),
+        ("set_nb_classes", 0, "Expected nb_classes to be an integer >= 1. Received: nb_classes=0"),
     ],
 )
 def test_bad_values_are_rejected_when_set(setter, value, match):

@@ -90,11 +90,13 @@ def test_bad_input(sc):
     lp = sc.parallelize([LabeledPoint(lab, Vectors.dense(f.tolist())) for f, lab in zip(x, labels)], 2)
     with pytest.raises(
         ValueError,
-        match=r"expected labels that are class indices in \[0, 3\). "
-        r"Received: \[7.0\]",
+        match=r"Expected labels to be class indices in \[0, 3\). "
+        r"Received: labels=\[7.0\]",
     ):
         spark_model.train(lp, categorical=True)
-    with pytest.raises(ValueError, match="nb_classes expected to match the model's output width 3"):
+    with pytest.raises(
+        ValueError, match="Expected nb_classes to match the model's output width 3. Received: nb_classes=4"
+    ):
         spark_model.train(lp, categorical=True, nb_classes=4)
     with pytest.raises(
         ValueError,

@@ -89,7 +89,9 @@ def test_one_hot_bad_index_fails_with_message(spark, bad):
 
 def test_one_hot_schema_errors_raise_on_driver(indices, spark):
     t = OneHotTransformer(output_dim=3, input_col="missing", output_col="label")
-    with pytest.raises(ValueError, match="expected a column named 'missing'.*received a DataFrame"):
+    with pytest.raises(
+        ValueError, match=r"expected a column named 'missing' \(input_col\). Received: a DataFrame with columns"
+    ):
         t.transform(indices)
     strings = spark.createDataFrame([("a",)], ["label_index"])
     t = OneHotTransformer(output_dim=3, input_col="label_index", output_col="label")

@@ -1,8 +1,9 @@
 """Shared checks and converters for the DataFrame transformers and evaluators.
 
 Everything here runs on the driver: schema checks raise before any Spark job starts, with messages
-of the form ``"<Owner> expected ..., received ..."``. The column helpers build native Spark
-expressions only (no Python UDFs).
+of the form ``"<Owner> expected ..., received ..."``; the rules shared with the rest of elephas (a
+column exists, integers, vector types) are those of :mod:`elephas.utils.checks`. The column helpers
+build native Spark expressions only (no Python UDFs).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyspark.ml.functions import vector_to_array
-from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.mllib.linalg import VectorUDT as MLlibVectorUDT
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -28,6 +27,8 @@ from pyspark.sql.types import (
     StringType,
 )
 
+from ..utils import checks
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,7 +39,7 @@ def col(name: str) -> Column:
 
 def is_vector(data_type: DataType) -> bool:
     """Whether ``data_type`` is a Spark ML (or MLlib) vector."""
-    return isinstance(data_type, (VectorUDT, MLlibVectorUDT))
+    return checks.is_vector_type(data_type)
 
 
 def is_numeric(data_type: DataType) -> bool:
@@ -78,13 +79,7 @@ def column_type(df: DataFrame, name: str, owner: str, argument: str) -> DataType
     Raises:
         ValueError: If ``df`` has no column ``name``.
     """
-    for field in df.schema.fields:
-        if field.name == name:
-            return field.dataType
-    raise ValueError(
-        f"{owner} expected a column named {name!r} ({argument}), received a DataFrame with "
-        f"columns {df.columns}. Pass the name of an existing column as {argument}=..."
-    )
+    return checks.column_type(df.schema, name, argument=argument, owner=owner)
 
 
 def require(instance: Params, param: Param, owner: str, argument: str) -> Any:
@@ -140,24 +135,13 @@ def set_kwargs(instance: Params, kwargs: Mapping[str, Any], names: Mapping[str, 
 
 
 def positive_int(argument: str) -> Callable[[Any], int]:
-    """A type converter accepting integers > 0 only."""
-
-    def convert(value: Any) -> int:
-        number = _integer(value, argument)
-        if number <= 0:
-            raise ValueError(f"expected {argument} to be a positive integer, received {value!r}.")
-        return number
-
-    return convert
+    """A type converter accepting integers > 0 only (``TypeError`` for non-integers, ``ValueError`` below 1)."""
+    return checks.int_converter(argument, 1)
 
 
 def integer(argument: str) -> Callable[[Any], int]:
     """A type converter accepting integers (and integral floats) only."""
-
-    def convert(value: Any) -> int:
-        return _integer(value, argument)
-
-    return convert
+    return checks.int_converter(argument)
 
 
 def finite_float(argument: str) -> Callable[[Any], float]:
@@ -180,7 +164,7 @@ def shape(argument: str) -> Callable[[Any], list[int]]:
     def convert(value: Any) -> list[int]:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise TypeError(f"expected {argument} to be a tuple of positive integers, received {value!r}.")
-        dims = [_integer(v, argument) for v in value]
+        dims = [checks.int_converter(argument)(v) for v in value]
         if not dims or any(d <= 0 for d in dims):
             raise ValueError(f"expected {argument} to be a non-empty tuple of positive integers, received {value!r}.")
         return dims
@@ -229,9 +213,3 @@ def check_label_type(label: Any, data_type: DataType, owner: str, name: str) -> 
             f"{owner} expected a label of the same kind as column {name!r} "
             f"({describe_type(data_type)}), received {label!r} ({type(label).__name__})."
         )
-
-
-def _integer(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not TypeConverters._is_integer(value):
-        raise TypeError(f"expected {argument} to be an integer, received {value!r}.")
-    return int(value)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pyspark.ml import Estimator
 
-from ..engine.validation import check_dataframe
+from ..utils.checks import check_column, check_nb_classes, check_single_output, column_type, model_output_width
 from .params import ElephasParams, model_to_config_json
 from .persistence import ElephasReadable, ElephasWritable
 from .transformer import ElephasTransformer, classification_output
@@ -163,54 +163,34 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
 
     def _check_inputs(self, df: Any, model: Any) -> int | None:
         """Check columns, label encoding and loss on the driver; the one-hot width or ``None``."""
-        from pyspark.ml.linalg import VectorUDT
-        from pyspark.mllib.linalg import VectorUDT as MLlibVectorUDT
-        from pyspark.sql.types import ArrayType, NumericType
+        from pyspark.sql.types import NumericType
 
         fcol, lcol = self.getOrDefault("featuresCol"), self.getOrDefault("labelCol")
-        fields = {f.name: f.dataType for f in df.schema.fields}
-        for col, role in ((fcol, "featuresCol"), (lcol, "labelCol")):
-            if col not in fields:
-                raise ValueError(
-                    f"ElephasEstimator expected a column {col!r} ({role}). Received a "
-                    f"DataFrame with columns {list(fields)}. Set {role} to the right name."
-                )
-        if not isinstance(fields[fcol], (VectorUDT, MLlibVectorUDT, ArrayType, NumericType)):
-            raise ValueError(
-                f"ElephasEstimator expected featuresCol {fcol!r} to hold ml Vectors or numeric "
-                f"arrays. Received type {fields[fcol].simpleString()}. Assemble features "
-                "with VectorAssembler first."
-            )
-        if len(model.outputs) != 1 and self.getOrDefault("categorical"):
-            raise ValueError(
-                "categorical labels expected a single-output model. Received a model with "
-                f"{len(model.outputs)} outputs."
-            )
-        width = int(np.prod([d or 1 for d in model.outputs[0].shape[1:]]))
+        owner = "ElephasEstimator"
+        column_type(df.schema, fcol, role="features", argument="featuresCol", owner=owner)
+        label_type = column_type(df.schema, lcol, role="label", argument="labelCol", owner=owner)
+        check_column(df.schema, fcol, role="features", argument="featuresCol", owner=owner)
+        if self.getOrDefault("categorical"):
+            check_single_output(len(model.outputs))
+        width = model_output_width(model)
         loss = str(self.compile_config().get("loss")).lower()
-        label_is_scalar = isinstance(fields[lcol], NumericType)
+        label_is_scalar = isinstance(label_type, NumericType)
         if self.getOrDefault("categorical"):
             if not label_is_scalar:
                 raise ValueError(
                     f"categorical=True expected labelCol {lcol!r} to hold class indices "
-                    f"(numbers). Received type {fields[lcol].simpleString()}. Index string "
+                    f"(numbers). Received type {label_type.simpleString()}. Index string "
                     "labels with StringIndexer."
                 )
-            check_dataframe(df, [fcol, lcol], {fcol: "features", lcol: "label"})
-            nb_classes = self.getOrDefault("nb_classes") or width
             if "sparse" in loss:
                 return None
-            if nb_classes != width:
-                raise ValueError(
-                    f"nb_classes expected to match the model's output width {width}. Received: nb_classes={nb_classes}."
-                )
-            return nb_classes
-        check_dataframe(df, [fcol, lcol], {fcol: "features", lcol: "label"})
+            return check_nb_classes(self.getOrDefault("nb_classes"), width)
+        check_column(df.schema, lcol, role="label", argument="labelCol", owner=owner)
         if label_is_scalar and width > 1 and "sparse" not in loss:
             raise ValueError(
                 f"The loss {loss!r} expected labels with {width} values per row (the model "
                 f"has {width} output units). Received a scalar label column {lcol!r} "
-                f"({fields[lcol].simpleString()}) with categorical=False. Set "
+                f"({label_type.simpleString()}) with categorical=False. Set "
                 f"categorical=True and nb_classes={width} to one-hot encode class indices, "
                 "or use sparse_categorical_crossentropy."
             )

@@ -25,6 +25,8 @@ from typing import Any
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasOutputCol
 
+from ..utils.checks import int_converter
+
 logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------
@@ -239,21 +241,6 @@ def to_mode(value: Any) -> str:
     return value.lower()
 
 
-def _int_at_least(name: str, low: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool):
-            raise TypeError(f"{name} expected an int >= {low}. Received: {value!r}.")
-        try:
-            n = TypeConverters.toInt(value)
-        except TypeError:
-            raise TypeError(f"{name} expected an int >= {low}. Received: {value!r}.") from None
-        if n < low:
-            raise ValueError(f"{name} expected an int >= {low}. Received: {name}={n}.")
-        return n
-
-    return convert
-
-
 def to_fraction(value: Any) -> float:
     """A float in [0, 1)."""
     v = TypeConverters.toFloat(value)
@@ -291,7 +278,7 @@ def to_resources(value: Any) -> str | None:
 
 def to_verbose(value: Any) -> int:
     """Keras verbosity: 0, 1 or 2."""
-    n = _int_at_least("verbose", 0)(value)
+    n = int_converter("verbose", 0)(value)
     if n > 2:
         raise ValueError(f"verbose expected 0, 1 or 2. Received: verbose={n}.")
     return n
@@ -344,10 +331,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
         "num_workers",
         "Partitions to train on (None keeps the DataFrame's partitioning)",
         None,
-        _int_at_least("num_workers", 1),
+        int_converter("num_workers", 1),
     ),
-    ParamSpec("epochs", "Number of training epochs", 10, _int_at_least("epochs", 1), deprecated=("nb_epoch",)),
-    ParamSpec("batch_size", "Training batch size", 32, _int_at_least("batch_size", 1)),
+    ParamSpec("epochs", "Number of training epochs", 10, int_converter("epochs", 1), deprecated=("nb_epoch",)),
+    ParamSpec("batch_size", "Training batch size", 32, int_converter("batch_size", 1)),
     ParamSpec("verbose", "Keras verbosity (0, 1, 2)", 0, to_verbose, aliases=("verbosity",)),
     ParamSpec("validation_split", "Fraction of rows held out for validation", 0.1, to_fraction),
     ParamSpec(
@@ -357,12 +344,12 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
         TypeConverters.toBoolean,
         aliases=("categorical_labels",),
     ),
-    ParamSpec("nb_classes", "Number of classes (None: the model's output width)", None, _int_at_least("nb_classes", 1)),
+    ParamSpec("nb_classes", "Number of classes (None: the model's output width)", None, int_converter("nb_classes", 1)),
     ParamSpec(
         "inference_batch_size",
         "Rows per forward pass in transform (None: 1024)",
         None,
-        _int_at_least("inference_batch_size", 1),
+        int_converter("inference_batch_size", 1),
     ),
     ParamSpec(
         "resources",

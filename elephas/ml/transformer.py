@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from pyspark.ml import Model
 
+from ..utils.checks import check_column, model_output_width
 from .params import ElephasParams
 from .persistence import ElephasReadable, ElephasWritable
 
@@ -95,29 +96,16 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
 
     # -------------------------------------------------------------------------- transform
     def _transform(self, dataset: Any) -> Any:
-        from pyspark.ml.linalg import VectorUDT
-        from pyspark.mllib.linalg import VectorUDT as MLlibVectorUDT
-        from pyspark.sql.types import ArrayType, NumericType
-
         from ..engine.inference import predict_column
         from ..engine.shipping import ModelSpec
 
         model = self.get_model()
         fcol, ocol = self.getOrDefault("featuresCol"), self.getOrDefault("outputCol")
         pcol = self.getOrDefault("probabilityCol") or None
-        fields = {f.name: f.dataType for f in dataset.schema.fields}
-        if fcol not in fields:
-            raise ValueError(
-                f"ElephasTransformer expected a features column {fcol!r}. Received a "
-                f"DataFrame with columns {list(fields)}. Set featuresCol to the right name."
-            )
-        if not isinstance(fields[fcol], (VectorUDT, MLlibVectorUDT, ArrayType, NumericType)):
-            raise ValueError(
-                f"ElephasTransformer expected featuresCol {fcol!r} to hold ml Vectors or "
-                f"numeric arrays. Received type {fields[fcol].simpleString()}."
-            )
+        schema = dataset.schema
+        check_column(schema, fcol, role="features", argument="featuresCol", owner="ElephasTransformer")
         for col, role in ((ocol, "outputCol"), (pcol, "probabilityCol")):
-            if col and col in fields:
+            if col and col in schema.fieldNames():
                 raise ValueError(
                     f"ElephasTransformer expected {role} {col!r} not to exist yet. Received a "
                     f"DataFrame that already has it. Set {role} to a new name."
@@ -148,7 +136,7 @@ class ElephasTransformer(Model, ElephasParams, ElephasWritable, ElephasReadable)
         """What ``outputCol`` holds: ``'class'`` indices, the ``'raw'`` value of one unit, or a ``'vector'``."""
         if self.is_classifier():
             return "class"
-        width = int(np.prod([d or 1 for d in model.outputs[0].shape[1:]]))
+        width = model_output_width(model)
         return "raw" if width == 1 else "vector"
 
     # ------------------------------------------------------------------------ persistence

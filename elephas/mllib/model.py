@@ -17,6 +17,7 @@ import numpy as np
 from ..engine.data import first_element
 from ..engine.inference import is_rdd
 from ..spark_model import SparkModel
+from ..utils.checks import check_nb_classes, check_single_output, class_indices_message, model_output_width
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class SparkMLlibModel(SparkModel):
                 f"SparkMLlibModel.train expected an RDD of LabeledPoint. Received an RDD of {type(first[0]).__name__}."
             )
         encode_to = None
-        width = int(np.prod([d or 1 for d in self.master_network.outputs[0].shape[1:]]))
+        width = model_output_width(self.master_network)
         loss = str(getattr(self.master_network, "loss", "")).lower()
         if not categorical and width > 1 and "sparse" not in loss:
             raise ValueError(
@@ -164,7 +165,7 @@ class SparkMLlibModel(SparkModel):
                 "encode class indices, or use sparse_categorical_crossentropy."
             )
         if categorical:
-            encode_to = self._nb_classes(nb_classes)
+            encode_to = check_nb_classes(nb_classes, width)
             self._check_label_range(labeled_points, encode_to)
         pairs = labeled_points.map(_to_pair)
         return super().fit(
@@ -177,17 +178,6 @@ class SparkMLlibModel(SparkModel):
             **kwargs,
         )
 
-    def _nb_classes(self, nb_classes: int | None) -> int:
-        model = self.master_network
-        width = int(np.prod([d or 1 for d in model.outputs[0].shape[1:]]))
-        if nb_classes is None:
-            return width
-        if nb_classes != width:
-            raise ValueError(
-                f"nb_classes expected to match the model's output width {width}. Received: nb_classes={nb_classes}."
-            )
-        return int(nb_classes)
-
     @staticmethod
     def _check_label_range(labeled_points: Any, nb_classes: int) -> None:
         def bad(label: float) -> bool:
@@ -195,9 +185,7 @@ class SparkMLlibModel(SparkModel):
 
         offending = labeled_points.map(lambda lp: float(lp.label)).filter(bad).take(5)
         if offending:
-            raise ValueError(
-                f"categorical=True expected labels that are class indices in [0, {nb_classes}). Received: {offending}."
-            )
+            raise ValueError(class_indices_message(nb_classes, f"labels={offending}"))
 
     # ----------------------------------------------------------------------------- predict
     def predict(self, x: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
@@ -220,11 +208,7 @@ class SparkMLlibModel(SparkModel):
         from .adapter import to_matrix, to_vector
 
         model = self.master_network
-        if len(model.outputs) != 1:
-            raise ValueError(
-                "SparkMLlibModel.predict expected a single-output model. Received a model "
-                f"with {len(model.outputs)} outputs; use SparkModel.predict."
-            )
+        check_single_output(len(model.outputs), "SparkMLlibModel.predict", "Use SparkModel.predict.")
         if isinstance(x, (Vector, MLVector)):
             row = np.asarray(x.toArray(), dtype=np.float32)[None]
             out = model.predict(row, verbose=0, batch_size=1)

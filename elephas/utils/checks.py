@@ -209,17 +209,21 @@ def model_output_width(model: Any) -> int:
     return output_width(tuple(model.outputs[0].shape[1:]))
 
 
-def check_single_output(n_outputs: int, needed_by: str = "categorical labels") -> None:
+def check_single_output(
+    n_outputs: int,
+    needed_by: str = "categorical labels",
+    fix: str = "Use a model with one output, or one-hot encode each label column yourself.",
+) -> None:
     """A ``ValueError`` unless the model has exactly one output.
 
     Args:
         n_outputs: The model's number of outputs.
         needed_by: What needs a single output, used in the message.
+        fix: How to fix it, the message's last sentence.
     """
     if n_outputs != 1:
         raise ValueError(
-            f"Expected a single-output model for {needed_by}. Received: a model with {n_outputs} outputs. "
-            "Use a model with one output, or one-hot encode each label column yourself."
+            f"Expected a single-output model for {needed_by}. Received: a model with {n_outputs} outputs. {fix}"
         )
 
 
