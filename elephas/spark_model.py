@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import uuid
 import warnings
 from typing import Any
 
@@ -18,9 +17,10 @@ import numpy as np
 
 from .engine import data as data_mod
 from .engine import strategies
+from .engine.async_driver import fit_asynchronous
 from .engine.config import EngineOptions, check_port
 from .engine.console import spark_progress_paused
-from .engine.driver import TrainingSettings, Validation, check_reducer, fit_synchronous, split_validation
+from .engine.driver import TrainingSettings, check_reducer, fit_synchronous
 from .engine.inference import (
     default_runtime,
     evaluate_blocks,
@@ -32,6 +32,7 @@ from .engine.inference import (
 )
 from .engine.modes import get_frequency, get_strategy
 from .engine.preflight import preflight_check
+from .engine.prepare import data_blocks, prepare_training_data
 from .engine.resources import resource_profile
 from .engine.runtime import WorkerRuntime
 from .engine.server_optimizer import ServerOptimizer
@@ -41,14 +42,11 @@ from .engine.validation import (
     check_dataframe,
     check_features,
     check_fraction,
-    check_labels,
-    numpy_sample,
-    sample_from_pair,
 )
 from .engine.worker import apply_learning_rate, master_learning_rate
 from .parameter.client import MODES, check_mode
 from .saving import read_model_with_config, save_model_with_config
-from .utils.checks import check_positive_int, check_single_output, class_indices_message
+from .utils.checks import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -253,84 +251,6 @@ class SparkModel:
 
         return require_classic(what, hint=hint or RDD_HINT)
 
-    def _repartition(self, data: Any) -> Any:
-        parts = data.rdd.getNumPartitions() if is_dataframe(data) else data.getNumPartitions()
-        if self.num_workers and parts != self.num_workers:
-            return data.repartition(self.num_workers)
-        return data
-
-    def _training_blocks(
-        self,
-        sc: Any,
-        data: Any,
-        labels: Any,
-        io: data_mod.ModelIO,
-        features_col: Any,
-        label_col: Any,
-        nb_classes: int | None = None,
-        store_id: str | None = None,
-    ) -> tuple[Any, Any]:
-        """Check the data on the driver and return ``(blocks, sample)``.
-
-        With ``nb_classes``, a single class-index label is one-hot encoded to that width.
-        """
-        model = self._master_network
-        if nb_classes is not None:
-            check_positive_int("nb_classes", nb_classes)
-            check_single_output(len(io.output_shapes))
-        if is_dataframe(data):
-            fcols = [features_col] if isinstance(features_col, str) else list(features_col)
-            lcols = [label_col] if isinstance(label_col, str) else list(label_col)
-            check_dataframe(data, fcols + lcols, {**{c: "features" for c in fcols}, **{c: "label" for c in lcols}})
-            try:  # not DataFrame.first(): a Python worker feeding it (a DataFrame made from a Python
-                # RDD) would be left with unread input, exit, and PySpark's daemon print a BrokenPipeError
-                first = data_mod.first_element(data_mod.prepare_dataframe(data, fcols + lcols).rdd)
-            except ValueError:
-                raise ValueError("The training DataFrame is empty.") from None
-            xs = [np.asarray(first[i]) for i in range(len(fcols))]
-            ys = [np.asarray(first[len(fcols) + j]) for j in range(len(lcols))]
-            if nb_classes is not None:
-                from pyspark.sql import functions as F
-
-                label = F.col(lcols[0])
-                invalid = (label < 0) | (label >= nb_classes) | (label != F.floor(label))
-                lo, hi, bad = data.agg(F.min(label), F.max(label), F.count(F.when(invalid, 1))).first()
-                if bad:
-                    raise ValueError(class_indices_message(nb_classes, f"values from {lo} to {hi} in {lcols[0]!r}"))
-                ys = [data_mod.one_hot_encode(ys[0], nb_classes)[0]]
-            sample = (xs, ys)
-            blocks = data_mod.blocks_from_dataframe(
-                self._repartition(data), fcols, lcols, io, one_hot=nb_classes, store_id=store_id
-            )
-        elif is_rdd(data):
-            if labels is not None:
-                raise ValueError("With an RDD of (features, label) pairs, do not pass labels separately.")
-            try:
-                pair = data_mod.first_element(data)
-            except ValueError:
-                raise ValueError(
-                    "The training RDD is empty. Expected an RDD of (features, label) pairs with at least one element."
-                ) from None
-            sample = sample_from_pair(pair, io)
-            rdd = self._repartition(data)
-            if nb_classes is not None:
-                nb = nb_classes
-                sample = (sample[0], [data_mod.one_hot_encode(sample[1][0], nb)[0]])
-                rdd = rdd.map(lambda p: (p[0], data_mod.one_hot_encode(np.asarray(p[1]), nb)[0]))
-            blocks = data_mod.blocks_from_rdd(rdd, io)
-        else:
-            if labels is None:
-                raise ValueError("With numpy features, pass labels too: fit(x, y, ...).")
-            xs, ys = numpy_sample(data, labels, io)
-            if nb_classes is not None:
-                ys = [data_mod.one_hot_encode(ys[0], nb_classes)]
-            sample = ([x[0] for x in xs], [y[0] for y in ys])
-            blocks = data_mod.blocks_from_numpy(sc, xs, ys, io, self.num_workers or sc.defaultParallelism)
-        check_features(io, sample[0])
-        check_labels(io, sample[1], model.loss)
-        batch_sample = ([np.asarray(x)[None] for x in sample[0]], [np.asarray(y)[None] for y in sample[1]])
-        return blocks, batch_sample
-
     # ------------------------------------------------------------------------------------ fit
     def fit(
         self,
@@ -415,33 +335,23 @@ class SparkModel:
             return history
         sc = self._sc("SparkModel.fit")
         model = self._master_network
-        io = data_mod.ModelIO.of(model)
-        validation = None
-        if validation_split and not (is_rdd(data) or is_dataframe(data)):
-            xs, ys = numpy_sample(data, y, io)
-            cut = int(xs[0].shape[0] * (1 - validation_split))
-            validation = Validation(arrays=([x[cut:] for x in xs], [t[cut:] for t in ys]), batch_size=batch_size)
-            data, y = [x[:cut] for x in xs], [t[:cut] for t in ys]
-            data, y = (data[0] if len(data) == 1 else data), (y[0] if len(y) == 1 else y)
-        stage = self.options.stage_blocks
-        # DataFrame partitions can be written to the executors' local directories straight from
-        # Arrow (no arrays back through the JVM) when nothing else needs them as arrays.
-        store_id = uuid.uuid4().hex if stage and not validation_split else None
-        blocks, sample = self._training_blocks(sc, data, y, io, features_col, label_col, nb_classes, store_id)
-        blocks = blocks.persist()
-        val_blocks = None
+        prepared = prepare_training_data(
+            sc,
+            data,
+            y,
+            model,
+            batch_size=batch_size,
+            features_col=features_col,
+            label_col=label_col,
+            nb_classes=nb_classes,
+            num_workers=self.num_workers,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            stage_blocks=self.options.stage_blocks,
+        )
         try:
-            if validation_split and validation is None:
-                train_blocks, val_blocks = split_validation(blocks, validation_split)
-                validation = Validation(blocks=val_blocks, batch_size=batch_size)
-            else:
-                train_blocks = blocks
-            if validation_data is not None:
-                validation = self._validation_from(
-                    sc, validation_data, io, batch_size, features_col, label_col, nb_classes
-                )
             spec = self._spec()
-            preflight_check(spec, sample)  # what Keras cannot train fails here, before any job
+            preflight_check(spec, prepared.sample)  # what Keras cannot train fails here, before any job
             settings = TrainingSettings(
                 strategy=self._strategy,
                 frequency=self._frequency,
@@ -453,15 +363,18 @@ class SparkModel:
                 runtime=self._runtime(sc),
                 server_optimizer=self._server_optimizer or (self._server_step if initial_epoch else None),
                 server=self._server_settings(sc),
-                stage_blocks=stage,
+                stage_blocks=self.options.stage_blocks,
                 initial_epoch=initial_epoch,
                 profile=self._profile(),
                 reducer=self.options.reducer or "server",
             )
+            run = fit_synchronous if self._strategy.synchronous else fit_asynchronous
             with spark_progress_paused(sc):  # the Keras bar (verbose=1) is the only one drawn
-                history = self._run(sc, model, spec, train_blocks, settings, callbacks, validation, sample)
+                history = run(
+                    sc, model, spec, prepared.blocks, settings, callbacks, prepared.validation, prepared.sample
+                )
         finally:
-            blocks.unpersist()
+            prepared.release()
         self.training_histories.append(history)
         self._server_step = getattr(history, "server_optimizer", None)
         return history
@@ -530,46 +443,6 @@ class SparkModel:
     def _server_settings(self, sc: Any) -> dict[str, Any]:
         settings = self.options.server_settings(self.parameter_server_mode, self.port, sc.getConf())
         return dataclasses.asdict(settings)
-
-    def _run(
-        self,
-        sc: Any,
-        model: Any,
-        spec: ModelSpec,
-        blocks: Any,
-        settings: TrainingSettings,
-        callbacks: Any,
-        validation: Validation | None,
-        sample: Any,
-    ) -> Any:
-        if settings.strategy.synchronous:
-            return fit_synchronous(sc, model, spec, blocks, settings, callbacks, validation, sample)
-        from .engine.async_driver import fit_asynchronous
-
-        return fit_asynchronous(sc, model, spec, blocks, settings, callbacks, validation, sample)
-
-    def _validation_from(
-        self,
-        sc: Any,
-        validation_data: Any,
-        io: data_mod.ModelIO,
-        batch_size: int,
-        features_col: Any,
-        label_col: Any,
-        nb_classes: int | None,
-    ) -> Validation:
-        if is_rdd(validation_data) or is_dataframe(validation_data):
-            blocks, _ = self._training_blocks(sc, validation_data, None, io, features_col, label_col, nb_classes)
-            return Validation(blocks=blocks, batch_size=batch_size)
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
-            raise ValueError(
-                "validation_data must be (x_val, y_val), an RDD of pairs or a DataFrame. "
-                f"Received: {type(validation_data).__name__}."
-            )
-        xs, ys = numpy_sample(validation_data[0], validation_data[1], io)
-        if nb_classes is not None:
-            ys = [data_mod.one_hot_encode(ys[0], nb_classes)]
-        return Validation(arrays=(xs, ys), batch_size=batch_size)
 
     # -------------------------------------------------------------------------------- predict
     def predict(
@@ -662,7 +535,7 @@ class SparkModel:
             )
         else:
             sc = self._sc()
-            blocks, sample = self._training_blocks(sc, x, y, io, features_col, label_col)
+            blocks, sample = data_blocks(sc, x, y, model, features_col, label_col, num_workers=self.num_workers)
             logs = evaluate_blocks(
                 sc, blocks, self._spec(), model.get_weights(), self._runtime(sc), bs, model, sample, self._profile()
             )
