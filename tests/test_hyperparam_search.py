@@ -337,3 +337,10 @@ def test_the_search_uses_no_private_hyperopt_attribute():
                 names = {alias.name for alias in node.names}
                 assert not names & {"Domain", "FMinIter"}, f"{path.name}:{node.lineno} imports {names}"
                 assert not any(n.startswith("_") for n in names), f"{path.name}:{node.lineno} imports {names}"
+
+
+def test_a_classic_spark_session_stands_for_its_spark_context(spark, sc):
+    hyperparam_model = HyperParamModel(spark, num_workers=2)
+    assert hyperparam_model.sc is sc and not hyperparam_model.connect
+    trials = hyperparam_model.compute_trials(quadratic, max_evals=2, space={"x": hp.uniform("x", -1, 1)}, seed=0)
+    assert [t["tid"] for t in trials.trials] == [0, 1]
