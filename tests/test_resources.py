@@ -24,7 +24,7 @@ DYNAMIC = {"spark.master": "yarn", "spark.dynamicAllocation.enabled": "true"}
         ({"gpu": 0}, "gpu"),
         ({"gpu": 1.5}, "whole number"),
         ({"gpu": True}, "gpu"),
-        ({"cpus": "4"}, "int >= 1"),
+        ({"cpus": "4"}, r"Expected resources\['cpus'\] to be an integer >= 1. Received: resources\['cpus'\]='4'"),
         ({"executor_memory": 8}, "non-empty string"),
         ([("gpu", 1)], "must be a dict"),
     ],

@@ -237,7 +237,7 @@ def test_plateau_every_k_and_patience_divides_worker_optimizer_rate():
 def test_plateau_and_target_validation():
     with pytest.raises(ValueError, match="factor must be > 1"):
         LearningRateOnPlateau(factor=1.0)
-    with pytest.raises(ValueError, match="every must be an int >= 1"):
+    with pytest.raises(ValueError, match="Expected every to be an integer >= 1. Received: every=0"):
         LearningRateOnPlateau(every=0)
     with pytest.raises(ValueError, match="target must be a finite number"):
         StopOnTargetLoss(float("nan"))

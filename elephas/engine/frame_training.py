@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..parameter import codec
+from ..utils.checks import check_single_output
 from .data import ModelIO, arrow_to_numpy, conform, one_hot_encode, prepare_dataframe
 from .driver import TrainingSettings, Validation, _next_window, make_validate
 from .errors import guard, run_job
@@ -464,10 +465,8 @@ def fit_data(
     from .validation import check_dataframe, check_features, check_labels, numpy_sample
 
     io = ModelIO.of(model)
-    if nb_classes is not None and len(io.output_shapes) != 1:
-        raise ValueError(
-            f"categorical labels need a single-output model. Received: a model with {len(io.output_shapes)} outputs."
-        )
+    if nb_classes is not None:
+        check_single_output(len(io.output_shapes))
     workers = choose_workers(session, num_workers)
     validation = None
     frame_split = 0.0

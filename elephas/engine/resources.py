@@ -23,6 +23,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..utils.checks import check_positive_int
+
 logger = logging.getLogger(__name__)
 
 RESOURCE_KEYS = ("gpu", "cpus", "executor_cores", "executor_gpus", "executor_memory", "gpu_discovery_script")
@@ -64,9 +66,7 @@ def check_resources(resources: Mapping[str, Any] | None) -> dict[str, Any] | Non
                 )
             out[key] = float(value)
         elif key in ("cpus", "executor_cores", "executor_gpus"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"resources[{key!r}] must be an int >= 1. Received: {value!r}.")
-            out[key] = value
+            out[key] = check_positive_int(f"resources[{key!r}]", value)
         elif not isinstance(value, str) or not value:
             raise ValueError(f"resources[{key!r}] must be a non-empty string. Received: {value!r}.")
         else:

@@ -24,6 +24,7 @@ from typing import Any
 
 import keras
 
+from ..utils.checks import check_int, check_positive_int
 from .strategies.base import Strategy
 from .strategies.scheduled import ScheduledStrategy
 from .worker import apply_learning_rate, master_learning_rate
@@ -88,12 +89,10 @@ class LearningRateOnPlateau(keras.callbacks.Callback):
         min_learning_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1. Received: every={every!r}.")
+        every = check_positive_int("every", every)
         if not factor > 1.0:
             raise ValueError(f"factor must be > 1 (the learning rate is divided by it). Received: factor={factor!r}.")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be an int >= 0. Received: patience={patience!r}.")
+        patience = check_int("patience", patience, minimum=0)
         self.strategy = strategy
         self.evaluate = evaluate
         self.monitor = monitor
