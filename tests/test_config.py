@@ -121,7 +121,7 @@ def test_engine_options_validate_once_with_clear_messages():
         EngineOptions(compression="lz4")
     with pytest.raises(ValueError, match="timeout must be a number of seconds > 0. Received: timeout=0"):
         EngineOptions(timeout=0)
-    with pytest.raises(ValueError, match="worker_threads must be a positive int"):
+    with pytest.raises(ValueError, match="Expected worker_threads to be an integer >= 1. Received: worker_threads=0"):
         SparkModel(make_dense_model(), worker_threads=0)
     with pytest.raises(ValueError, match=r"Could not interpret reducer: 'tree'"):
         EngineOptions(reducer="tree")

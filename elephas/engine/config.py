@@ -15,6 +15,7 @@ from typing import Any
 
 from ..parameter.client import check_mode
 from ..parameter.codec import check_compression
+from ..utils.checks import check_int, check_positive_int
 from .resources import check_resources
 
 REDUCERS = ("server", "ring", "hub")
@@ -83,13 +84,9 @@ class EngineOptions:
     reducer: str | None = None
 
     def __post_init__(self) -> None:
-        seed = 0 if self.seed is None else self.seed
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int. Received: seed={self.seed!r}.")
-        object.__setattr__(self, "seed", seed)
-        threads = self.worker_threads
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"worker_threads must be a positive int or None. Received: worker_threads={threads!r}.")
+        object.__setattr__(self, "seed", 0 if self.seed is None else check_int("seed", self.seed, minimum=None))
+        if self.worker_threads is not None:
+            object.__setattr__(self, "worker_threads", check_positive_int("worker_threads", self.worker_threads))
         host = self.parameter_server_host
         if host is not None and not isinstance(host, str):
             raise ValueError(f"parameter_server_host must be a host name or None. Received: {host!r}.")
