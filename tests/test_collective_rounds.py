@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from elephas.collective import RingReducer
-from elephas.engine.frame_training import check_closure_size
+from elephas.engine.frame_weights import ship_arrays
 from elephas.engine.reducers import CollectiveRounds, open_round_reducer
 from elephas.engine.server_optimizer import ServerOptimizer
 from elephas.parameter.auth import new_secret
@@ -94,8 +94,12 @@ def test_unknown_kinds_and_missing_centers_are_refused():
         open_round_reducer({"kind": "collective", "secret": "00" * 32, "step": ServerOptimizer()}, "0", "a", 0, 1)
 
 
-def test_a_closure_too_large_for_spark_connect_is_refused_before_any_job():
-    weights = [np.zeros(1 << 20, np.float32)]
-    assert check_closure_size(weights, None) == 4 << 20
-    with pytest.raises(ValueError, match=r"fit in one Spark Connect message.*Received: 8 MiB.*server_optimizer='sgd'"):
-        check_closure_size(weights, weights, limit=6 << 20)
+def test_stage_arrays_stay_in_the_closure_on_a_classic_session(spark):
+    """A classic session broadcasts large closures itself; the artifact path is tested on Spark Connect."""
+    weights = [np.arange(1 << 10, dtype=np.float32), np.ones((3, 2), np.float64)]
+    for threshold in (8 << 10, 1 << 10):
+        shipped = ship_arrays(spark, weights, {"weights": 2}, threshold=threshold)
+        assert shipped.in_closure and shipped.nbytes == (4 << 10) + 48 and shipped.meta == {"weights": 2}
+        loaded = spark.sparkContext.parallelize([0], 1).map(lambda _, s=shipped: s.load()).collect()[0]
+        assert [a.dtype for a in loaded] == [np.float32, np.float64]
+        assert all(np.array_equal(a, b) for a, b in zip(loaded, weights))

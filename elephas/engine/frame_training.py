@@ -1,11 +1,11 @@
-"""Synchronous training through DataFrames alone: the driver of a Spark Connect session.
+"""Training through DataFrames alone: the driver of a Spark Connect session (synchronous stages here).
 
 On a Spark Connect session there is no SparkContext, no RDD and no broadcast, and executors may
 not reach the client. Training therefore runs as one *barrier* ``mapInArrow`` stage per epoch over
 the training DataFrame (repartitioned to ``K`` partitions and cached once):
 
-* the center weights, the server step (with its momentum) and a fresh per-epoch secret travel in
-  the function's closure;
+* the center weights and the server step's momentum travel in the function's closure, or as a session
+  artifact when large (:mod:`.frame_weights`); the step and a fresh per-epoch secret in the closure;
 * every task stacks its partition's Arrow batches into numpy arrays, trains window after window
   (:func:`~elephas.engine.stage_worker.make_epoch_fn`) and reduces every round with the other
   tasks through an in-stage all-reduce (reducer kind ``'collective'``, :mod:`.reducers`): every
@@ -17,13 +17,15 @@ the training DataFrame (repartitioned to ``K`` partitions and cached once):
 
 The client sets the model's weights, keeps the step's state for the next epoch's closure, and runs
 Keras callbacks, validation and History through :func:`~elephas.engine.history.run_epochs`, as on
-classic Spark. A failed barrier stage is retried as a whole by Spark; every attempt starts from
-the closure's center, so there is nothing to undo.
+classic Spark. The asynchronous modes share everything but the stage's function, which runs the parameter
+server in the task of rank 0 (:mod:`.frame_async`). A failed barrier stage is retried as a whole by Spark;
+every attempt starts from the center the client shipped, so there is nothing to undo.
 
 The closure goes to the server in one gRPC message, which PySpark's client caps at 128 MiB after its
-plan compression (as does the server's ``spark.connect.grpc.maxInboundMessageSize`` by default; 200 MiB
-of random float32 weights were refused, 135 MiB passed): the weights plus the server step's momentum
-must fit in it (see :data:`CLOSURE_LIMIT_BYTES`), and the server's driver must hold the task binary.
+plan compression (200 MiB of random float32 weights were refused, 135 MiB passed), and the server's driver
+holds it as the stage's task binary: the center and the step's state therefore travel in the closure only
+up to :data:`~elephas.engine.frame_weights.ARTIFACT_THRESHOLD_BYTES`, and as a session artifact above
+(:mod:`.frame_weights`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,7 @@ from ..utils.checks import check_single_output
 from .data import ModelIO, arrow_to_numpy, conform, one_hot_encode, prepare_dataframe
 from .driver import TrainingSettings, Validation, _next_window, make_validate
 from .errors import guard, run_job
+from .frame_weights import StageArrays, ship_arrays
 from .history import MetricSum, run_epochs
 from .inference import merge_evaluations
 from .shipping import ModelSpec, cached_model
@@ -53,10 +57,6 @@ logger = logging.getLogger(__name__)
 STAGE_SCHEMA = "part long, kind string, seq long, payload binary"
 CHUNK_BYTES = 2 << 20
 """Rank 0 returns the center in rows of at most this many bytes (Connect streams results in small batches)."""
-CLOSURE_LIMIT_BYTES = 120 << 20
-"""Largest weights plus server-step state shipped in an epoch's closure: a Spark Connect client refuses to
-send a plan message above 128 MiB (after compression), as the server's ``spark.connect.grpc.maxInboundMessageSize``
-does by default."""
 DEFAULT_REDUCER = "ring"
 
 
@@ -98,7 +98,7 @@ def choose_workers(session: Any, num_workers: int | None) -> int:
     else:
         workers = slots or 2
     logger.info(
-        "synchronous training on Spark Connect: %d partitions (barrier tasks)%s",
+        "training on Spark Connect: %d partitions (barrier tasks)%s",
         workers,
         "" if num_workers else " (the session's task slots; set num_workers to choose)",
     )
@@ -128,62 +128,65 @@ def _row(part: int, kind: str, seq: int, payload: bytes) -> Any:
     )
 
 
-def make_stage_fn(
-    epoch_fn: Callable[[Any], Iterator[TaskReport]],
-    spec: ModelSpec,
-    io: ModelIO,
-    n_feat: int,
-    n_cols: int,
-    one_hot: int | None,
-    val_fraction: float,
-    val_batch_size: int,
-) -> Callable:
-    """The ``mapInArrow`` function of one epoch stage: Arrow batches in, report/validation/center rows out."""
-    shapes = list(io.input_shapes)
+def stack_partition(
+    batches: Iterator[Any], n_feat: int, n_cols: int, shapes: Sequence[Any], one_hot: int | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A task's Arrow batches stacked into the model's input and label arrays (empty lists: no rows)."""
+    parts: list[list[np.ndarray]] = [[] for _ in range(n_cols)]
+    for batch in batches:
+        for i in range(n_cols):
+            parts[i].append(arrow_to_numpy(batch.column(i)))
+    if not parts[0] or not sum(len(p) for p in parts[0]):
+        return [], []
+    arrays = [np.concatenate(p) for p in parts]
+    xs = [conform(a, s) for a, s in zip(arrays[:n_feat], shapes)]
+    ys = [conform(a, (), float_cast=False) for a in arrays[n_feat:]]
+    if one_hot:
+        ys = [one_hot_encode(ys[0], one_hot)]
+    return xs, ys
 
-    def stage(pid: int, batches: Iterator[Any]) -> Iterator[Any]:
-        parts: list[list[np.ndarray]] = [[] for _ in range(n_cols)]
-        for batch in batches:
-            for i in range(n_cols):
-                parts[i].append(arrow_to_numpy(batch.column(i)))
-        if parts[0] and sum(len(p) for p in parts[0]):
-            arrays = [np.concatenate(p) for p in parts]
-            xs = [conform(a, s) for a, s in zip(arrays[:n_feat], shapes)]
-            ys = [conform(a, (), float_cast=False) for a in arrays[n_feat:]]
-            if one_hot:
-                ys = [one_hot_encode(ys[0], one_hot)]
-        else:
-            xs, ys = [], []
-        n = int(xs[0].shape[0]) if xs else 0
-        cut = n - int(n * val_fraction)
-        train = (pid, [x[:cut] for x in xs], [y[:cut] for y in ys])
-        (report,) = list(epoch_fn([train]))
-        info = {
-            "rows": report.rows,
-            "windows": report.windows,
-            "batches": report.batches,
-            "compute_s": report.compute_s,
-            "exchange_s": report.exchange_s,
-            "attempt": report.attempt,
-            "metrics": report.metric_sums or {},
-        }
-        yield _row(pid, "report", 0, json.dumps(info).encode())
-        if cut < n:
-            model = cached_model(spec, report.center)
-            vx, vy = [x[cut:] for x in xs], [y[cut:] for y in ys]
-            logs = model.evaluate(unwrap(vx), unwrap(vy), batch_size=val_batch_size, verbose=0, return_dict=True)
-            state = [np.asarray(v) for v in model.metrics_variables]
-            values = np.array([float(v) for v in logs.values()], dtype=np.float64)  # JSON has no NaN
-            yield _row(pid, "val", 0, _encode([values, *state], {"rows": n - cut, "logs": list(logs)}))
-        if report.center is not None and pid == 0:
-            weights, state = report.center, report.step_state or []
-            payload = _encode(
-                [*weights, *state],
-                {"weights": len(weights), "state": len(state) if report.step_state is not None else -1},
-            )
-            for seq, start in enumerate(range(0, len(payload), CHUNK_BYTES)):
-                yield _row(pid, "final", seq, payload[start : start + CHUNK_BYTES])
 
+def validation_row(
+    pid: int, spec: ModelSpec, center: Sequence[np.ndarray] | None, vx: list, vy: list, batch_size: int
+) -> Any:
+    """The row carrying the evaluation of a task's held-out rows on ``center`` (values and metric state;
+    ``None``: the weights the process's cached model holds)."""
+    model = cached_model(spec, None if center is None else list(center))
+    logs = model.evaluate(unwrap(vx), unwrap(vy), batch_size=batch_size, verbose=0, return_dict=True)
+    state = [np.asarray(v) for v in model.metrics_variables]
+    values = np.array([float(v) for v in logs.values()], dtype=np.float64)  # JSON has no NaN
+    return _row(pid, "val", 0, _encode([values, *state], {"rows": int(vx[0].shape[0]), "logs": list(logs)}))
+
+
+def center_rows(pid: int, weights: Sequence[np.ndarray], state: Sequence[np.ndarray] | None) -> Iterator[Any]:
+    """The rows carrying the epoch's final center (and the server step's state) in codec chunks."""
+    payload = _encode(
+        [*weights, *(state or [])], {"weights": len(weights), "state": len(state) if state is not None else -1}
+    )
+    for seq, start in enumerate(range(0, len(payload), CHUNK_BYTES)):
+        yield _row(pid, "final", seq, payload[start : start + CHUNK_BYTES])
+
+
+def json_row(pid: int, kind: str, value: Any) -> Any:
+    """A row carrying plain values as JSON."""
+    return _row(pid, kind, 0, json.dumps(value).encode())
+
+
+def stage_start(shipped: StageArrays) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """In a task: the epoch's start center and the server step's state (``None``: none yet)."""
+    arrays = shipped.load()
+    k, s = int(shipped.meta["weights"]), int(shipped.meta["state"])
+    return arrays[:k], (None if s < 0 else arrays[k : k + s])
+
+
+def ship_start(session: Any, weights: Sequence[np.ndarray], state: Sequence[np.ndarray] | None) -> StageArrays:
+    """On the client: the epoch's start center and step state, in the closure or as a session artifact."""
+    meta = {"weights": len(weights), "state": -1 if state is None else len(state)}
+    return ship_arrays(session, [*weights, *(state or [])], meta)
+
+
+def barrier_stage(stage: Callable[[int, Iterator[Any]], Iterator[Any]]) -> Callable:
+    """``stage(partition, batches)`` as a barrier ``mapInArrow`` function, its errors sent back with tracebacks."""
     guarded = guard(stage)
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
@@ -194,13 +197,72 @@ def make_stage_fn(
     return run
 
 
+def make_stage_fn(
+    spec: ModelSpec,
+    io: ModelIO,
+    runtime: Any,
+    plan: WindowPlan,
+    epoch: int,
+    shipped: StageArrays,
+    config: dict[str, Any],
+    learning_rate: float | None,
+    rounds: int,
+    n_feat: int,
+    n_cols: int,
+    one_hot: int | None,
+    val_fraction: float,
+    val_batch_size: int,
+) -> Callable:
+    """The ``mapInArrow`` function of one synchronous epoch stage: Arrow batches in, report/validation/center
+    rows out. ``config`` is the ``'collective'`` reducer's (its step without state: the state is in
+    ``shipped`` with the center)."""
+    shapes = list(io.input_shapes)
+
+    def stage(pid: int, batches: Iterator[Any]) -> Iterator[Any]:
+        xs, ys = stack_partition(batches, n_feat, n_cols, shapes, one_hot)
+        n = int(xs[0].shape[0]) if xs else 0
+        cut = n - int(n * val_fraction)
+        start, state = stage_start(shipped)
+        config["step"].restore(state)
+        epoch_fn = make_epoch_fn(spec, runtime, plan, epoch, start, config, learning_rate, rounds=rounds)
+        (report,) = list(epoch_fn([(pid, [x[:cut] for x in xs], [y[:cut] for y in ys])]))
+        info = {
+            "rows": report.rows,
+            "windows": report.windows,
+            "batches": report.batches,
+            "compute_s": report.compute_s,
+            "exchange_s": report.exchange_s,
+            "attempt": report.attempt,
+            "metrics": report.metric_sums or {},
+        }
+        yield json_row(pid, "report", info)
+        if cut < n:
+            yield validation_row(pid, spec, report.center, [x[cut:] for x in xs], [y[cut:] for y in ys], val_batch_size)
+        if report.center is not None and pid == 0:
+            yield from center_rows(pid, report.center, report.step_state)
+
+    return barrier_stage(stage)
+
+
 class EpochResult:
-    """What the client reads back from one epoch stage."""
+    """What the client reads back from one epoch stage.
+
+    Attributes:
+        reports: The tasks' reports (synchronous stages).
+        metrics: Their sample-weighted metrics.
+        validation: ``(rows, logs, metric state)`` of every task's held-out rows.
+        center: The epoch's final center.
+        step_state: The server step's state after the epoch (``None``: none).
+        records: The parameter server's window records as dicts (asynchronous stages).
+        stats: The parameter server's statistics (asynchronous stages).
+    """
 
     def __init__(self, table: Any) -> None:
         self.reports: list[TaskReport] = []
         self.metrics = MetricSum()
         self.validation: list[tuple[int, dict[str, float], list[np.ndarray]]] = []
+        self.records: list[dict[str, Any]] = []
+        self.stats: dict[str, Any] = {}
         chunks: list[tuple[int, bytes]] = []
         for part, kind, seq, payload in zip(*(table.column(c).to_pylist() for c in ("part", "kind", "seq", "payload"))):
             if kind == "report":
@@ -223,6 +285,10 @@ class EpochResult:
                 values, *state = decoded.arrays
                 logs = {str(k): float(v) for k, v in zip(decoded.meta["logs"], values)}
                 self.validation.append((int(decoded.meta["rows"]), logs, [np.array(a) for a in state]))
+            elif kind == "records":
+                self.records.extend(json.loads(payload))
+            elif kind == "stats":
+                self.stats = json.loads(payload)
             elif kind == "final":
                 chunks.append((int(seq), payload))
         if not chunks:
@@ -232,6 +298,116 @@ class EpochResult:
         arrays = [np.array(a) for a in decoded.arrays]
         self.center = arrays[:k]
         self.step_state = None if s < 0 else arrays[k : k + s]
+
+
+@dataclass
+class FrameEpochs:
+    """What every epoch stage of one fit on a DataFrame shares (built once by :func:`fit_frame`).
+
+    Attributes:
+        session: The session the stages run on.
+        model: The client's compiled Keras model, trained in place.
+        spec: Its spec.
+        io: Its input and output shapes.
+        prepared: The cached training DataFrame, ``K`` partitions of the feature and label columns.
+        settings: The fit's settings.
+        train_sizes: Training rows of every partition (without the held-out rows).
+        n_feat: Feature columns (the rest are label columns).
+        n_cols: All columns.
+        one_hot: One-hot encode a class-index label to this width in the tasks.
+        validation_split: Fraction of every partition's rows held out and evaluated in the stage.
+        val_batch_size: Batch size of that evaluation.
+        held: The latest epoch's held-out evaluations (``'validation'``).
+    """
+
+    session: Any
+    model: Any
+    spec: ModelSpec
+    io: ModelIO
+    prepared: Any
+    settings: TrainingSettings
+    train_sizes: list[int]
+    n_feat: int
+    n_cols: int
+    one_hot: int | None
+    validation_split: float
+    val_batch_size: int
+    held: dict[str, Any] = field(default_factory=dict)
+
+    def run_stage(self, fn: Callable) -> EpochResult:
+        """Run ``fn`` as the epoch's barrier ``mapInArrow`` stage; keep its held-out evaluations."""
+        table = run_job(lambda: self.prepared.mapInArrow(fn, STAGE_SCHEMA, barrier=True).toArrow(), "Training")
+        result = EpochResult(table)
+        self.held["validation"] = result.validation
+        return result
+
+
+class SynchronousEpochs:
+    """Synchronous epoch stages: rounds all-reduced inside the stage, the server step on every rank."""
+
+    def __init__(self, frame: FrameEpochs, reducer: str) -> None:
+        settings = frame.settings
+        self.frame, self.reducer = frame, reducer
+        self.auto = settings.frequency == "auto"
+        self.bounds = bounds_for("synchronous")
+        self.window = self.bounds.initial if self.auto else settings.frequency
+        self.step = settings.server_optimizer or default_server_step(sum(1 for n in frame.train_sizes if n))
+        self.windows_used: list[Any] = []
+        logger.info(
+            "synchronous training: %d partitions (%d rows: %s), rounds reduced inside the stage (%s "
+            "all-reduce); server step %s; window %s",
+            len(frame.train_sizes),
+            sum(frame.train_sizes),
+            frame.train_sizes,
+            reducer,
+            self.step.get_config(),
+            "auto" if self.auto else self.window,
+        )
+
+    def __call__(self, epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
+        """Run one epoch stage; return its metrics."""
+        from ..parameter.auth import new_secret
+
+        f, settings = self.frame, self.frame.settings
+        shipped = ship_start(f.session, f.model.get_weights(), self.step.state())
+        wplan = WindowPlan(settings.batch_size, self.window, settings.shuffle, settings.seed)
+        config = {
+            "kind": "collective",
+            "reducer": self.reducer,
+            "secret": new_secret().hex(),
+            "step": stateless(self.step),
+            "timeout": max(float(settings.server.get("timeout", 60.0)), 300.0),
+        }
+        fn = make_stage_fn(
+            f.spec,
+            f.io,
+            settings.runtime,
+            wplan,
+            epoch,
+            shipped,
+            config,
+            master_learning_rate(f.model),
+            max(wplan.windows(n) for n in f.train_sizes),
+            f.n_feat,
+            f.n_cols,
+            f.one_hot,
+            f.validation_split,
+            f.val_batch_size,
+        )
+        result = f.run_stage(fn)
+        f.model.set_weights(result.center)
+        self.step.restore(result.step_state)
+        self.windows_used.append(self.window)
+        means = result.metrics.means()
+        progress(sum(f.train_sizes), means)
+        if self.auto:
+            self.window = _next_window(result.reports, self.bounds, self.window, epoch)
+        return means
+
+    def finish(self, history: Any) -> None:
+        """Set the fit's attributes on its History."""
+        history.server_optimizer = self.step
+        history.windows = self.windows_used
 
 
 def fit_frame(
@@ -254,7 +430,11 @@ def fit_frame(
     sample: Any = None,
     reducer: str = DEFAULT_REDUCER,
 ) -> Any:
-    """Train ``model`` synchronously on a DataFrame without a SparkContext (one barrier stage per epoch).
+    """Train ``model`` on a DataFrame without a SparkContext (one barrier stage per epoch).
+
+    Synchronous strategies reduce their rounds inside the stage (:class:`SynchronousEpochs`); the
+    asynchronous ones run the parameter server in the task of rank 0
+    (:class:`~elephas.engine.frame_async.AsynchronousEpochs`).
 
     Args:
         session: The session (Connect or classic) ``df`` belongs to.
@@ -264,7 +444,7 @@ def fit_frame(
         df: The training DataFrame.
         feature_cols: One column per model input (ml Vector, array or numeric).
         label_cols: One column per model output.
-        settings: The fit's settings (synchronous strategy).
+        settings: The fit's settings.
         workers: Partitions (barrier tasks) to train on.
         repartition: Repartition ``df`` to ``workers`` partitions (``False``: it has them already).
         one_hot: One-hot encode a class-index label to this width in the tasks.
@@ -274,21 +454,19 @@ def fit_frame(
         validation: Driver-side validation arrays (``validation_data=(x, y)``).
         validation_frame: A validation DataFrame ``(df, feature cols, label cols)`` evaluated after each epoch.
         sample: ``(xs, ys)`` one row with a batch axis, to build the model's metrics with.
-        reducer: The in-stage reducer, ``'ring'`` or ``'hub'``.
+        reducer: The in-stage reducer of synchronous rounds, ``'ring'`` or ``'hub'``.
 
     Returns:
-        A ``keras.callbacks.History`` (``windows``: the window of each epoch; ``partition_rows``: the
-        training rows of each partition).
+        A ``keras.callbacks.History`` (``partition_rows``: the training rows of each partition;
+        synchronous: ``windows``, the window of each epoch, and ``server_optimizer``; asynchronous:
+        ``window_records`` and ``server_stats``, one dict per epoch).
 
     Raises:
-        ValueError: When the data is empty or the weights do not fit in a closure.
+        ValueError: When the data is empty.
         elephas.engine.errors.TaskFailedError: When a task fails (with the executor's traceback).
     """
-    from ..parameter.auth import new_secret
     from .frame_inference import evaluate_frame
 
-    if not settings.strategy.synchronous:
-        raise TypeError(f"fit_frame runs the synchronous strategy. Received: {settings.strategy.name!r}.")
     cols = list(feature_cols) + list(label_cols)
     prepared = prepare_dataframe(df, cols)
     if repartition:
@@ -299,80 +477,37 @@ def fit_frame(
         train_sizes = [n - int(n * validation_split) for n in sizes]
         if sum(train_sizes) == 0:
             raise ValueError("The training data is empty: every partition has 0 rows.")
-        active = sum(1 for n in train_sizes if n)
-        auto = settings.frequency == "auto"
-        bounds = bounds_for("synchronous")
-        window: list[Any] = [bounds.initial if auto else settings.frequency]
-        step = settings.server_optimizer or default_server_step(active)
-        logger.info(
-            "synchronous training: %d partitions (%d rows: %s), rounds reduced inside the stage (%s "
-            "all-reduce); server step %s; window %s",
-            len(sizes),
-            sum(train_sizes),
+        val_batch_size = validation.batch_size if validation is not None else settings.batch_size
+        frame = FrameEpochs(
+            session,
+            model,
+            spec,
+            io,
+            prepared,
+            settings,
             train_sizes,
-            reducer,
-            step.get_config(),
-            "auto" if auto else window[0],
+            len(feature_cols),
+            len(cols),
+            one_hot,
+            validation_split,
+            val_batch_size,
         )
-        windows_used: list[Any] = []
-        held: dict[str, Any] = {}
-        n_feat = len(feature_cols)
+        if settings.strategy.synchronous:
+            epochs: Any = SynchronousEpochs(frame, reducer)
+        else:
+            from .frame_async import AsynchronousEpochs
 
-        def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
-            start = model.get_weights()
-            check_closure_size(start, step.state())
-            wplan = WindowPlan(settings.batch_size, window[0], settings.shuffle, settings.seed)
-            rounds = max(wplan.windows(n) for n in train_sizes)
-            config = {
-                "kind": "collective",
-                "reducer": reducer,
-                "secret": new_secret().hex(),
-                "step": step,
-                "timeout": max(float(settings.server.get("timeout", 60.0)), 300.0),
-            }
-            epoch_fn = make_epoch_fn(
-                spec, settings.runtime, wplan, epoch, start, config, master_learning_rate(model), rounds=rounds
-            )
-            fn = make_stage_fn(
-                epoch_fn,
-                spec,
-                io,
-                n_feat,
-                len(cols),
-                one_hot,
-                validation_split,
-                validation.batch_size if validation is not None else settings.batch_size,
-            )
-            table = run_job(lambda: prepared.mapInArrow(fn, STAGE_SCHEMA, barrier=True).toArrow(), "Training")
-            result = EpochResult(table)
-            model.set_weights(result.center)
-            step.restore(result.step_state)
-            windows_used.append(window[0])
-            held["validation"] = result.validation
-            means = result.metrics.means()
-            progress(sum(train_sizes), means)
-            if auto:
-                window[0] = _next_window(result.reports, bounds, window[0], epoch)
-            return means
-
+            epochs = AsynchronousEpochs(frame)
         if validation_split:
 
             def validate() -> dict[str, float]:
-                return merge_evaluations(held["validation"], model, sample)
+                return merge_evaluations(frame.held["validation"], model, sample)
         elif validation_frame is not None:
             vdf, vf, vl = validation_frame
 
             def validate() -> dict[str, float]:
                 results = evaluate_frame(
-                    vdf,
-                    spec,
-                    model.get_weights(),
-                    io,
-                    vf,
-                    vl,
-                    settings.runtime,
-                    validation.batch_size if validation is not None else settings.batch_size,
-                    one_hot,
+                    vdf, spec, model.get_weights(), io, vf, vl, settings.runtime, val_batch_size, one_hot
                 )
                 return merge_evaluations(results, model, sample)
         else:
@@ -382,38 +517,25 @@ def fit_frame(
             settings.epochs,
             callbacks,
             settings.verbose,
-            run_epoch,
+            epochs,
             sum(train_sizes),
             validate,
             initial_epoch=settings.initial_epoch,
         )
-        history.server_optimizer = step
-        history.windows = windows_used
+        epochs.finish(history)
         history.partition_rows = train_sizes
         return history
     finally:
         prepared.unpersist()
 
 
-def check_closure_size(
-    weights: Sequence[np.ndarray], state: Sequence[np.ndarray] | None, limit: int = CLOSURE_LIMIT_BYTES
-) -> int:
-    """The bytes an epoch's closure carries; raise when Spark Connect would refuse the message.
+def stateless(step: Any) -> Any:
+    """A copy of the server step without its momentum (the momentum travels with the center)."""
+    import copy
 
-    Example:
-        >>> check_closure_size([np.zeros(4, np.float32)], None)
-        16
-    """
-    size = sum(int(np.asarray(w).nbytes) for w in weights) + sum(int(np.asarray(s).nbytes) for s in state or [])
-    if size > limit:
-        raise ValueError(
-            f"Expected the model's weights plus the server step's state to fit in one Spark Connect "
-            f"message (at most {limit >> 20} MiB here; the server's "
-            f"spark.connect.grpc.maxInboundMessageSize is 128 MiB by default). Received: {size >> 20} "
-            "MiB. Use server_optimizer='sgd' (no momentum state), a smaller model, or a classic "
-            "SparkSession."
-        )
-    return size
+    blank = copy.copy(step)
+    blank.restore(None)
+    return blank
 
 
 def _columns(col: str | Sequence[str]) -> list[str]:
@@ -447,7 +569,7 @@ def fit_data(
     validation_split: float = 0.0,
     validation_data: Any = None,
 ) -> Any:
-    """``SparkModel.fit`` without a SparkContext: numpy arrays or a DataFrame, synchronous mode.
+    """``SparkModel.fit`` without a SparkContext: numpy arrays or a DataFrame, every mode.
 
     Numpy input becomes a DataFrame through Arrow (:func:`~elephas.engine.frame_inference.numpy_frame`,
     ``validation_split`` then holds out the last rows of the arrays, as on classic Spark); a DataFrame's

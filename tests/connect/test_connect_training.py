@@ -108,13 +108,9 @@ def test_a_task_error_comes_back_with_the_executor_traceback(spark):
     assert "one_hot_encode" in info.value.remote_traceback
 
 
-def test_asynchronous_modes_say_they_are_not_available_on_connect(frame):
-    with pytest.raises(ValueError, match=r"runs mode='synchronous' only.*Received: mode='asynchronous'"):
-        SparkModel(make_dense_model(), mode="asynchronous").fit(frame, epochs=1)
-
-
 def test_a_model_with_50_mb_of_weights_trains(spark):
-    """The weights (51 MB) travel in the stage's closure; the center comes back in codec chunks."""
+    """The weights (51 MB, above the closure's share) travel as a session artifact; the center comes back in
+    codec chunks."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
