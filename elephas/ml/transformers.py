@@ -41,6 +41,7 @@ from elephas.ml import _transformer_utils as U
 from elephas.ml.evaluators import AccuracyEvaluator
 from elephas.ml.persistence import ElephasReadable, ElephasWritable
 from elephas.ml.transformer import ElephasTransformer
+from elephas.utils.checks import is_feature_type
 
 logger = logging.getLogger(__name__)
 
@@ -782,7 +783,7 @@ class ModelPredictor(Transformer, HasFeaturesCol, HasOutputCol, ElephasWritable,
             )
         name = self.getFeaturesCol()
         data_type = U.column_type(dataset, name, owner, "features_col")
-        if not (U.is_vector(data_type) or U.is_numeric(data_type) or isinstance(data_type, ArrayType)):
+        if not is_feature_type(data_type):
             raise TypeError(
                 f"{owner} expected column {name!r} to hold vectors, arrays or numbers, received "
                 f"{U.describe_type(data_type)}."
