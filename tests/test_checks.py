@@ -22,6 +22,7 @@ from elephas.utils.checks import (
     check_int,
     check_nb_classes,
     check_positive_int,
+    check_scalar_labels,
     check_single_output,
     class_indices_message,
     column_type,
@@ -165,6 +166,21 @@ def test_nb_classes_must_match_the_output_width():
         check_nb_classes(5, 3)
     assert str(info.value).startswith(
         "Expected nb_classes to match the model's output width 3. Received: nb_classes=5."
+    )
+
+
+def test_scalar_labels_need_one_hot_encoding_for_a_dense_loss():
+    check_scalar_labels("categorical_crossentropy", 1, "a scalar label column 'y' (double)")
+    check_scalar_labels("sparse_categorical_crossentropy", 3, "a scalar label column 'y' (double)")
+    import keras
+
+    check_scalar_labels(keras.losses.SparseCategoricalCrossentropy(), 3, "labels")
+    with pytest.raises(ValueError) as info:
+        check_scalar_labels("Categorical_Crossentropy", 3, "a scalar label column 'y' (double)")
+    assert str(info.value) == (
+        "The loss 'categorical_crossentropy' expected labels with 3 values per row (the model has 3 output units). "
+        "Received: a scalar label column 'y' (double) with categorical=False. Set categorical=True and "
+        "nb_classes=3 to one-hot encode class indices, or use sparse_categorical_crossentropy."
     )
 
 

@@ -225,7 +225,7 @@ def test_categorical_loss_with_scalar_label_without_categorical(indexed_df):
     _fit_error(
         indexed_df,
         "The loss 'categorical_crossentropy' expected labels with 3 values per row "
-        r".* Received a scalar label column 'label' \(double\) with categorical=False. Set "
+        r".* Received: a scalar label column 'label' \(double\) with categorical=False. Set "
         "categorical=True and nb_classes=3",
     )
 

@@ -101,7 +101,7 @@ def test_bad_input(sc):
     with pytest.raises(
         ValueError,
         match="The loss 'categorical_crossentropy' expected labels with 3 "
-        "values per row .* Received scalar LabeledPoint labels with categorical=False",
+        "values per row .* Received: scalar LabeledPoint labels with categorical=False. Set categorical=True",
     ):
         spark_model.train(lp, categorical=False)
     with pytest.raises(ValueError, match="non-empty"):

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 from pyspark.ml import Estimator
 
-from ..utils.checks import check_column, check_nb_classes, check_single_output, column_type, model_output_width
+from ..utils.checks import (
+    check_column,
+    check_nb_classes,
+    check_scalar_labels,
+    check_single_output,
+    column_type,
+    model_output_width,
+)
 from .params import ElephasParams, model_to_config_json
 from .persistence import ElephasReadable, ElephasWritable
 from .transformer import ElephasTransformer, classification_output
@@ -186,14 +193,8 @@ class ElephasEstimator(Estimator, ElephasParams, ElephasWritable, ElephasReadabl
                 return None
             return check_nb_classes(self.getOrDefault("nb_classes"), width)
         check_column(df.schema, lcol, role="label", argument="labelCol", owner=owner)
-        if label_is_scalar and width > 1 and "sparse" not in loss:
-            raise ValueError(
-                f"The loss {loss!r} expected labels with {width} values per row (the model "
-                f"has {width} output units). Received a scalar label column {lcol!r} "
-                f"({label_type.simpleString()}) with categorical=False. Set "
-                f"categorical=True and nb_classes={width} to one-hot encode class indices, "
-                "or use sparse_categorical_crossentropy."
-            )
+        if label_is_scalar:
+            check_scalar_labels(loss, width, f"a scalar label column {lcol!r} ({label_type.simpleString()})")
         return None
 
     # ------------------------------------------------------------------------ persistence

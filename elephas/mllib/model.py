@@ -17,7 +17,13 @@ import numpy as np
 from ..engine.data import first_element
 from ..engine.inference import is_rdd
 from ..spark_model import SparkModel
-from ..utils.checks import check_nb_classes, check_single_output, class_indices_message, model_output_width
+from ..utils.checks import (
+    check_nb_classes,
+    check_scalar_labels,
+    check_single_output,
+    class_indices_message,
+    model_output_width,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,14 +162,8 @@ class SparkMLlibModel(SparkModel):
             )
         encode_to = None
         width = model_output_width(self.master_network)
-        loss = str(getattr(self.master_network, "loss", "")).lower()
-        if not categorical and width > 1 and "sparse" not in loss:
-            raise ValueError(
-                f"The loss {loss!r} expected labels with {width} values per row (the model "
-                f"has {width} output units). Received scalar LabeledPoint labels with "
-                f"categorical=False. Pass categorical=True (nb_classes={width}) to one-hot "
-                "encode class indices, or use sparse_categorical_crossentropy."
-            )
+        if not categorical:
+            check_scalar_labels(getattr(self.master_network, "loss", ""), width, "scalar LabeledPoint labels")
         if categorical:
             encode_to = check_nb_classes(nb_classes, width)
             self._check_label_range(labeled_points, encode_to)

@@ -27,6 +27,7 @@ __all__ = [
     "check_int",
     "check_nb_classes",
     "check_positive_int",
+    "check_scalar_labels",
     "check_single_output",
     "class_indices_message",
     "column_type",
@@ -245,6 +246,25 @@ def check_nb_classes(nb_classes: int | None, width: int) -> int:
             "Leave nb_classes unset, or give the model's last layer nb_classes units."
         )
     return int(nb_classes)
+
+
+def check_scalar_labels(loss: Any, width: int, received: str) -> None:
+    """A ``ValueError`` when scalar labels meet a model with ``width`` > 1 output units and a dense loss.
+
+    Class indices need one-hot encoding (``categorical=True``) unless the loss is a sparse one.
+
+    Args:
+        loss: The model's loss (a name or an object; compared by its lower-cased text).
+        width: The model's output width (see :func:`model_output_width`).
+        received: What the labels are, for the message (``"a scalar label column 'label' (double)"``).
+    """
+    name = str(loss).lower()
+    if width > 1 and "sparse" not in name:
+        raise ValueError(
+            f"The loss {name!r} expected labels with {width} values per row (the model has {width} output units). "
+            f"Received: {received} with categorical=False. Set categorical=True and nb_classes={width} to one-hot "
+            "encode class indices, or use sparse_categorical_crossentropy."
+        )
 
 
 # ------------------------------------------------------------------------------ class indices
