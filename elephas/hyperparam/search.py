@@ -35,7 +35,7 @@ from elephas.hyperparam.runner_trials import RunnerTrials
 from elephas.hyperparam.scheduler import LocalTrialRunner, ReproducibleAlgo, SparkTrialRunner, TrialRunner
 from elephas.hyperparam.slots import SlotTrialRunner
 from elephas.hyperparam.templates import TemplatedModel, has_templates, parse_model
-from elephas.hyperparam.trial import constant_build, make_trial_fn
+from elephas.hyperparam.trial import InlineValue, constant_build, make_trial_fn
 from elephas.hyperparam.values import space_is_sendable
 from elephas.utils.checks import check_positive_int
 
@@ -71,13 +71,6 @@ def get_algo(algo: str | Callable[..., Any]) -> Callable[..., Any]:
         f"Could not interpret algo: {algo!r}. Expected one of ['tpe', 'random'] or a hyperopt "
         "suggest function such as hyperopt.anneal.suggest."
     )
-
-
-class _LocalValue:
-    """Stands in for a broadcast when trials run in-process."""
-
-    def __init__(self, value: Any):
-        self.value = value
 
 
 class HyperParamModel:
@@ -375,12 +368,12 @@ class HyperParamModel:
         if values is None:
             return None
         if self.sc is None:
-            return _LocalValue(values)
+            return InlineValue(values)
         if self.connect:  # no broadcast: the arrays travel in each trial job's closure
             from elephas.hyperparam.frame_trials import check_closure_data
 
             check_closure_data(values)
-            return _LocalValue(values)
+            return InlineValue(values)
         return self.sc.broadcast(values)
 
     def _runtime(self) -> Any:

@@ -214,6 +214,15 @@ class TrialCall:
         return self.fn(self.item)
 
 
+class InlineValue:
+    """Stands in for a broadcast: the value travels with the trial function (trials in this process,
+    or on Spark Connect, which has no broadcast). It lives here so that the executors unpickle it
+    without importing the driver-side search (and hyperopt with it)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
 class constant_build:  # noqa: N801 - used like a function
     """``build`` for an objective whose source cannot be read: always returns the objective."""
 

@@ -114,5 +114,19 @@ def test_voting_model_on_a_connect_dataframe_predicts_like_its_members(members, 
     tally = np.zeros_like(outputs[0])
     for out in outputs:
         tally[np.arange(len(x)), out.argmax(axis=1)] += 1
-    np.testing.assert_array_equal(hard.predict(frame), tally.argmax(axis=1))
-    np.testing.assert_array_equal(hard.predict(frame), hard.predict(x))
+    voted = hard.predict(frame)
+    np.testing.assert_array_equal(voted, tally.argmax(axis=1))
+    np.testing.assert_array_equal(voted, hard.predict(x))
+
+
+def too_much_data():
+    return (np.empty(121 << 20, dtype=np.uint8),)
+
+
+def uses_data(params, blob):
+    return {"loss": float(params["x"]), "status": STATUS_OK}
+
+
+def test_data_too_large_for_the_trial_closure_is_refused_before_any_job(spark):
+    with pytest.raises(ValueError, match=r"Expected data\(\) to return at most 120 MiB .* Received: 121.0 MiB"):
+        HyperParamModel(spark).compute_trials(uses_data, too_much_data, max_evals=2, space={"x": hp.uniform("x", 0, 1)})
