@@ -10,6 +10,10 @@ In one run, on a classic ``local[2]`` session and on a local Spark Connect sessi
 * transform: ``ElephasTransformer.transform`` of 200,000 random 784-float rows generated and cached on
   the executors, forced by counting the rows whose prediction is >= 0, ``--repeat`` times (median).
 
+The classic side also times the fit with ``reducer='ring'`` (``--classic-reducers``): a Connect session
+always reduces rounds with the ring among the tasks, a classic one by default with the driver's parameter
+server, so that row separates the reducer's share of a difference from the session's.
+
 Each side first runs an untimed 2,000-row fit and transform, so that its Python workers have imported
 TensorFlow (as in a long-running session). A classic session and a local Connect server cannot live in
 one process, so each side runs in a subprocess of this script and reports JSON; this process prints
@@ -116,16 +120,20 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
         warmup = time.perf_counter() - start
 
         df = training_frame(spark, x, y)
-        fits = []
-        for seed in args.seeds:
-            spark_model = SparkModel(bench_core.model(seed))
-            start = time.perf_counter()
-            spark_model.fit(df, epochs=bench_core.EPOCHS, batch_size=bench_core.BATCH, nb_classes=10)
-            seconds = time.perf_counter() - start
-            accuracy = float(spark_model.master_network.evaluate(xt, yt, verbose=0)[1])
-            fits.append({"seed": seed, "seconds": seconds, "accuracy": accuracy})
+        fits, extra = [], []
+        reducers = [None] + ([r for r in args.classic_reducers if r != "server"] if side == "classic" else [])
+        for reducer in reducers:
+            for seed in args.seeds:
+                spark_model = SparkModel(bench_core.model(seed), **({"reducer": reducer} if reducer else {}))
+                start = time.perf_counter()
+                spark_model.fit(df, epochs=bench_core.EPOCHS, batch_size=bench_core.BATCH, nb_classes=10)
+                seconds = time.perf_counter() - start
+                accuracy = float(spark_model.master_network.evaluate(xt, yt, verbose=0)[1])
+                run = {"seed": seed, "seconds": seconds, "accuracy": accuracy, "reducer": reducer}
+                (extra if reducer else fits).append(run)
+                if reducer is None:
+                    model = spark_model.master_network
         df.unpersist()
-        model = spark_model.master_network
 
         frame = bench_ml.generated_frame(spark, args.predict_rows, 2, seed=99)
         transformer = ElephasTransformer(model, categorical=True, inference_batch_size=1024)
@@ -147,6 +155,7 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
         "predict_rows": args.predict_rows,
         "warmup_s": warmup,
         "fits": fits,
+        "reducer_fits": extra,
         "first_transform_s": first,
         "transforms_s": transforms,
         "load": list(os.getloadavg()),
@@ -180,6 +189,8 @@ def run_subprocess(side: str, args: argparse.Namespace) -> dict:
         str(args.repeat),
         "--seeds",
         *map(str, args.seeds),
+        "--classic-reducers",
+        *args.classic_reducers,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -192,6 +203,15 @@ def run_subprocess(side: str, args: argparse.Namespace) -> dict:
 def report(results: dict[str, dict]) -> None:
     """Print both sides and the Connect / classic ratios."""
     rates = {}
+    classic = results["classic"]
+    for reducer in sorted({f["reducer"] for f in classic.get("reducer_fits", [])}):
+        runs = [f for f in classic["reducer_fits"] if f["reducer"] == reducer]
+        seconds = statistics.median(f["seconds"] for f in runs)
+        accuracy = sum(f["accuracy"] for f in runs) / len(runs)
+        print(
+            f"classic, reducer={reducer!r}: fit {seconds:7.2f} s = "
+            f"{classic['rows'] * classic['epochs'] / seconds:8.0f} samples/s  test accuracy {accuracy:.4f}"
+        )
     for side in SIDES:
         r = results[side]
         fit_s = statistics.median(f["seconds"] for f in r["fits"])
@@ -218,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-rows", type=int, default=200_000, help="rows to transform")
     parser.add_argument("--repeat", type=int, default=3, help="timed transforms per side (median)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="model seeds of the timed fits")
+    parser.add_argument(
+        "--classic-reducers",
+        nargs="*",
+        default=["ring"],
+        help="reducers also timed on the classic side besides its default (the parameter server)",
+    )
     parser.add_argument("--side", choices=SIDES, default=None, help="run one side only and print its JSON")
     args = parser.parse_args(argv)
     if args.side:
