@@ -26,7 +26,8 @@ Usage::
     python benchmarks/bench_connect.py --rows 6000 --predict-rows 20000 --repeat 1   # quick
     python benchmarks/bench_connect.py --seeds 1 2 3        # fit from three model seeds on each side
 
-The local Connect server listens on port 15002: no other local Connect server may run meanwhile.
+The local Connect server listens on port 15002: the Connect side waits (``--port-wait`` seconds) while
+another local Connect server holds it.
 """
 
 from __future__ import annotations
@@ -171,11 +172,15 @@ def port_free(port: int) -> bool:
 
 def run_subprocess(side: str, args: argparse.Namespace) -> dict:
     """Run one side in a fresh interpreter and read its JSON."""
-    if side == "connect" and not port_free(CONNECT_PORT):
-        raise RuntimeError(
-            f"Expected port {CONNECT_PORT} free for the local Spark Connect server, received a listener there: "
-            "stop the other local Connect server first."
-        )
+    if side == "connect":
+        deadline = time.monotonic() + args.port_wait
+        while not port_free(CONNECT_PORT) and time.monotonic() < deadline:
+            time.sleep(5)
+        if not port_free(CONNECT_PORT):
+            raise RuntimeError(
+                f"Expected port {CONNECT_PORT} free for the local Spark Connect server, received a listener there "
+                f"for {args.port_wait:.0f} s: stop the other local Connect server first."
+            )
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
@@ -243,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=["ring"],
         help="reducers also timed on the classic side besides its default (the parameter server)",
+    )
+    parser.add_argument(
+        "--port-wait", type=float, default=900.0, help="seconds to wait for another local Connect server to stop"
     )
     parser.add_argument("--side", choices=SIDES, default=None, help="run one side only and print its JSON")
     args = parser.parse_args(argv)
