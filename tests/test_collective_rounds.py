@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 
 import numpy as np
 import pytest
 
 from elephas.collective import RingReducer
+from elephas.engine.frame_training import RESULT_WARN_BYTES, check_result_size
 from elephas.engine.frame_weights import ship_arrays
 from elephas.engine.reducers import CollectiveRounds, open_round_reducer
 from elephas.engine.server_optimizer import ServerOptimizer
@@ -103,3 +105,13 @@ def test_stage_arrays_stay_in_the_closure_on_a_classic_session(spark):
         loaded = spark.sparkContext.parallelize([0], 1).map(lambda _, s=shipped: s.load()).collect()[0]
         assert [a.dtype for a in loaded] == [np.float32, np.float64]
         assert all(np.array_equal(a, b) for a, b in zip(loaded, weights))
+
+
+def test_a_large_center_coming_back_through_the_connect_server_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="elephas.engine.frame_training"):
+        check_result_size(RESULT_WARN_BYTES, "center")
+        assert not caplog.records
+        check_result_size(RESULT_WARN_BYTES + 1, "center and momentum")
+    (record,) = caplog.records
+    assert "center and momentum (128.0 MiB)" in record.getMessage()
+    assert "spark.driver.memory" in record.getMessage() and "server_optimizer='sgd'" in record.getMessage()

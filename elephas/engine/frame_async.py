@@ -43,6 +43,7 @@ from .frame_training import (
     FrameEpochs,
     barrier_stage,
     center_rows,
+    check_result_size,
     json_row,
     ship_start,
     stack_partition,
@@ -229,6 +230,7 @@ class AsynchronousEpochs:
             settings.server.get("transport", "http"),
             frequency,
         )
+        check_result_size(sum(int(np.asarray(w).nbytes) for w in frame.model.get_weights()), "center")
 
     def __call__(self, epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
         """Run one epoch stage; return its metrics merged from the server's window records."""

@@ -18,7 +18,8 @@ the training DataFrame (repartitioned to ``K`` partitions and cached once):
 The client sets the model's weights, keeps the step's state for the next epoch's closure, and runs
 Keras callbacks, validation and History through :func:`~elephas.engine.history.run_epochs`, as on
 classic Spark. The asynchronous modes share everything but the stage's function, which runs the parameter
-server in the task of rank 0 (:mod:`.frame_async`). A failed barrier stage is retried as a whole by Spark;
+server in the task of rank 0 (:mod:`.frame_async`). A failed barrier stage is retried as a whole by Spark
+(its rows go through a one-partition shuffle, which makes it a shuffle map stage, the kind Spark restarts);
 every attempt starts from the center the client shipped, so there is nothing to undo.
 
 The closure goes to the server in one gRPC message, which PySpark's client caps at 128 MiB after its
@@ -58,6 +59,8 @@ STAGE_SCHEMA = "part long, kind string, seq long, payload binary"
 CHUNK_BYTES = 2 << 20
 """Rank 0 returns the center in rows of at most this many bytes (Connect streams results in small batches)."""
 DEFAULT_REDUCER = "ring"
+RESULT_WARN_BYTES = 128 << 20
+"""Above this many bytes of center (and step state) coming back per epoch, the client warns about the server's heap."""
 
 
 def task_slots(session: Any) -> int | None:
@@ -335,11 +338,31 @@ class FrameEpochs:
     held: dict[str, Any] = field(default_factory=dict)
 
     def run_stage(self, fn: Callable) -> EpochResult:
-        """Run ``fn`` as the epoch's barrier ``mapInArrow`` stage; keep its held-out evaluations."""
-        table = run_job(lambda: self.prepared.mapInArrow(fn, STAGE_SCHEMA, barrier=True).toArrow(), "Training")
+        """Run ``fn`` as the epoch's barrier ``mapInArrow`` stage; keep its held-out evaluations.
+
+        The stage's rows go through a one-partition shuffle before they are collected: Spark restarts a
+        failed barrier stage as a whole only when it is a shuffle map stage (a barrier result stage
+        aborts the job), so a task whose Python worker dies costs one more attempt of the epoch, not the fit.
+        """
+        stage = self.prepared.mapInArrow(fn, STAGE_SCHEMA, barrier=True).repartition(1)
+        table = run_job(stage.toArrow, "Training")
         result = EpochResult(table)
         self.held["validation"] = result.validation
         return result
+
+
+def check_result_size(nbytes: int, what: str) -> None:
+    """Warn when an epoch's center (with ``what``) coming back through the Connect server's driver is large."""
+    if nbytes > RESULT_WARN_BYTES:
+        logger.warning(
+            "Every epoch's %s (%.1f MiB) comes back through the Spark Connect server's driver as Arrow rows. "
+            "It needs several times that in Java heap: a local server with a 1 GiB driver heap returned "
+            "130 MiB and ran out of heap on 260 MiB. Give the server's driver more memory "
+            "(spark.driver.memory)%s.",
+            what,
+            nbytes / (1 << 20),
+            ", or use server_optimizer='sgd' (no momentum state to return)" if "momentum" in what else "",
+        )
 
 
 class SynchronousEpochs:
@@ -363,6 +386,9 @@ class SynchronousEpochs:
             self.step.get_config(),
             "auto" if self.auto else self.window,
         )
+        weights = sum(int(np.asarray(w).nbytes) for w in frame.model.get_weights())
+        momentum = self.step.name != "sgd"
+        check_result_size(weights * (2 if momentum else 1), "center and momentum" if momentum else "center")
 
     def __call__(self, epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
         """Run one epoch stage; return its metrics."""

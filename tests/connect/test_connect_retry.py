@@ -102,12 +102,6 @@ def _listeners_of_workers(root: int) -> dict[int, int]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Spark restarts a failed barrier stage only when it is a ShuffleMapStage; a barrier ResultStage "
-    "(mapInArrow(..., barrier=True).toArrow()) aborts the job with 'Could not recover from a failed barrier "
-    "ResultStage'. The epoch stage needs a shuffle after it (e.g. .repartition(1) before toArrow()).",
-)
 def test_a_killed_python_worker_restarts_the_stage_and_the_fit_completes(spark, tmp_path):
     x, y = make_blobs(n=400, input_dim=4, classes=3, seed=5)
     frame = spark.createDataFrame(

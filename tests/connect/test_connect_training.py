@@ -108,26 +108,6 @@ def test_a_task_error_comes_back_with_the_executor_traceback(spark):
     assert "one_hot_encode" in info.value.remote_traceback
 
 
-def test_a_model_with_50_mb_of_weights_trains(spark):
-    """The weights (51 MB, above the closure's share) travel as a session artifact; the center comes back in
-    codec chunks."""
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(4096, activation="relu"),
-            keras.layers.Dense(3100),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
-    )
-    model.compile("sgd", "categorical_crossentropy")
-    size = sum(w.nbytes for w in model.get_weights())
-    assert 50e6 < size < 53e6
-    x, y = make_blobs(n=64, input_dim=4, classes=3, seed=1)
-    history = SparkModel(model, num_workers=2).fit(x, y, epochs=1, batch_size=32)
-    assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"]).all()
-
-
 def test_the_estimator_fits_and_transforms_in_a_pipeline(blobs, frame):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import StandardScaler
