@@ -55,9 +55,11 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "MODEL_DIR",
     "MODEL_FILE",
+    "join",
     "load_model_file",
     "load_stage_metadata",
     "load_stage_model",
+    "model_suffix",
     "read_json",
     "read_model_with_config",
     "save_model_file",
