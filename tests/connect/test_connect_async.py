@@ -108,12 +108,12 @@ def test_hogwild_on_the_socket_transport_validates_held_out_rows(spark, blobs, f
     assert_server_gone(spark, history.server_stats[-1])
 
 
-def test_asynchronous_fit_on_numpy_with_validation_split(blobs):
+def test_asynchronous_fit_on_numpy_with_validation_split_and_background_push(blobs):
     x, y = blobs
     model = make_dense_model(optimizer=keras.optimizers.Adam(0.01))
-    history = SparkModel(model, mode="asynchronous", frequency=2, num_workers=2).fit(
-        x, y, epochs=2, batch_size=16, validation_split=0.25
-    )
+    spark_model = SparkModel(model, mode="asynchronous", frequency=2, num_workers=2, background_push=True)
+    history = spark_model.fit(x, y, epochs=2, batch_size=16, validation_split=0.25)
+    assert sum(r["samples"] for r in history.window_records if r["epoch"] == 1) == 180
     loss, accuracy = model.evaluate(x[180:], y[180:], verbose=0)  # the held-out last rows, as in Keras
     assert history.history["val_loss"][-1] == pytest.approx(loss, rel=1e-4)
     assert accuracy > 0.9
