@@ -258,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(run_side(args.side, args)), flush=True)
         return 0
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; cpus {os.cpu_count()}")
-    results = {side: run_subprocess(side, args) for side in SIDES}
+    results = {}
+    for side in SIDES:
+        results[side] = run_subprocess(side, args)
+        print(f"{side}: {json.dumps(results[side])}", flush=True)
     report(results)
     return 0
 
