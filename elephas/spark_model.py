@@ -6,7 +6,6 @@ training loop of its own.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -18,7 +17,7 @@ import numpy as np
 from .engine import data as data_mod
 from .engine import strategies
 from .engine.async_driver import fit_asynchronous
-from .engine.config import EngineOptions, check_port
+from .engine.config import EngineOptions, ServerSettings, check_port
 from .engine.console import spark_progress_paused
 from .engine.driver import TrainingSettings, check_reducer, fit_synchronous
 from .engine.inference import (
@@ -416,12 +415,7 @@ class SparkModel:
             seed=self.options.seed,
             runtime=runtime,
             server_optimizer=self._server_optimizer or (self._server_step if initial_epoch else None),
-            server={
-                "transport": self.parameter_server_mode,
-                "compression": self.options.compression,
-                "timeout": self.options.timeout,
-                "background_push": self.options.background_push,
-            },
+            server=self.options.server_settings(self.parameter_server_mode, self.port),
             initial_epoch=initial_epoch,
         )
         return fit_data(
@@ -440,9 +434,8 @@ class SparkModel:
             validation_data=validation_data,
         )
 
-    def _server_settings(self, sc: Any) -> dict[str, Any]:
-        settings = self.options.server_settings(self.parameter_server_mode, self.port, sc.getConf())
-        return dataclasses.asdict(settings)
+    def _server_settings(self, sc: Any) -> ServerSettings:
+        return self.options.server_settings(self.parameter_server_mode, self.port, sc.getConf())
 
     # -------------------------------------------------------------------------------- predict
     def predict(

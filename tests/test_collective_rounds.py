@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from elephas.collective import RingReducer
-from elephas.engine.frame_training import RESULT_WARN_BYTES, check_result_size
+from elephas.engine.frame_stage import RESULT_WARN_BYTES, check_result_size
 from elephas.engine.frame_weights import ship_arrays
 from elephas.engine.reducers import CollectiveRounds, open_round_reducer
 from elephas.engine.server_optimizer import ServerOptimizer

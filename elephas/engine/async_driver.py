@@ -68,18 +68,11 @@ def _fit_staged(
         frequency = bounds_for(strategy.name).initial
         logger.info("frequency='auto': %s training exchanges every %d batches", strategy.name, frequency)
     plan = WindowPlan(settings.batch_size, frequency, settings.shuffle, settings.seed)
-    srv = settings.server
     group = f"elephas-{uuid.uuid4().hex[:12]}"
     server = ParameterServer(
         model.get_weights(),
         strategy,
-        mode=srv.get("transport", "http"),
-        host=srv.get("host"),
-        port=int(srv.get("port", 0)),
-        driver_host=srv.get("driver_host"),
-        compression=srv.get("compression", "none"),
-        client_timeout_s=float(srv.get("timeout", 60.0)),
-        driver_bind_address=srv.get("driver_bind_address"),
+        **settings.server.server_args(),
         expected_workers=len(sizes),
     )
     with server:
@@ -106,7 +99,7 @@ def _fit_staged(
                     strategy,
                     epoch,
                     master_learning_rate(model),
-                    background_push=bool(srv.get("background_push")),
+                    background_push=settings.server.background_push,
                 )
             )
             watcher = EpochProgress(state, epoch, total, progress)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .block_store import Block, StagedBlocks, block_size, resolve
+from .config import ServerSettings
 from .errors import TaskFailedError, guard, run_job
 from .history import MetricSum, run_epochs
 from .inference import evaluate_blocks
@@ -70,7 +71,7 @@ class TrainingSettings:
     seed: int = 0
     runtime: WorkerRuntime = field(default_factory=WorkerRuntime)
     server_optimizer: ServerOptimizer | None = None
-    server: dict[str, Any] = field(default_factory=dict)
+    server: ServerSettings = field(default_factory=ServerSettings)
     stage_blocks: bool = True
     initial_epoch: int = 0
     profile: Any = None
@@ -370,8 +371,7 @@ def _fit(
     most_batches = max(-(-n // settings.batch_size) for n in plan.sizes)
     window: list[Any] = [at_least_four_rounds(bounds.initial, most_batches) if auto else settings.frequency]
     step = settings.server_optimizer or default_server_step(workers)
-    srv = settings.server
-    timeout = max(float(srv.get("timeout", 60.0)), 300.0)
+    timeout = max(settings.server.timeout, 300.0)
     in_stage = settings.reducer != "server"
     state = None if in_stage else RoundState(model.get_weights(), settings.strategy, step, round_timeout_s=timeout)
     server: Any = (
@@ -380,14 +380,8 @@ def _fit(
         else ParameterServer(
             model.get_weights(),
             settings.strategy,
-            mode=srv.get("transport", "http"),
-            host=srv.get("host"),
-            port=int(srv.get("port", 0)),
-            driver_host=srv.get("driver_host"),
-            compression=srv.get("compression", "none"),
-            client_timeout_s=timeout,
+            **settings.server.server_args(timeout=timeout),
             state=state,
-            driver_bind_address=srv.get("driver_bind_address"),
             expected_workers=len(plan.sizes),
         )
     )

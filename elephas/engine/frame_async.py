@@ -39,7 +39,7 @@ import numpy as np
 
 from .async_worker import make_async_epoch_fn
 from .driver import epoch_metrics
-from .frame_training import (
+from .frame_stage import (
     FrameEpochs,
     barrier_stage,
     center_rows,
@@ -103,8 +103,8 @@ def make_async_stage_fn(
         strategy: The update rule.
         epoch: The epoch (0-based).
         shipped: The epoch's start center.
-        server: The server's settings: ``transport`` (``'http'`` or ``'socket'``), ``compression``,
-            ``timeout`` (client seconds) and ``background_push``.
+        server: The server's settings (:class:`~elephas.engine.config.ServerSettings`: transport,
+            compression, client timeout, ``background_push``; its host and port are the task's).
         secret: The epoch's secret (hex).
         learning_rate: The client optimizer's learning rate (``None``: keep the worker's).
         n_feat: Feature columns (the rest are label columns).
@@ -115,11 +115,11 @@ def make_async_stage_fn(
         val_batch_size: Batch size of that evaluation.
 
     Returns:
-        A barrier ``mapInArrow`` function yielding rows of :data:`~elephas.engine.frame_training.STAGE_SCHEMA`.
+        A barrier ``mapInArrow`` function yielding rows of :data:`~elephas.engine.frame_stage.STAGE_SCHEMA`.
     """
     shapes = list(io.input_shapes)
-    transport = server.get("transport", "http")
-    timeout = float(server.get("timeout", 60.0))
+    transport = server.transport
+    timeout = server.timeout
 
     def stage(pid: int, batches: Iterator[Any]) -> Iterator[Any]:
         from pyspark import BarrierTaskContext
@@ -143,7 +143,7 @@ def make_async_stage_fn(
                     mode=transport,
                     host=stage_host(context),
                     secret=secret,
-                    compression=server.get("compression", "none"),
+                    compression=server.compression,
                     client_timeout_s=timeout,
                     expected_workers=len(context.getTaskInfos()),
                 ).start()
@@ -156,7 +156,7 @@ def make_async_stage_fn(
                 "port": int(address["port"]),
                 "mode": transport,
                 "secret": secret,
-                "compression": server.get("compression", "none"),
+                "compression": server.compression,
                 "timeout": timeout,
                 "max_payload_bytes": int(address["max_payload_bytes"]),
             }
@@ -168,7 +168,7 @@ def make_async_stage_fn(
                 strategy,
                 epoch,
                 learning_rate,
-                background_push=bool(server.get("background_push")),
+                background_push=server.background_push,
             )
             done = list(worker(pid, [(pid, [x[:cut] for x in xs], [y[:cut] for y in ys])]))
             context.allGather(json.dumps({"rows": done[0][1] if done else 0}))  # every push is applied now
@@ -227,7 +227,7 @@ class AsynchronousEpochs:
             len(frame.train_sizes),
             sum(frame.train_sizes),
             frame.train_sizes,
-            settings.server.get("transport", "http"),
+            settings.server.transport,
             frequency,
         )
         check_result_size(sum(int(np.asarray(w).nbytes) for w in frame.model.get_weights()), "center")
@@ -246,7 +246,7 @@ class AsynchronousEpochs:
             self.strategy,
             epoch,
             ship_start(f.session, f.model.get_weights(), None),
-            dict(settings.server),
+            settings.server,
             new_secret().hex(),
             master_learning_rate(f.model),
             f.n_feat,
