@@ -16,7 +16,7 @@ import numpy as np
 
 from ..engine.data import first_element
 from ..engine.inference import is_rdd
-from ..spark_model import SparkModel
+from ..spark_model.model import SparkModel
 from ..utils.checks import (
     check_nb_classes,
     check_scalar_labels,

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .engine import data as data_mod
-from .engine import strategies
-from .engine.async_driver import fit_asynchronous
-from .engine.config import EngineOptions, ServerSettings, check_port
-from .engine.console import spark_progress_paused
-from .engine.driver import TrainingSettings, check_reducer, fit_synchronous
-from .engine.inference import (
+from ..engine import data as data_mod
+from ..engine import strategies
+from ..engine.async_driver import fit_asynchronous
+from ..engine.config import EngineOptions, ServerSettings, check_port
+from ..engine.console import spark_progress_paused
+from ..engine.driver import TrainingSettings, check_reducer, fit_synchronous
+from ..engine.inference import (
     default_runtime,
     evaluate_blocks,
     feature_blocks,
@@ -29,23 +29,23 @@ from .engine.inference import (
     is_rdd,
     predict_blocks,
 )
-from .engine.modes import get_frequency, get_strategy
-from .engine.preflight import preflight_check
-from .engine.prepare import data_blocks, prepare_training_data
-from .engine.resources import resource_profile
-from .engine.runtime import WorkerRuntime
-from .engine.server_optimizer import ServerOptimizer
-from .engine.shipping import ModelSpec, check_keras_model
-from .engine.strategies.scheduled import ScheduledStrategy, check_positive
-from .engine.validation import (
+from ..engine.modes import get_frequency, get_strategy
+from ..engine.preflight import preflight_check
+from ..engine.prepare import data_blocks, prepare_training_data
+from ..engine.resources import resource_profile
+from ..engine.runtime import WorkerRuntime
+from ..engine.server_optimizer import ServerOptimizer
+from ..engine.shipping import ModelSpec, check_keras_model
+from ..engine.strategies.scheduled import ScheduledStrategy, check_positive
+from ..engine.validation import (
     check_dataframe,
     check_features,
     check_fraction,
 )
-from .engine.worker import apply_learning_rate, master_learning_rate
-from .parameter.client import MODES, check_mode
-from .saving import read_model_with_config, save_model_with_config
-from .utils.checks import check_positive_int
+from ..engine.worker import apply_learning_rate, master_learning_rate
+from ..parameter.client import MODES, check_mode
+from ..saving import read_model_with_config, save_model_with_config
+from ..utils.checks import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class SparkModel:
     @staticmethod
     def _on_connect(data: Any, what: str) -> bool:
         """Whether ``data`` goes the DataFrame-only way of a Spark Connect session (RDDs raise there)."""
-        from .engine.session import is_connect, require_classic
+        from ..engine.session import is_connect, require_classic
 
         if is_connect(data) or (is_connect() and not is_dataframe(data)):
             if is_rdd(data):
@@ -237,7 +237,7 @@ class SparkModel:
         return False
 
     def _connect_runtime(self, data: Any) -> tuple[Any, WorkerRuntime]:
-        from .engine.session import connect_runtime, session_of
+        from ..engine.session import connect_runtime, session_of
 
         session = session_of(data)
         base = connect_runtime(session)
@@ -246,7 +246,7 @@ class SparkModel:
 
     @staticmethod
     def _sc(what: str = "This SparkModel call", hint: str | None = None) -> Any:
-        from .engine.session import RDD_HINT, require_classic
+        from ..engine.session import RDD_HINT, require_classic
 
         return require_classic(what, hint=hint or RDD_HINT)
 
@@ -396,7 +396,7 @@ class SparkModel:
     ) -> Any:
         """``fit`` on a Spark Connect session: DataFrames or numpy, every mode (:mod:`.engine.frame_training`;
         the asynchronous modes run the parameter server inside each epoch's stage, :mod:`.engine.frame_async`)."""
-        from .engine.frame_training import fit_data
+        from ..engine.frame_training import fit_data
 
         if self._strategy.synchronous and self.options.reducer not in (None, "ring"):
             raise ValueError(
@@ -452,7 +452,7 @@ class SparkModel:
             >>> predictions = spark_model.predict(x_test)  # doctest: +SKIP
         """
         if self._on_connect(data, "SparkModel.predict on an RDD"):
-            from .engine.frame_inference import predict_data
+            from ..engine.frame_inference import predict_data
 
             if batch_size is not None:
                 check_positive_int("batch_size", batch_size)
@@ -509,7 +509,7 @@ class SparkModel:
         io = data_mod.ModelIO.of(model)
         bs = check_positive_int("batch_size", batch_size if batch_size is not None else self.batch_size)
         if self._on_connect(x, "SparkModel.evaluate on an RDD"):
-            from .engine.frame_inference import evaluate_data
+            from ..engine.frame_inference import evaluate_data
 
             session, runtime = self._connect_runtime(x)
             logs = evaluate_data(
@@ -578,11 +578,3 @@ class AsynchronousSparkModel(SparkModel):
             model, mode=mode, frequency=frequency, parameter_server_mode=parameter_server_mode, port=port, **kwargs
         )
 
-
-def __getattr__(name: str) -> Any:
-    # SparkMLlibModel lives in elephas.mllib.model (it subclasses SparkModel); re-exported lazily.
-    if name == "SparkMLlibModel":
-        from .mllib.model import SparkMLlibModel
-
-        return SparkMLlibModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
