@@ -66,6 +66,22 @@ def test_seeded_search_on_connect_gives_the_points_and_losses_of_the_in_process_
     assert all(f["params"]["x"] > 0.7 and "is too large" in f["traceback"] for f in failed)
 
 
+def sleepy(params):
+    import time
+
+    started = time.time()
+    time.sleep(3.0)
+    return {"loss": params["x"], "status": STATUS_OK, "started": started, "ended": time.time()}
+
+
+def test_num_workers_trials_run_at_once_on_connect(spark):
+    trials = HyperParamModel(spark, num_workers=2).compute_trials(
+        sleepy, max_evals=2, space={"x": hp.uniform("x", 0, 1)}, algo="random", seed=0
+    )
+    (a_start, a_end), (b_start, b_end) = [(t["result"]["started"], t["result"]["ended"]) for t in trials.trials]
+    assert a_start < b_end and b_start < a_end  # the two trial jobs overlapped
+
+
 def test_minimize_on_connect_returns_a_usable_best_model_close_to_the_in_process_search(spark):
     connect_model = HyperParamModel(spark, num_workers=2)
     best = connect_model.minimize(model=model, data=data, max_evals=4, seed=5)
