@@ -21,7 +21,9 @@ TESTS = Path(__file__).resolve().parent
 @pytest.mark.slow
 @pytest.mark.timeout(1600)
 def test_connect_suite_passes_in_its_own_process():
-    env = dict(os.environ, ELEPHAS_CONNECT_TESTS="1")
+    # SPARK_TESTING: the local Connect server binds an ephemeral port (as PySpark's own Connect tests
+    # do) instead of 15002, so another Connect server on the machine cannot make these tests fail
+    env = dict(os.environ, ELEPHAS_CONNECT_TESTS="1", SPARK_TESTING="1")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / "connect")],
         cwd=str(TESTS),
