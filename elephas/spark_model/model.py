@@ -577,4 +577,3 @@ class AsynchronousSparkModel(SparkModel):
         super().__init__(
             model, mode=mode, frequency=frequency, parameter_server_mode=parameter_server_mode, port=port, **kwargs
         )
-
