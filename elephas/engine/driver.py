@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .block_store import Block, StagedBlocks, block_size, resolve
-from .config import ServerSettings
+from .config import REDUCERS, ServerSettings
 from .errors import TaskFailedError, guard, run_job
 from .history import MetricSum, run_epochs
 from .inference import evaluate_blocks
@@ -78,10 +78,6 @@ class TrainingSettings:
     reducer: str = "server"
 
 
-ROUND_REDUCERS = ("server", "ring", "hub")
-"""Where synchronous rounds can be reduced: the driver's parameter server, or an all-reduce among the tasks."""
-
-
 def check_reducer(reducer: Any, synchronous: bool) -> str | None:
     """``reducer`` if it names a round reducer (``None``: the session's default), else a ``ValueError``.
 
@@ -91,8 +87,8 @@ def check_reducer(reducer: Any, synchronous: bool) -> str | None:
     """
     if reducer is None:
         return None
-    if not isinstance(reducer, str) or reducer not in ROUND_REDUCERS:
-        raise ValueError(f"Could not interpret reducer: {reducer!r}. Expected one of {list(ROUND_REDUCERS)}.")
+    if not isinstance(reducer, str) or reducer not in REDUCERS:
+        raise ValueError(f"Could not interpret reducer: {reducer!r}. Expected one of {list(REDUCERS)}.")
     if not synchronous:
         raise ValueError(
             "reducer chooses where synchronous rounds are reduced; the asynchronous modes exchange through "
