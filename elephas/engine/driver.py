@@ -11,8 +11,11 @@ step (:mod:`.server_optimizer`) and every task continues from the new center. Be
 driver holds the center, validates, runs the Keras callbacks and records the History. There is
 no Spark job per round: the Spark UI shows one job per epoch (plus validation).
 
-Failures: Spark restarts a barrier stage as a whole; the epoch then restarts from the center the
-driver held at its start (the reducer refuses the dead attempt's pushes). A stage that cannot
+Failures: the epoch stage's reports go through a one-partition shuffle, so that Spark restarts the
+barrier stage as a whole when a task fails (a Python worker killed, out of memory; a barrier result
+stage would abort the job instead); the epoch then restarts from the center the driver held at its
+start (the server refuses the dead attempt's pushes; an in-stage reducer starts from the closure's
+center). A stage that cannot
 get all its task slots (an executor was lost) is cancelled after a grace period and the epoch
 runs again on the slots that are left. Asynchronous strategies run through
 :mod:`elephas.engine.async_driver`.
@@ -512,7 +515,9 @@ def _run_stage(
     watch = _SlotWatch(sc, group, workers, SLOT_GRACE_S)
     try:
         with watch:
-            return run_job(rdd.collect, "Training")
+            # through a one-partition shuffle: Spark restarts a failed barrier stage only when it is a
+            # shuffle map stage (a barrier result stage aborts the job)
+            return run_job(lambda: rdd.repartition(1).collect(), "Training")
     except TaskFailedError as exc:
         if "MissingBlockError" in str(exc):
             logger.info(
