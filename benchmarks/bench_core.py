@@ -149,7 +149,12 @@ def main() -> None:
     )
     p.add_argument("--rows", type=int, default=None, help="training rows (default: the task's)")
     p.add_argument("--predict-rows", type=int, default=100000)
-    p.add_argument("--modes", default="defaults", help="'defaults' (no knobs), 'sync' or 'all'")
+    p.add_argument(
+        "--modes",
+        default="defaults",
+        help="'defaults' (no knobs), 'sync', 'all', or 'variants' (the defaults next to the default "
+        "window with reducer='ring', the socket transport, and background_push)",
+    )
     p.add_argument(
         "--seeds",
         type=int,
@@ -210,6 +215,13 @@ def main() -> None:
             ("synchronous", 100, {"server_optimizer": "nesterov", "server_momentum": 0.8}),
         ]
     )
+    if args.modes == "variants":
+        configs = defaults + [
+            ("synchronous", None, {"reducer": "ring"}),
+            ("asynchronous", None, {"parameter_server_mode": "socket"}),
+            ("asynchronous", None, {"background_push": True}),
+            ("hogwild", None, {"parameter_server_mode": "socket", "background_push": True}),
+        ]
     if args.modes == "all":
         configs += [(mode, f, {}) for mode in ("asynchronous", "hogwild") for f in ("epoch", "batch")]
         configs += [
