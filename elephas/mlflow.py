@@ -178,9 +178,10 @@ def fit_params(spark_model: Any, arguments: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``{name: value}``: the distributed configuration (``SparkModel.get_config()`` without the
-        port), the fit arguments that shape training, ``workers``, ``backend`` and ``face``; with
-        ``frequency='auto'`` also the window the engine starts from (``window_initial``, in batches)
-        and the range it chooses each epoch's window in (``window_range``).
+        port; the strategy as ``mode`` plus one param per knob), the fit arguments that shape
+        training, ``workers``, ``backend`` and ``face``; with ``frequency='auto'`` also the window
+        the engine starts from (``window_initial``, in batches) and the range it chooses each
+        epoch's window in (``window_range``).
 
     Example:
         >>> fit_params(spark_model, {"data": rdd, "epochs": 3})["mode"]  # doctest: +SKIP
@@ -189,6 +190,8 @@ def fit_params(spark_model: Any, arguments: dict[str, Any]) -> dict[str, Any]:
     import keras
 
     config = {k: v for k, v in spark_model.get_config().items() if k != "port"}
+    strategy = config.pop("mode")  # {"class_name": ..., "config": {knob: value}}: one param per knob
+    config = {"mode": strategy["class_name"], **strategy["config"], **config}
     batch_size = arguments.get("batch_size") or spark_model.batch_size
     params = {
         **config,
