@@ -34,7 +34,8 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _check_port(value: Any) -> int:
+def check_port(value: Any) -> int:
+    """``value`` as an int in [0, 65535], else a ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536:
         raise ValueError(f"port must be an int in [0, 65535]. Received: port={value!r}.")
     return value
@@ -169,7 +170,7 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         check_mode(self.transport)
-        _check_port(self.port)
+        check_port(self.port)
         check_compression(self.compression)
         object.__setattr__(self, "timeout", _check_timeout(self.timeout))
         _check_bool("background_push", self.background_push)
@@ -189,8 +190,3 @@ class ServerSettings:
             "client_timeout_s": self.timeout if timeout is None else float(timeout),
             "driver_bind_address": self.driver_bind_address,
         }
-
-
-def check_port(port: Any) -> int:
-    """``port`` as an int in [0, 65535], else a ``ValueError``."""
-    return _check_port(port)

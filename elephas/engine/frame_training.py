@@ -51,6 +51,7 @@ from .frame_stage import (
 )
 from .history import run_epochs
 from .inference import merge_evaluations
+from .prepare import columns
 from .shipping import ModelSpec
 from .windows import bounds_for, default_server_step
 from .worker import WindowPlan, master_learning_rate
@@ -257,10 +258,6 @@ def stateless(step: Any) -> Any:
     return blank
 
 
-def _columns(col: str | Sequence[str]) -> list[str]:
-    return [col] if isinstance(col, str) else list(col)
-
-
 def _frame_sample(df: Any, fcols: list[str], lcols: list[str], one_hot: int | None) -> tuple[list, list]:
     first = prepare_dataframe(df, fcols + lcols).first()
     if first is None:
@@ -312,7 +309,7 @@ def fit_data(
     validation = None
     frame_split = 0.0
     if hasattr(data, "schema") and hasattr(data, "mapInArrow"):
-        fcols, lcols = _columns(features_col), _columns(label_col)
+        fcols, lcols = columns(features_col), columns(label_col)
         check_dataframe(data, fcols + lcols, {**{c: "features" for c in fcols}, **{c: "label" for c in lcols}})
         sample = _frame_sample(data, fcols, lcols, nb_classes)
         df, repartition, frame_split = data, True, validation_split
@@ -338,7 +335,7 @@ def fit_data(
     if validation_data is not None:
         frame_split = 0.0  # as on classic Spark, validation_data takes the place of validation_split
         if hasattr(validation_data, "schema") and hasattr(validation_data, "mapInArrow"):
-            vf, vl = _columns(features_col), _columns(label_col)
+            vf, vl = columns(features_col), columns(label_col)
             check_dataframe(validation_data, vf + vl, {**{c: "features" for c in vf}, **{c: "label" for c in vl}})
             validation_frame = (validation_data, vf, vl)
             validation = Validation(batch_size=settings.batch_size)

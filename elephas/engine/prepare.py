@@ -49,7 +49,8 @@ class PreparedData:
             self._persisted = None
 
 
-def _columns(col: str | Sequence[str]) -> list[str]:
+def columns(col: str | Sequence[str]) -> list[str]:
+    """A column name or a list of them, as a list."""
     return [col] if isinstance(col, str) else list(col)
 
 
@@ -94,7 +95,7 @@ def data_blocks(
         check_positive_int("nb_classes", nb_classes)
         check_single_output(len(io.output_shapes))
     if is_dataframe(data):
-        fcols, lcols = _columns(features_col), _columns(label_col)
+        fcols, lcols = columns(features_col), columns(label_col)
         check_dataframe(data, fcols + lcols, {**dict.fromkeys(fcols, "features"), **dict.fromkeys(lcols, "label")})
         try:  # not DataFrame.first(): a Python worker feeding it (a DataFrame made from a Python
             # RDD) would be left with unread input, exit, and PySpark's daemon print a BrokenPipeError
