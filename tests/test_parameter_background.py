@@ -139,7 +139,10 @@ def _run_epoch(mode, strategy, background, frequency, rows=96, batch_size=8):
 def test_background_push_sends_every_window_with_exact_staleness(mode):
     strategy = StalenessRecorder()
     out, records, _, version, windows = _run_epoch(mode, strategy, True, "batch")
-    assert out == [(7, 96, "driver")]
+    [report] = out
+    assert (report.partition, report.rows, report.attempt) == (7, 96, "driver")
+    assert report.windows == report.batches == 12  # 'batch': one window per batch
+    assert report.compute_s > 0 and report.exchange_s > 0  # the times the automatic window is chosen from
     assert version == windows == len(records) == 12
     assert sum(r.samples for r in records) == 96
     assert [r.version for r in records] == list(range(1, 13))

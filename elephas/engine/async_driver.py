@@ -22,7 +22,7 @@ from .errors import guard, run_job
 from .history import run_epochs
 from .resources import with_profile
 from .shipping import ModelSpec
-from .windows import bounds_for
+from .windows import at_least_four_rounds, bounds_for, next_window
 from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -63,11 +63,19 @@ def _fit_staged(
     total = sum(sizes)
     if total == 0:
         raise ValueError("The training data is empty: every partition has 0 rows.")
-    frequency = settings.frequency
-    if frequency == "auto":
-        frequency = bounds_for(strategy.name).initial
-        logger.info("frequency='auto': %s training exchanges every %d batches", strategy.name, frequency)
-    plan = WindowPlan(settings.batch_size, frequency, settings.shuffle, settings.seed)
+    auto = settings.frequency == "auto"
+    bounds = bounds_for(strategy.name)
+    most_batches = max(-(-n // settings.batch_size) for n in sizes)
+    window: list[Any] = [at_least_four_rounds(bounds.initial, most_batches) if auto else settings.frequency]
+    if auto:
+        logger.info(
+            "frequency='auto': %s training exchanges every %d batches in epoch 1, then as measured (%d-%d)",
+            strategy.name,
+            window[0],
+            bounds.low,
+            bounds.high,
+        )
+    windows_used: list[Any] = []
     group = f"elephas-{uuid.uuid4().hex[:12]}"
     server = ParameterServer(
         model.get_weights(),
@@ -90,6 +98,7 @@ def _fit_staged(
         def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
             if state.set_center(model.get_weights()):  # a callback (BackupAndRestore) set the weights
                 logger.info("epoch %d starts from the driver model's weights set by a callback", epoch + 1)
+            plan = WindowPlan(settings.batch_size, window[0], settings.shuffle, settings.seed)
             fn = guard(
                 make_async_epoch_fn(
                     spec,
@@ -106,7 +115,7 @@ def _fit_staged(
             sc.setJobGroup(
                 group,
                 f"elephas: epoch {epoch + 1}/{settings.epochs} ({strategy.name}, "
-                f"{len(sizes)} workers, window {frequency})",
+                f"{len(sizes)} workers, window {window[0]})",
                 True,
             )
             try:
@@ -128,7 +137,7 @@ def _fit_staged(
             finally:
                 watcher.stop()
                 sc.setLocalProperty("spark.jobGroup.id", None)
-            ok = {a for _, _, a in finished}
+            ok = {r.attempt for r in finished}
             for r in state.records(include_failed=True):
                 if r.epoch == epoch and r.attempt_id not in ok:
                     state.mark_attempt_failed(r.attempt_id)
@@ -136,6 +145,11 @@ def _fit_staged(
             model.set_weights(weights)
             merged = epoch_metrics(state.records(), epoch)
             progress(total, merged.means())
+            windows_used.append(window[0])
+            if auto:
+                window[0] = at_least_four_rounds(
+                    next_window(finished, bounds, window[0], epoch, strategy.name), most_batches
+                )
             return merged.means()
 
         validate = make_validate(sc, model, spec, settings, validation, sample)
@@ -152,5 +166,6 @@ def _fit_staged(
         # Per-window records (worker id, epoch, samples, metrics, timestamp, staleness) of the
         # successful attempts, for per-worker views such as the trainers' get_history().
         history.window_records = [r.to_dict() for r in state.records()]
+        history.windows = windows_used
         logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items() if k != "workers"})
     return history

@@ -6,6 +6,7 @@ the Keras model comes from the per-process cache.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from .block_store import Missing, block_size, resolve
 from .errors import check_finite_logs
 from .runtime import WorkerRuntime, prepare_worker
 from .shipping import ModelSpec, cached_model
+from .stage_worker import TaskReport
 from .strategies.base import Strategy
 from .worker import WindowPlan, apply_learning_rate, take
 
@@ -40,10 +42,11 @@ def make_async_epoch_fn(
     """Build the task function of one asynchronous epoch.
 
     Every task trains its partition (a block, or a staged block handle) window by window against
-    the parameter server and yields ``(partition, rows, attempt_id)`` when done, or a
+    the parameter server and yields a :class:`~elephas.engine.stage_worker.TaskReport` when done
+    (rows, windows, batches, seconds spent training and exchanging, attempt id), or a
     :class:`~elephas.engine.block_store.Missing` when a staged block's files are not here. The
     tail after the last full window is trained (including the last partial batch) and flushed
-    like any other window.
+    like any other window. The driver picks the next epoch's automatic window from the times.
 
     With ``background_push`` the push of a window (and the pull after it) runs in a helper thread
     while the next window trains; the worker then continues from the newest center it has
@@ -53,7 +56,7 @@ def make_async_epoch_fn(
     is raised in the task.
     """
 
-    def run(pid: int, blocks: Iterable[Any]) -> Iterator[tuple[int, int, str] | Missing]:
+    def run(pid: int, blocks: Iterable[Any]) -> Iterator[TaskReport | Missing]:
         from ..parameter.background import BackgroundExchange
         from ..parameter.client import ParameterClient
 
@@ -69,6 +72,8 @@ def make_async_epoch_fn(
             attempt = attempt_id()
             client = ParameterClient(**client_config)
             exchange = BackgroundExchange(client, name=str(part)) if background_push else None
+            windows = batches = 0
+            compute_s = exchange_s = 0.0
             try:
                 start, version = client.pull()
                 model = cached_model(spec, start)
@@ -77,8 +82,10 @@ def make_async_epoch_fn(
                     idx = plan.window_rows(rows, epoch, part, window)
                     if idx is None or not len(idx):
                         break
+                    began = time.perf_counter()
                     logs = strategy.train_window(model, take(xs, idx), take(ys, idx), plan.batch_size)
                     check_finite_logs(logs, partition=part, epoch=epoch, window=window)  # before any push
+                    trained = time.perf_counter()
                     weights = model.get_weights()
                     # the client is free again once the exchange in flight is done
                     done = exchange.wait() if exchange is not None else None
@@ -110,12 +117,15 @@ def make_async_epoch_fn(
                             start, version = done.center, done.center_version
                     if start is not weights:
                         model.set_weights(start)
+                    windows, batches = windows + 1, batches + plan.batches(len(idx))
+                    compute_s += trained - began
+                    exchange_s += time.perf_counter() - trained
                 if exchange is not None:
                     exchange.wait()  # every update is applied before the task reports success
             finally:
                 if exchange is not None:
                     exchange.close()
                 client.close()
-            yield part, rows, attempt
+            yield TaskReport(part, rows, windows, batches, compute_s, exchange_s, attempt)
 
     return run

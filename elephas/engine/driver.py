@@ -45,7 +45,7 @@ from .server_optimizer import ServerOptimizer
 from .shipping import ModelSpec
 from .stage_worker import MissingBlockError, TaskReport, make_epoch_fn, merge_blocks
 from .strategies.base import Strategy
-from .windows import at_least_four_rounds, bounds_for, default_server_step
+from .windows import at_least_four_rounds, bounds_for, default_server_step, next_window
 from .worker import WindowPlan, master_learning_rate, unwrap
 
 logger = logging.getLogger(__name__)
@@ -429,7 +429,7 @@ def _fit(
             model.set_weights(center)
             progress(sum(plan.sizes), merged.means())
             if auto:
-                window[0] = at_least_four_rounds(_next_window(reports, bounds, window[0], epoch), most_batches)
+                window[0] = at_least_four_rounds(next_window(reports, bounds, window[0], epoch), most_batches)
             return merged.means()
 
         validate = make_validate(sc, model, spec, settings, validation, sample)
@@ -552,24 +552,3 @@ def _partition_id() -> int:
 
     ctx = TaskContext.get()
     return ctx.partitionId() if ctx is not None else 0
-
-
-def _next_window(reports: list[TaskReport], bounds: Any, current: int, epoch: int) -> int:
-    """The automatic window for the next epoch from what this epoch's tasks measured."""
-    active = [r for r in reports if r.batches and r.windows]
-    if not active:
-        return current
-    batch_s = sum(r.compute_s for r in active) / sum(r.batches for r in active)
-    exchange_s = sum(r.exchange_s for r in active) / sum(r.windows for r in active)
-    chosen = bounds.choose(batch_s, exchange_s)
-    logger.info(
-        "frequency='auto': epoch %d measured %.2f ms per batch and %.2f ms per round; window %d batches "
-        "from epoch %d on (was %d)",
-        epoch + 1,
-        1e3 * batch_s,
-        1e3 * exchange_s,
-        chosen,
-        epoch + 2,
-        current,
-    )
-    return chosen

@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -54,10 +55,13 @@ from .frame_weights import StageArrays
 from .runtime import WorkerRuntime
 from .shipping import ModelSpec
 from .strategies.base import Strategy
-from .windows import bounds_for
+from .windows import at_least_four_rounds, bounds_for, next_window
 from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
+
+TIMING_KEYS = ("rows", "windows", "batches", "compute_s", "exchange_s")
+"""What every task of an asynchronous stage tells rank 0 at its end (the automatic window's inputs)."""
 
 SERVER_THREAD_PREFIX = "elephas-ps-"
 """The names of the parameter server's threads begin with this."""
@@ -171,7 +175,8 @@ def make_async_stage_fn(
                 background_push=server.background_push,
             )
             done = list(worker(pid, [(pid, [x[:cut] for x in xs], [y[:cut] for y in ys])]))
-            context.allGather(json.dumps({"rows": done[0][1] if done else 0}))  # every push is applied now
+            timing = {k: getattr(done[0], k) if done else 0 for k in TIMING_KEYS}
+            timings = [json.loads(t) for t in context.allGather(json.dumps(timing))]  # every push is applied now
             if cut < n:
                 if host is not None:
                     center, _ = host.state.pull()
@@ -191,6 +196,7 @@ def make_async_stage_fn(
         if final is not None:
             weights, records, stats = final
             stats.update(
+                tasks=timings,
                 address=host.address,
                 transport=transport,
                 pid=os.getpid(),
@@ -214,10 +220,11 @@ class AsynchronousEpochs:
         settings = frame.settings
         self.frame = frame
         self.strategy = settings.strategy
-        frequency = settings.frequency
-        if frequency == "auto":
-            frequency = bounds_for(self.strategy.name).initial
-        self.plan = WindowPlan(settings.batch_size, frequency, settings.shuffle, settings.seed)
+        self.auto = settings.frequency == "auto"
+        self.bounds = bounds_for(self.strategy.name)
+        self.most_batches = max(-(-n // settings.batch_size) for n in frame.train_sizes)
+        self.window = at_least_four_rounds(self.bounds.initial, self.most_batches) if self.auto else settings.frequency
+        self.windows_used: list[Any] = []
         self.records: list[dict[str, Any]] = []
         self.stats: list[dict[str, Any]] = []
         logger.info(
@@ -228,7 +235,7 @@ class AsynchronousEpochs:
             sum(frame.train_sizes),
             frame.train_sizes,
             settings.server.transport,
-            frequency,
+            "auto" if self.auto else self.window,
         )
         check_result_size(sum(int(np.asarray(w).nbytes) for w in frame.model.get_weights()), "center")
 
@@ -242,7 +249,7 @@ class AsynchronousEpochs:
             f.spec,
             f.io,
             settings.runtime,
-            self.plan,
+            WindowPlan(settings.batch_size, self.window, settings.shuffle, settings.seed),
             self.strategy,
             epoch,
             ship_start(f.session, f.model.get_weights(), None),
@@ -266,9 +273,15 @@ class AsynchronousEpochs:
         )
         merged = epoch_metrics([WindowRecord(**r) for r in result.records], epoch)
         progress(sum(f.train_sizes), merged.means())
+        self.windows_used.append(self.window)
+        if self.auto:
+            timings = [SimpleNamespace(**t) for t in result.stats.get("tasks", [])]
+            chosen = next_window(timings, self.bounds, self.window, epoch, self.strategy.name)
+            self.window = at_least_four_rounds(chosen, self.most_batches)
         return merged.means()
 
     def finish(self, history: Any) -> None:
         """Set the fit's attributes on its History: ``window_records`` and ``server_stats`` (one per epoch)."""
         history.window_records = self.records
         history.server_stats = self.stats
+        history.windows = self.windows_used

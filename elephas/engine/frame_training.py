@@ -39,7 +39,7 @@ import numpy as np
 
 from ..utils.checks import check_single_output
 from .data import ModelIO, one_hot_encode, prepare_dataframe
-from .driver import TrainingSettings, Validation, _next_window, make_validate
+from .driver import TrainingSettings, Validation, make_validate
 from .frame_stage import (
     DEFAULT_REDUCER,
     FrameEpochs,
@@ -53,7 +53,7 @@ from .history import run_epochs
 from .inference import merge_evaluations
 from .prepare import columns
 from .shipping import ModelSpec
-from .windows import bounds_for, default_server_step
+from .windows import bounds_for, default_server_step, next_window
 from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class SynchronousEpochs:
         means = result.metrics.means()
         progress(sum(f.train_sizes), means)
         if self.auto:
-            self.window = _next_window(result.reports, self.bounds, self.window, epoch)
+            self.window = next_window(result.reports, self.bounds, self.window, epoch)
         return means
 
     def finish(self, history: Any) -> None:

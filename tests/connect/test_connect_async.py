@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 
 import keras
@@ -14,6 +15,7 @@ from conftest import make_blobs, make_dense_model
 from pyspark.ml.linalg import Vectors
 
 from elephas.engine import frame_weights
+from elephas.engine.windows import at_least_four_rounds, bounds_for
 from elephas.spark_model import SparkModel
 
 
@@ -202,3 +204,18 @@ def test_an_artifact_is_read_by_the_tasks_and_checked_before_it_is_decoded(spark
     tampered = dataclasses.replace(shipped, digest="0" * 64)
     with pytest.raises(Exception, match=r"Expected the artifact elephas-weights-\w+\.bin with SHA-256 0{64}"):
         spark.range(1).mapInArrow(read(tampered), "values string").toArrow()
+
+
+def test_automatic_window_is_measured_by_every_task_and_capped_for_small_partitions(spark, blobs, frame):
+    x, y = blobs
+    model = make_dense_model(optimizer=keras.optimizers.Adam(0.01))
+    history = SparkModel(model, mode="asynchronous", num_workers=2).fit(frame, epochs=2, batch_size=16)
+    batches = [math.ceil(n / 16) for n in history.partition_rows]
+    expected = at_least_four_rounds(bounds_for("asynchronous").initial, max(batches))
+    assert history.windows == [expected, expected]  # small partitions: at least four exchanges an epoch
+    for stats in history.server_stats:  # every task told rank 0 what it measured
+        tasks = stats["tasks"]
+        assert sorted(t["batches"] for t in tasks) == sorted(batches)
+        assert all(t["windows"] == math.ceil(t["batches"] / expected) for t in tasks)
+        assert all(t["compute_s"] > 0 and t["exchange_s"] > 0 for t in tasks)
+    assert_server_gone(spark, history.server_stats[-1])
