@@ -11,8 +11,10 @@ argument. The ideal is 2 x the samples/s of single-thread Keras (measured in a s
 TensorFlow thread). Every Spark configuration first runs
 a short warm-up fit so the Python workers have TensorFlow loaded and the model cached, as in a
 long-running session. Every configuration is trained from ``--seeds`` model initialisations (plain
-Keras's own test accuracy on this task spans several points between seeds); prints mean samples/s,
-mean test accuracy with its range, and ratios measured in this one run.
+Keras's own test accuracy on this task spans several points between seeds), interleaved: for each
+seed plain Keras first, then every configuration, so that a ratio compares fits run minutes apart
+(the machine's speed drifts within a run). Prints mean samples/s, mean test accuracy with its range,
+and ratios measured in this one run.
 
     python benchmarks/bench_core.py --task a              # the no-knob defaults on task a, + predict
     python benchmarks/bench_core.py --task c --no-predict # the small task
@@ -189,16 +191,16 @@ def main() -> None:
     sc = spark.sparkContext
     sc.setLogLevel("ERROR")
     x, y, xt, yt = data(args.rows, features=args.features)
-    rows = []
 
     seeds = list(range(1, args.seeds + 1))
-    keras_runs = []
-    for seed in seeds:
+
+    def keras_run(seed: int) -> tuple[float, float]:
         m = model(seed)
         t = time.perf_counter()
         m.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0)
-        keras_runs.append((EPOCHS * len(x) / (time.perf_counter() - t), m.evaluate(xt, yt, verbose=0)[1]))
-    rows.append(("plain Keras", keras_runs))
+        return EPOCHS * len(x) / (time.perf_counter() - t), float(m.evaluate(xt, yt, verbose=0)[1])
+
+    keras_run(seeds[0])  # warm-up: the first fit of a process also pays TensorFlow's start-up
 
     ideal = 2 * single_thread_keras(args.task, args.rows)
     rdd = to_simple_rdd(sc, x, y, num_slices=2).cache()
@@ -239,15 +241,23 @@ def main() -> None:
     for mode, freq, extra in configs:
         warm = SparkModel(model(), mode=mode, **(dict(extra) if freq is None else dict(extra, frequency=freq)))
         warm.fit(to_simple_rdd(sc, x[:2000], y[:2000], 2), epochs=1, batch_size=BATCH)
-        kwargs = dict(extra) if freq is None else dict(extra, frequency=freq)
-        runs = []
-        for seed in seeds:
+
+    # Interleaved: for each seed, plain Keras and then every configuration, so each ratio compares
+    # fits minutes apart at most (this machine's speed drifts by tens of percent within a run).
+    keras_runs: list[tuple[float, float]] = []
+    runs: dict[str, list[tuple[float, float]]] = {label(*c): [] for c in configs}
+    for seed in seeds:
+        keras_runs.append(keras_run(seed))
+        for mode, freq, extra in configs:
+            kwargs = dict(extra) if freq is None else dict(extra, frequency=freq)
             sm = SparkModel(model(seed), mode=mode, **kwargs)
             t = time.perf_counter()
             sm.fit(rdd, epochs=EPOCHS, batch_size=BATCH)
             elapsed = time.perf_counter() - t
-            runs.append((EPOCHS * len(x) / elapsed, sm.master_network.evaluate(xt, yt, verbose=0)[1]))
-        rows.append((label(mode, freq, extra), runs))
+            runs[label(mode, freq, extra)].append(
+                (EPOCHS * len(x) / elapsed, float(sm.master_network.evaluate(xt, yt, verbose=0)[1]))
+            )
+    rows = [("plain Keras", keras_runs), *runs.items()]
 
     keras_sps = float(np.mean([r[0] for r in keras_runs]))
     keras_acc = float(np.mean([r[1] for r in keras_runs]))
