@@ -56,3 +56,23 @@ def test_next_window_weighs_tasks_by_batches_and_windows_and_ignores_idle_ones()
     slow_exchange = SimpleNamespace(windows=10, batches=10, compute_s=0.01, exchange_s=1.0)
     assert next_window([slow_exchange], bounds, 4, 0) == bounds.high
     assert next_window([slow_exchange], bounds_for("hogwild"), 4, 0) == bounds_for("hogwild").high < bounds.high
+
+
+def test_window_schedule_is_one_rule_for_every_mode():
+    from elephas.engine.windows import WindowSchedule
+
+    fast_exchange = SimpleNamespace(windows=10, batches=100, compute_s=1.0, exchange_s=0.001)
+    slow_exchange = SimpleNamespace(windows=10, batches=100, compute_s=0.1, exchange_s=1.0)
+    sync = WindowSchedule("auto", "synchronous", [3200, 3000], 10)  # 320 batches on the largest partition
+    assert sync.current == bounds_for("synchronous").initial
+    sync.advance([fast_exchange], epoch=0)
+    sync.advance([slow_exchange], epoch=1)
+    assert sync.used == [16, 8] and sync.current == 32
+    small = WindowSchedule("auto", "synchronous", [120, 80], 10)  # 12 batches: at least four rounds
+    assert small.current == 3
+    small.advance([slow_exchange], epoch=0)
+    assert small.current == 3 and small.used == [3]
+    fixed = WindowSchedule("epoch", "asynchronous", [100], 10)
+    fixed.advance([slow_exchange], epoch=0)
+    assert fixed.current == "epoch" and fixed.used == ["epoch"] and fixed.describe() == "epoch"
+    assert "2-6 as measured" in WindowSchedule("auto", "hogwild", [1000], 10).describe()

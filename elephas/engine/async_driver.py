@@ -22,7 +22,7 @@ from .errors import guard, run_job
 from .history import run_epochs
 from .resources import with_profile
 from .shipping import ModelSpec
-from .windows import at_least_four_rounds, bounds_for, next_window
+from .windows import WindowSchedule
 from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -63,19 +63,7 @@ def _fit_staged(
     total = sum(sizes)
     if total == 0:
         raise ValueError("The training data is empty: every partition has 0 rows.")
-    auto = settings.frequency == "auto"
-    bounds = bounds_for(strategy.name)
-    most_batches = max(-(-n // settings.batch_size) for n in sizes)
-    window: list[Any] = [at_least_four_rounds(bounds.initial, most_batches) if auto else settings.frequency]
-    if auto:
-        logger.info(
-            "frequency='auto': %s training exchanges every %d batches in epoch 1, then as measured (%d-%d)",
-            strategy.name,
-            window[0],
-            bounds.low,
-            bounds.high,
-        )
-    windows_used: list[Any] = []
+    window = WindowSchedule(settings.frequency, strategy.name, sizes, settings.batch_size)
     group = f"elephas-{uuid.uuid4().hex[:12]}"
     server = ParameterServer(
         model.get_weights(),
@@ -87,18 +75,19 @@ def _fit_staged(
         client_config = server.client_config()
         state = server.state
         logger.info(
-            "%s training: %d partitions (%d rows), parameter server at %s (%s)",
+            "%s training: %d partitions (%d rows), parameter server at %s (%s); window %s",
             strategy.name,
             len(sizes),
             total,
             server.address,
             server.mode,
+            window.describe(),
         )
 
         def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
             if state.set_center(model.get_weights()):  # a callback (BackupAndRestore) set the weights
                 logger.info("epoch %d starts from the driver model's weights set by a callback", epoch + 1)
-            plan = WindowPlan(settings.batch_size, window[0], settings.shuffle, settings.seed)
+            plan = WindowPlan(settings.batch_size, window.current, settings.shuffle, settings.seed)
             fn = guard(
                 make_async_epoch_fn(
                     spec,
@@ -115,7 +104,7 @@ def _fit_staged(
             sc.setJobGroup(
                 group,
                 f"elephas: epoch {epoch + 1}/{settings.epochs} ({strategy.name}, "
-                f"{len(sizes)} workers, window {window[0]})",
+                f"{len(sizes)} workers, window {window.current})",
                 True,
             )
             try:
@@ -145,11 +134,7 @@ def _fit_staged(
             model.set_weights(weights)
             merged = epoch_metrics(state.records(), epoch)
             progress(total, merged.means())
-            windows_used.append(window[0])
-            if auto:
-                window[0] = at_least_four_rounds(
-                    next_window(finished, bounds, window[0], epoch, strategy.name), most_batches
-                )
+            window.advance(finished, epoch)
             return merged.means()
 
         validate = make_validate(sc, model, spec, settings, validation, sample)
@@ -166,6 +151,6 @@ def _fit_staged(
         # Per-window records (worker id, epoch, samples, metrics, timestamp, staleness) of the
         # successful attempts, for per-worker views such as the trainers' get_history().
         history.window_records = [r.to_dict() for r in state.records()]
-        history.windows = windows_used
+        history.windows = window.used
         logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items() if k != "workers"})
     return history

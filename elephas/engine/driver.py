@@ -45,7 +45,7 @@ from .server_optimizer import ServerOptimizer
 from .shipping import ModelSpec
 from .stage_worker import MissingBlockError, TaskReport, make_epoch_fn, merge_blocks
 from .strategies.base import Strategy
-from .windows import at_least_four_rounds, bounds_for, default_server_step, next_window
+from .windows import WindowSchedule, default_server_step
 from .worker import WindowPlan, master_learning_rate, unwrap
 
 logger = logging.getLogger(__name__)
@@ -365,10 +365,7 @@ def _fit(
     if sum(plan.sizes) == 0:
         raise ValueError("The training data is empty: every partition has 0 rows.")
     workers = sum(1 for n in plan.sizes if n)
-    auto = settings.frequency == "auto"
-    bounds = bounds_for("synchronous")
-    most_batches = max(-(-n // settings.batch_size) for n in plan.sizes)
-    window: list[Any] = [at_least_four_rounds(bounds.initial, most_batches) if auto else settings.frequency]
+    window = WindowSchedule(settings.frequency, "synchronous", plan.sizes, settings.batch_size)
     step = settings.server_optimizer or default_server_step(workers)
     timeout = max(settings.server.timeout, 300.0)
     in_stage = settings.reducer != "server"
@@ -384,7 +381,6 @@ def _fit(
             expected_workers=len(plan.sizes),
         )
     )
-    windows_used: list[Any] = []
     with server:
         where = (
             f"inside the stage ({settings.reducer} all-reduce among the tasks)"
@@ -397,13 +393,13 @@ def _fit(
             sum(plan.sizes),
             where,
             step.get_config(),
-            "auto" if auto else window[0],
+            window.describe(),
         )
 
         def run_epoch(epoch: int, progress: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
             start = model.get_weights()
             while True:
-                wplan = WindowPlan(settings.batch_size, window[0], settings.shuffle, settings.seed)
+                wplan = WindowPlan(settings.batch_size, window.current, settings.shuffle, settings.seed)
                 if in_stage:
                     rounds: int | None = max(wplan.windows(n) for n in plan.sizes)
                     config = collective_config(settings.reducer, step, timeout)
@@ -414,22 +410,20 @@ def _fit(
                 lr = master_learning_rate(model)
                 fn = make_epoch_fn(spec, settings.runtime, wplan, epoch, start, config, lr, rounds=rounds)
                 try:
-                    reports = _run_stage(sc, plan, fn, state, epoch, settings, window[0], progress)
+                    reports = _run_stage(sc, plan, fn, state, epoch, settings, window.current, progress)
                     break
                 except _Replan as replan:
                     if state is not None:
                         state.restart_epoch()
                     model.set_weights(start)
                     plan.restage(replan)
-            windows_used.append(window[0])
             if in_stage:
                 center, merged = collective_result(reports, step)
             else:
                 center, merged = state.pull()[0], epoch_metrics(state.records(), epoch)
             model.set_weights(center)
             progress(sum(plan.sizes), merged.means())
-            if auto:
-                window[0] = at_least_four_rounds(next_window(reports, bounds, window[0], epoch), most_batches)
+            window.advance(reports, epoch)
             return merged.means()
 
         validate = make_validate(sc, model, spec, settings, validation, sample)
@@ -445,7 +439,7 @@ def _fit(
         )
         history.server_optimizer = step  # its momentum, for a fit that continues (initial_epoch)
         history.window_records = [] if state is None else [r.to_dict() for r in state.records()]
-        history.windows = windows_used
+        history.windows = window.used
         history.job_group = plan.group
         if state is not None:
             logger.info("parameter server stats: %s", {k: v for k, v in state.stats().items() if k != "workers"})

@@ -55,7 +55,7 @@ from .frame_weights import StageArrays
 from .runtime import WorkerRuntime
 from .shipping import ModelSpec
 from .strategies.base import Strategy
-from .windows import at_least_four_rounds, bounds_for, next_window
+from .windows import WindowSchedule
 from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -220,11 +220,7 @@ class AsynchronousEpochs:
         settings = frame.settings
         self.frame = frame
         self.strategy = settings.strategy
-        self.auto = settings.frequency == "auto"
-        self.bounds = bounds_for(self.strategy.name)
-        self.most_batches = max(-(-n // settings.batch_size) for n in frame.train_sizes)
-        self.window = at_least_four_rounds(self.bounds.initial, self.most_batches) if self.auto else settings.frequency
-        self.windows_used: list[Any] = []
+        self.window = WindowSchedule(settings.frequency, self.strategy.name, frame.train_sizes, settings.batch_size)
         self.records: list[dict[str, Any]] = []
         self.stats: list[dict[str, Any]] = []
         logger.info(
@@ -235,7 +231,7 @@ class AsynchronousEpochs:
             sum(frame.train_sizes),
             frame.train_sizes,
             settings.server.transport,
-            "auto" if self.auto else self.window,
+            self.window.describe(),
         )
         check_result_size(sum(int(np.asarray(w).nbytes) for w in frame.model.get_weights()), "center")
 
@@ -249,7 +245,7 @@ class AsynchronousEpochs:
             f.spec,
             f.io,
             settings.runtime,
-            WindowPlan(settings.batch_size, self.window, settings.shuffle, settings.seed),
+            WindowPlan(settings.batch_size, self.window.current, settings.shuffle, settings.seed),
             self.strategy,
             epoch,
             ship_start(f.session, f.model.get_weights(), None),
@@ -273,15 +269,11 @@ class AsynchronousEpochs:
         )
         merged = epoch_metrics([WindowRecord(**r) for r in result.records], epoch)
         progress(sum(f.train_sizes), merged.means())
-        self.windows_used.append(self.window)
-        if self.auto:
-            timings = [SimpleNamespace(**t) for t in result.stats.get("tasks", [])]
-            chosen = next_window(timings, self.bounds, self.window, epoch, self.strategy.name)
-            self.window = at_least_four_rounds(chosen, self.most_batches)
+        self.window.advance([SimpleNamespace(**t) for t in result.stats.get("tasks", [])], epoch)
         return merged.means()
 
     def finish(self, history: Any) -> None:
         """Set the fit's attributes on its History: ``window_records`` and ``server_stats`` (one per epoch)."""
         history.window_records = self.records
         history.server_stats = self.stats
-        history.windows = self.windows_used
+        history.windows = self.window.used

@@ -53,7 +53,7 @@ from .history import run_epochs
 from .inference import merge_evaluations
 from .prepare import columns
 from .shipping import ModelSpec
-from .windows import bounds_for, default_server_step, next_window
+from .windows import WindowSchedule, default_server_step
 from .worker import WindowPlan, master_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,8 @@ class SynchronousEpochs:
     def __init__(self, frame: FrameEpochs, reducer: str) -> None:
         settings = frame.settings
         self.frame, self.reducer = frame, reducer
-        self.auto = settings.frequency == "auto"
-        self.bounds = bounds_for("synchronous")
-        self.window = self.bounds.initial if self.auto else settings.frequency
+        self.window = WindowSchedule(settings.frequency, "synchronous", frame.train_sizes, settings.batch_size)
         self.step = settings.server_optimizer or default_server_step(sum(1 for n in frame.train_sizes if n))
-        self.windows_used: list[Any] = []
         logger.info(
             "synchronous training: %d partitions (%d rows: %s), rounds reduced inside the stage (%s "
             "all-reduce); server step %s; window %s",
@@ -78,7 +75,7 @@ class SynchronousEpochs:
             frame.train_sizes,
             reducer,
             self.step.get_config(),
-            "auto" if self.auto else self.window,
+            self.window.describe(),
         )
         weights = sum(int(np.asarray(w).nbytes) for w in frame.model.get_weights())
         momentum = self.step.name != "sgd"
@@ -90,7 +87,7 @@ class SynchronousEpochs:
 
         f, settings = self.frame, self.frame.settings
         shipped = ship_start(f.session, f.model.get_weights(), self.step.state())
-        wplan = WindowPlan(settings.batch_size, self.window, settings.shuffle, settings.seed)
+        wplan = WindowPlan(settings.batch_size, self.window.current, settings.shuffle, settings.seed)
         config = {
             "kind": "collective",
             "reducer": self.reducer,
@@ -117,17 +114,15 @@ class SynchronousEpochs:
         result = f.run_stage(fn)
         f.model.set_weights(result.center)
         self.step.restore(result.step_state)
-        self.windows_used.append(self.window)
         means = result.metrics.means()
         progress(sum(f.train_sizes), means)
-        if self.auto:
-            self.window = next_window(result.reports, self.bounds, self.window, epoch)
+        self.window.advance(result.reports, epoch)
         return means
 
     def finish(self, history: Any) -> None:
         """Set the fit's attributes on its History."""
         history.server_optimizer = self.step
-        history.windows = self.windows_used
+        history.windows = self.window.used
 
 
 def fit_frame(

@@ -124,6 +124,60 @@ def at_least_four_rounds(window: int, partition_batches: int) -> int:
     return int(max(1, min(window, partition_batches // 4)))
 
 
+class WindowSchedule:
+    """The communication window of one fit, epoch by epoch: fixed, or ``'auto'``.
+
+    With ``'auto'`` the first epoch uses the mode's initial window and every later one
+    :func:`next_window` of what the previous epoch's tasks measured, both kept to at least four
+    rounds per epoch on the largest partition (:func:`at_least_four_rounds`). Any other
+    ``frequency`` is used as given every epoch.
+
+    Args:
+        frequency: ``'auto'``, ``'epoch'``, ``'batch'`` or a number of batches.
+        mode: The strategy's name (chooses the bounds).
+        sizes: Rows of every partition.
+        batch_size: Rows per batch.
+
+    Attributes:
+        current: The window of the coming epoch.
+        used: The window of every epoch done (``History.windows``).
+
+    Example:
+        >>> from types import SimpleNamespace as T
+        >>> schedule = WindowSchedule("auto", "asynchronous", [400, 400], 10)
+        >>> schedule.current
+        4
+        >>> schedule.advance([T(windows=10, batches=40, compute_s=0.02, exchange_s=0.5)], epoch=0)
+        >>> schedule.current, schedule.used
+        (8, [4])
+        >>> WindowSchedule(3, "hogwild", [400], 10).current
+        3
+    """
+
+    def __init__(self, frequency: str | int, mode: str, sizes: Sequence[int], batch_size: int) -> None:
+        self.auto = frequency == "auto"
+        self.mode = mode
+        self.bounds = bounds_for(mode)
+        self.most_batches = max((-(-int(n) // batch_size) for n in sizes), default=0)
+        self.current: str | int = (
+            at_least_four_rounds(self.bounds.initial, self.most_batches) if self.auto else frequency
+        )
+        self.used: list[str | int] = []
+
+    def describe(self) -> str:
+        """``'auto (first epoch N batches, then A-B as measured)'`` or the fixed window, for logs."""
+        if not self.auto:
+            return str(self.current)
+        return f"auto (first epoch {self.current} batches, then {self.bounds.low}-{self.bounds.high} as measured)"
+
+    def advance(self, reports: Sequence[WindowTiming], epoch: int) -> None:
+        """Record this epoch's window and, with ``'auto'``, choose the next one from ``reports``."""
+        self.used.append(self.current)
+        if self.auto:
+            chosen = next_window(reports, self.bounds, int(self.current), epoch, self.mode)
+            self.current = at_least_four_rounds(chosen, self.most_batches)
+
+
 def bounds_for(mode: str) -> WindowBounds:
     """The automatic window bounds of a mode ('synchronous', 'hogwild', or another asynchronous one)."""
     if mode == "synchronous":
