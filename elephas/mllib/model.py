@@ -85,33 +85,6 @@ class SparkMLlibModel(SparkModel):
         )
 
     # ------------------------------------------------------------------------------ training
-    def fit(
-        self,
-        labeled_points: Any,
-        epochs: int = 10,
-        batch_size: int = 32,
-        verbose: int = 0,
-        validation_split: float = 0.1,
-        categorical: bool = False,
-        nb_classes: int | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Train on an RDD of ``LabeledPoint``; same as :meth:`train`.
-
-        Returns:
-            The merged ``keras.callbacks.History``.
-        """
-        return self.train(
-            labeled_points,
-            epochs=epochs,
-            batch_size=batch_size,
-            verbose=verbose,
-            validation_split=validation_split,
-            categorical=categorical,
-            nb_classes=nb_classes,
-            **kwargs,
-        )
-
     def train(
         self,
         labeled_points: Any,
@@ -177,6 +150,9 @@ class SparkMLlibModel(SparkModel):
             nb_classes=encode_to,
             **kwargs,
         )
+
+    fit = train
+    """Train on an RDD of ``LabeledPoint``; the same method as :meth:`train` (Keras's name for it)."""
 
     @staticmethod
     def _check_label_range(labeled_points: Any, nb_classes: int) -> None:
