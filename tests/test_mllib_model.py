@@ -106,3 +106,26 @@ def test_bad_input(sc):
         spark_model.train(lp, categorical=False)
     with pytest.raises(ValueError, match="non-empty"):
         spark_model.train(sc.parallelize([], 1))
+
+
+def test_label_check_reads_whole_partitions_so_python_workers_are_reused(sc):
+    """A check that stops reading a partition early (``take``) makes its Python worker exit, and
+    the next task pays for a new one (TensorFlow's import included)."""
+    import os
+
+    from pyspark.mllib.linalg import Vectors
+    from pyspark.mllib.regression import LabeledPoint
+
+    def worker_pids() -> set[int]:
+        return set(
+            sc.parallelize(range(4), 2).mapPartitions(lambda it: [(len(list(it)), os.getpid())]).values().collect()
+        )
+
+    rows = [LabeledPoint(9.0 if i < 20 else float(i % 3), Vectors.dense([float(i), 1.0])) for i in range(4000)]
+    lp = sc.parallelize(rows, 2).cache()
+    lp.count()
+    before = worker_pids()
+    with pytest.raises(ValueError, match=r"Received: labels=\[9.0, 9.0, 9.0, 9.0, 9.0\]"):
+        SparkMLlibModel._check_label_range(lp, 3)
+    assert worker_pids() == before
+    lp.unpersist()

@@ -156,10 +156,17 @@ class SparkMLlibModel(SparkModel):
 
     @staticmethod
     def _check_label_range(labeled_points: Any, nb_classes: int) -> None:
-        def bad(label: float) -> bool:
-            return not (0 <= label < nb_classes and float(label).is_integer())
+        def first_bad(points: Any) -> list[float]:
+            # reads its whole partition (``take`` would leave a Python worker with unread input,
+            # and such a worker exits instead of being reused, TensorFlow import and all)
+            found: list[float] = []
+            for lp in points:
+                label = float(lp.label)
+                if len(found) < 5 and not (0 <= label < nb_classes and label.is_integer()):
+                    found.append(label)
+            return found
 
-        offending = labeled_points.map(lambda lp: float(lp.label)).filter(bad).take(5)
+        offending = labeled_points.mapPartitions(first_bad).collect()[:5]
         if offending:
             raise ValueError(class_indices_message(nb_classes, f"labels={offending}"))
 
