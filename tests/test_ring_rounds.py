@@ -7,7 +7,6 @@ same server step), so a fit with either reducer reaches the same weights up to f
 from __future__ import annotations
 
 import os
-import signal
 import threading
 
 import keras
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import make_dense_model
 from test_stage_rounds import simulate, teacher_task
+from worker_kill import KillOnce, kill_once_model
 
 from elephas.engine.driver import check_reducer
 from elephas.engine.server_optimizer import ServerOptimizer
@@ -99,46 +99,11 @@ def test_the_reducer_is_checked_before_any_job(sc):
     assert "reducer" not in SparkModel(model).get_config()
 
 
-class KillOnce(keras.layers.Layer):
-    """The identity; the first time a training step is traced in partition 0's barrier task, that task's
-    Python worker records its process id in ``marker`` and SIGKILLs itself (once: the marker exists after)."""
-
-    def __init__(self, marker: str, **kwargs):
-        super().__init__(**kwargs)
-        self.marker = marker
-
-    def call(self, inputs, training=None):
-        from pyspark import BarrierTaskContext, TaskContext
-
-        context = TaskContext.get()
-        if training and isinstance(context, BarrierTaskContext) and context.partitionId() == 0:
-            try:
-                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return inputs
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return inputs
-
-    def get_config(self):
-        return {**super().get_config(), "marker": self.marker}
-
-
 @pytest.mark.parametrize("reducer", ["server", "ring"])
 def test_a_killed_worker_restarts_the_epoch_stage_and_the_fit_completes(sc, tmp_path, reducer):
     x, y = teacher_task(600, features=4, seed=6)
     marker = str(tmp_path / "killed-worker-pid")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            KillOnce(marker),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
-    )
-    model.compile(keras.optimizers.Adam(0.02), "categorical_crossentropy", metrics=["accuracy"])
+    model = kill_once_model(marker, hidden=16, learning_rate=0.02)
     before = {t.name for t in threading.enumerate()}
     spark_model = SparkModel(model, frequency=4, num_workers=2, reducer=reducer, custom_objects={"KillOnce": KillOnce})
     history = spark_model.fit(x[:500], y[:500], epochs=3, batch_size=10)

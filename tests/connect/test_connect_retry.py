@@ -10,54 +10,20 @@ Python worker of this test's Spark holds a listening socket (the in-stage reduce
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import threading
 import time
 
-import keras
 import numpy as np
 import pytest
+import worker_kill
 from conftest import make_blobs
 from pyspark import cloudpickle
 from pyspark.ml.linalg import Vectors
 
 from elephas.spark_model import SparkModel
 
-# The executors unpickle this module's layer by value (they cannot import a test module).
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def kill_once(marker: str) -> None:
-    """In the barrier task of partition 0, the first time only: record this process id and SIGKILL it."""
-    from pyspark import BarrierTaskContext, TaskContext
-
-    context = TaskContext.get()
-    if not isinstance(context, BarrierTaskContext) or context.partitionId() != 0:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-class KillOnce(keras.layers.Layer):
-    """The identity; when a training step is traced in partition 0's barrier task, :func:`kill_once`."""
-
-    def __init__(self, marker: str, **kwargs):
-        super().__init__(**kwargs)
-        self.marker = marker
-
-    def call(self, inputs, training=None):
-        if training:
-            kill_once(self.marker)
-        return inputs
-
-    def get_config(self):
-        return {**super().get_config(), "marker": self.marker}
+# The executors unpickle the layer by value (they cannot import a test module).
+cloudpickle.register_pickle_by_value(worker_kill)
 
 
 def _listeners_of_workers(root: int) -> dict[int, int]:
@@ -108,18 +74,9 @@ def test_a_killed_python_worker_restarts_the_stage_and_the_fit_completes(spark, 
         [(Vectors.dense(a.tolist()), Vectors.dense(b.tolist())) for a, b in zip(x, y)], ["features", "label"]
     )
     marker = str(tmp_path / "killed-worker-pid")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            KillOnce(marker),
-            keras.layers.Dense(8, activation="relu"),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
-    )
-    model.compile(keras.optimizers.Adam(0.01), "categorical_crossentropy", metrics=["accuracy"])
+    model = worker_kill.kill_once_model(marker, hidden=8, learning_rate=0.01)
     before = {t.name for t in threading.enumerate()}
-    spark_model = SparkModel(model, frequency=2, num_workers=2, custom_objects={"KillOnce": KillOnce})
+    spark_model = SparkModel(model, frequency=2, num_workers=2, custom_objects={"KillOnce": worker_kill.KillOnce})
     history = spark_model.fit(frame, epochs=3, batch_size=16)
 
     assert os.path.exists(marker), "no task killed its worker: the test did not exercise a restart"
