@@ -20,6 +20,14 @@ than the one registered for that partition starts a new attempt of the epoch: th
 server step's state and the round counter go back to what they were when the epoch began, pushes
 still waiting from the dead attempt are answered 409, and later pushes of it (smaller ids) are
 refused. Nothing of a dead attempt survives in the center.
+
+A task of the dead attempt that had not pushed yet cannot be told from a task of the new one by
+its id alone (PySpark does not expose the stage attempt number, and asking every task for its id
+would cost a barrier call per stage). Two rules keep it out: a push is registered only once it
+is admitted to the current round, so the dead task's late push of a later round is refused
+without leaving a trace (the new attempt starts at round 0); and every id up to the largest one
+known to be dead (the id a newer task replaced, or any id of an attempt the driver abandoned)
+is refused for the rest of the epoch, from whichever partition it comes.
 """
 
 from __future__ import annotations
@@ -85,6 +93,7 @@ class RoundState(ServerState):
         self._epoch = -1
         self._windows: dict[str, int] = {}
         self._tasks: dict[str, int] = {}
+        self._floor = 0  # task ids below it belong to dead attempts of the epoch
         self._round = 0
         self._pushed: set[str] = set()
         self._sum: list[np.ndarray] | None = None
@@ -115,6 +124,7 @@ class RoundState(ServerState):
             self._windows = {str(k): int(v) for k, v in windows.items() if int(v) > 0}
             self._start = (center, version, _state_of(self.step))
             self._tasks = {}
+            self._floor = 0
             self._error = None
             self._reset_round(0)
 
@@ -234,10 +244,10 @@ class RoundState(ServerState):
                 reason="metadata",
             )
         known = self._tasks.get(worker_id)
-        if known is not None and task_attempt < known:
+        if task_attempt < self._floor or (known is not None and task_attempt < known):
             raise RoundClosed(
-                f"Expected a push of task {known} for partition {worker_id}, received one of the "
-                f"earlier task {task_attempt} (a restarted stage's dead attempt)."
+                f"Expected a push of task {max(known or 0, self._floor)} or later for partition {worker_id}, "
+                f"received one of the earlier task {task_attempt} (a restarted stage's dead attempt)."
             )
         if known is not None and task_attempt > known:
             logger.info(
@@ -248,10 +258,10 @@ class RoundState(ServerState):
                 task_attempt,
                 known,
             )
+            self._floor = max(self._floor, known + 1)
             self._restart_epoch()
         if self._error is not None:
             raise RoundClosed(self._error, status=422, reason="nonfinite")
-        self._tasks[worker_id] = task_attempt
         if round_index != self._round:
             raise RoundClosed(f"Expected a push for round {self._round}, received round {round_index}.")
         if worker_id in self._pushed:
@@ -259,10 +269,17 @@ class RoundState(ServerState):
                 f"Expected one push per partition and round, received a second push "
                 f"from partition {worker_id} for round {round_index}."
             )
+        self._tasks[worker_id] = task_attempt  # registered only once admitted to the round
 
     def restart_epoch(self) -> None:
-        """Go back to the state the current epoch began with (the driver runs it again)."""
+        """Go back to the state the current epoch began with (the driver runs it again).
+
+        Every task that pushed so far is dead from now on: the driver's next run is a new
+        stage, whose tasks have larger ids.
+        """
         with self._cond:
+            if self._tasks:
+                self._floor = max(self._floor, max(self._tasks.values()) + 1)
             self._restart_epoch()
 
     def _restart_epoch(self) -> None:
