@@ -258,8 +258,7 @@ class RoundState(ServerState):
                 task_attempt,
                 known,
             )
-            self._floor = max(self._floor, known + 1)
-            self._restart_epoch()
+            self._restart_epoch(dead=known)
         if self._error is not None:
             raise RoundClosed(self._error, status=422, reason="nonfinite")
         if round_index != self._round:
@@ -278,11 +277,12 @@ class RoundState(ServerState):
         stage, whose tasks have larger ids.
         """
         with self._cond:
-            if self._tasks:
-                self._floor = max(self._floor, max(self._tasks.values()) + 1)
-            self._restart_epoch()
+            self._restart_epoch(dead=max(self._tasks.values(), default=None))
 
-    def _restart_epoch(self) -> None:
+    def _restart_epoch(self, dead: int | None) -> None:
+        """Restore the epoch's start; task ids up to ``dead`` (known dead) stay refused."""
+        if dead is not None:
+            self._floor = max(self._floor, dead + 1)
         assert self._start is not None
         center, version, step_state = self._start
         if self._version != version:
